@@ -1,0 +1,17 @@
+/* mproc: Python's multiprocessing for C on Linux.
+ *
+ * One header for the whole API; each area is declared, with its
+ * documentation, in include/mproc/<area>.h. Conventions (see docs/):
+ *   - int functions return 0 or a negative code (MP_E* or -errno);
+ *   - constructors return a pointer, or NULL with errno set;
+ *   - timeouts are double seconds, MP_FOREVER waits forever, 0 never blocks;
+ *   - every shared object is a pointer into shared memory that stays valid
+ *     in children under every start method. */
+#ifndef MPROC_H
+#define MPROC_H
+
+#include "mproc/error.h"
+#include "mproc/process.h"
+#include "mproc/memory.h"
+
+#endif

@@ -1,0 +1,130 @@
+/* What the areas of mproc share. Internal non-static names are mp__. */
+#ifndef MPROC_INTERNAL_H
+#define MPROC_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "mproc.h"
+
+#define MP__UNUSED __attribute__((unused))
+
+/* ---- Deadlines ----------------------------------------------------------
+ * Every wait is on CLOCK_MONOTONIC with an absolute deadline, converted to
+ * a relative timeout at each wait, so EINTR and spurious wakeups just loop
+ * and wait for the rest of the time. */
+typedef struct mp__deadline {
+  struct timespec at; /* absolute CLOCK_MONOTONIC time */
+  bool forever;       /* timeout < 0 */
+} mp__deadline_t;
+
+mp__deadline_t mp__deadline_in(double timeout);
+/* True once the deadline has passed (never for forever). */
+bool mp__deadline_expired(const mp__deadline_t *d);
+/* Milliseconds left for poll(): -1 forever, 0 when expired; rounded up. */
+int mp__deadline_poll_ms(const mp__deadline_t *d);
+/* Monotonic now in nanoseconds. */
+uint64_t mp__now_ns(void);
+
+/* ---- Shared memory allocation -------------------------------------------
+ * Memory for shared objects (locks, queues, values). A pointer returned
+ * here is valid at the same address in every process of the family, under
+ * every start method, also in children started before the allocation.
+ * Zeroed, aligned to 64 bytes. NULL with errno ENOMEM/ENOSPC when the
+ * arena is full or the system has no memory for it (never SIGBUS later). */
+void *mp__shm_alloc(size_t size);
+void mp__shm_free(void *ptr);
+
+
+/* ---- Process objects ------------------------------------------------------ */
+#include <pthread.h>
+
+#define MP__AUTHKEY_LEN 32
+#define MP__MAX_DEPTH 16 /* nesting of Process-1:2:3 names */
+
+enum mp__process_kind {
+  MP__PROCESS_CHILD,  /* made by mp_process_new*: started by the caller */
+  MP__PROCESS_MAIN,   /* mp_current_process() of the main program */
+  MP__PROCESS_SELF,   /* mp_current_process() inside a child */
+  MP__PROCESS_PARENT, /* mp_parent_process() inside a child */
+};
+
+enum mp__process_state {
+  MP__PROCESS_INITIAL,
+  MP__PROCESS_STARTED,
+  MP__PROCESS_CLOSED,
+};
+
+enum mp__start_method {
+  MP__METHOD_FORK,
+  MP__METHOD_SPAWN,
+  MP__METHOD_FORKSERVER,
+  MP__METHOD_COUNT,
+};
+
+struct mp_context {
+  const char *name;
+  enum mp__start_method method;
+};
+
+/* A process object lives in the memory of the process that made it.
+ * `lock` guards the fields below it that change after start (pidfd,
+ * reaped, exitcode, sentinel); the library's family lock guards the
+ * children list links. */
+struct mp_process {
+  enum mp__process_kind kind;
+  _Atomic int state; /* enum mp__process_state */
+  char *name;
+  bool daemon;
+  bool library_owned; /* freed by the user while running */
+  const mp_context_t *ctx;
+  void (*target)(void *arg);
+  void *arg;
+  size_t arg_size;
+  const mp_process_type_t *type;
+  void *data;
+  unsigned identity[MP__MAX_DEPTH];
+  unsigned depth;
+  pid_t creator_pid; /* only this process may start, join, signal it */
+  unsigned char authkey[MP__AUTHKEY_LEN];
+  mp_process_t *prev, *next; /* children list, while tracked */
+
+  pthread_mutex_t lock;
+  pid_t pid;
+  int pidfd;    /* for signals and, for true children, waitid */
+  int sentinel; /* readable when the process ended (== pidfd, or a status
+                   fd from the forkserver) */
+  bool reaped;
+  int exitcode;
+};
+
+/* The start methods. Each launches p (state INITIAL, checks done, the
+ * family lock held) and fills pid, pidfd and sentinel, or returns a code. */
+int mp__start_fork(mp_process_t *p);
+int mp__start_spawn(mp_process_t *p);
+int mp__start_forkserver(mp_process_t *p);
+
+/* The default context's method (MPROC_START_METHOD, or set_start_method),
+ * fixing it as Python's first use does. */
+const mp_context_t *mp__default_context(void);
+
+/* Runs the child side of a started process: p becomes the current
+ * process, the target or run() is called, the process exits. Never
+ * returns. parent_pidfd: a pidfd of the parent (or -1). */
+_Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
+                              const char *parent_name, int parent_pidfd);
+
+/* The calling process's own pidfd, opened once; -errno on failure. */
+int mp__self_pidfd(void);
+
+/* ---- Process family -------------------------------------------------------
+ * Called in a child right after it came to life (fork, spawn or forkserver)
+ * before it runs user code: areas reset their per-process state. */
+void mp__process_after_fork_child(void);
+
+/* Stops a spawned child that reached the API without passing through
+ * mp_main() (see mp_main); does nothing otherwise. */
+void mp__check_bootstrapped(void);
+
+#endif

@@ -1,0 +1,44 @@
+/* Error codes: names and messages come from one list. */
+#include <string.h>
+
+#include "support.h"
+
+static void test_names_and_messages(void **state) {
+  (void)state;
+  assert_string_equal(mp_errname(MP_ESTATE), "MP_ESTATE");
+  assert_string_equal(mp_errname(MP_ETIMEDOUT), "MP_ETIMEDOUT");
+  assert_string_equal(mp_errname(MP_EOWNERDEAD), "MP_EOWNERDEAD");
+  assert_string_equal(mp_errname(MP_ETASK), "MP_ETASK");
+  assert_string_equal(mp_strerror(MP_ETIMEDOUT), "timed out");
+  assert_string_equal(mp_errname(0), "OK");
+}
+
+static void test_system_codes(void **state) {
+  (void)state;
+  assert_string_equal(mp_errname(-ENOENT), "ENOENT");
+  assert_string_equal(mp_strerror(-ENOENT), "No such file or directory");
+  assert_int_equal(MP_EINVAL, -EINVAL);
+  assert_string_equal(mp_errname(MP_EINVAL), "EINVAL");
+  assert_string_equal(mp_errname(12345), "UNKNOWN");
+  assert_string_equal(mp_strerror(-99999), "unknown error");
+}
+
+static void test_codes_are_distinct_from_errno(void **state) {
+  (void)state;
+  const int codes[] = {MP_ESTATE,     MP_ETIMEDOUT, MP_EEMPTY,  MP_EFULL,
+                       MP_EOVERFLOW,  MP_ENOTOWNER, MP_EBROKEN, MP_ECLOSED,
+                       MP_EAUTH,      MP_EOWNERDEAD, MP_EWORKER, MP_ETASK};
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    assert_null(strerrorname_np(-codes[i]));
+    assert_true(strncmp(mp_errname(codes[i]), "MP_E", 4) == 0);
+  }
+}
+
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {
+      mpt_test(test_names_and_messages),
+      mpt_test(test_system_codes),
+      mpt_test(test_codes_are_distinct_from_errno),
+  };
+  return MPT_RUN(argc, argv, tests);
+}
