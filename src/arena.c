@@ -12,6 +12,19 @@ typedef struct arena_header {
   char pad[64 - sizeof(size_t)];
 } arena_header_t;
 
+static _Atomic(void *) *roots;
+
+_Atomic(void *) *mp__shm_root(enum mp__root which) {
+  if (!roots) {
+    void *map = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
+      return NULL;
+    roots = map;
+  }
+  return &roots[which];
+}
+
 void *mp__shm_alloc(size_t size) {
   size_t total = size + sizeof(arena_header_t);
   void *map = mmap(NULL, total, PROT_READ | PROT_WRITE,

@@ -36,6 +36,24 @@ uint64_t mp__now_ns(void);
 void *mp__shm_alloc(size_t size);
 void mp__shm_free(void *ptr);
 
+/* Well-known pointers at the start of the arena, one per area that keeps a
+ * family-wide object there (the first process to need it creates it with a
+ * compare-and-swap on its root; everyone else finds it there). */
+enum mp__root {
+  MP__ROOT_OWNERS,    /* the robust owner table of the futex core */
+  MP__ROOT_CONNS,     /* the connection table */
+  MP__ROOT_RESERVED2,
+  MP__ROOT_RESERVED3,
+  MP__ROOT_COUNT = 16,
+};
+_Atomic(void *) *mp__shm_root(enum mp__root which);
+
+/* fds that must exist, at the same number, in every child (spawn and
+ * forkserver pass them explicitly; fork inherits them anyway). The fd keeps
+ * FD_CLOEXEC in the parent. Thread-safe. Returns 0 or -errno. */
+int mp__inherit_fd_add(int fd);
+void mp__inherit_fd_remove(int fd);
+
 
 /* ---- Process objects ------------------------------------------------------ */
 #include <pthread.h>

@@ -10,3 +10,12 @@ int mp__start_forkserver(mp_process_t *p) {
   (void)p;
   return -ENOSYS;
 }
+
+int mp__inherit_fd_add(int fd) {
+  (void)fd;
+  return 0;
+}
+
+void mp__inherit_fd_remove(int fd) {
+  (void)fd;
+}
