@@ -10,9 +10,8 @@ int mp__futex_wait(_Atomic uint32_t *word, uint32_t expected,
                    const mp__deadline_t *deadline) {
   /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
    * retry after a signal needs no recomputation of the time left. */
-  const struct timespec *at = deadline && !deadline->forever
-                                  ? &deadline->at
-                                  : NULL;
+  const struct timespec *at =
+      deadline && !deadline->forever ? &deadline->at : NULL;
   long rc = syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, at, NULL,
                     FUTEX_BITSET_MATCH_ANY);
   if (rc < 0 && errno == ETIMEDOUT)

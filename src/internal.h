@@ -40,8 +40,8 @@ void mp__shm_free(void *ptr);
  * family-wide object there (the first process to need it creates it with a
  * compare-and-swap on its root; everyone else finds it there). */
 enum mp__root {
-  MP__ROOT_OWNERS,    /* the robust owner table of the futex core */
-  MP__ROOT_CONNS,     /* the connection table */
+  MP__ROOT_OWNERS, /* the robust owner table of the futex core */
+  MP__ROOT_CONNS,  /* the connection table */
   MP__ROOT_RESERVED2,
   MP__ROOT_RESERVED3,
   MP__ROOT_COUNT = 16,
@@ -54,12 +54,12 @@ _Atomic(void *) *mp__shm_root(enum mp__root which);
 int mp__inherit_fd_add(int fd);
 void mp__inherit_fd_remove(int fd);
 
-
-/* ---- Process objects ------------------------------------------------------ */
+/* ---- Process objects ------------------------------------------------------
+ */
 #include <pthread.h>
 
 #define MP__AUTHKEY_LEN 32
-#define MP__MAX_DEPTH 16 /* nesting of Process-1:2:3 names */
+#define MP__MAX_DEPTH   16 /* nesting of Process-1:2:3 names */
 
 enum mp__process_kind {
   MP__PROCESS_CHILD,  /* made by mp_process_new*: started by the caller */
@@ -129,9 +129,10 @@ const mp_context_t *mp__default_context(void);
 
 /* Runs the child side of a started process: p becomes the current
  * process, the target or run() is called, the process exits. Never
- * returns. parent_pidfd: a pidfd of the parent (or -1). */
+ * returns. parent_name must stay valid in the child (it is never freed
+ * there); parent_pidfd: a pidfd of the parent (or -1). */
 _Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
-                              const char *parent_name, int parent_pidfd);
+                              char *parent_name, int parent_pidfd);
 
 /* The calling process's own pidfd, opened once; -errno on failure. */
 int mp__self_pidfd(void);

@@ -26,13 +26,13 @@
 #define NO_MAIN_EXIT_STATUS 70
 
 static struct family {
-  pthread_mutex_t lock;    /* guards everything below */
-  mp_process_t *children;  /* started, not yet found dead */
-  unsigned counter;        /* last number given to a child (Python's
-                              _process_counter) */
-  mp_process_t *current;   /* this process's own object */
-  mp_process_t *parent;    /* NULL in the main program */
-  int self_pidfd;          /* a pidfd of this process, for its children */
+  pthread_mutex_t lock;   /* guards everything below */
+  mp_process_t *children; /* started, not yet found dead */
+  unsigned counter;       /* last number given to a child (Python's
+                             _process_counter) */
+  mp_process_t *current;  /* this process's own object */
+  mp_process_t *parent;   /* NULL in the main program */
+  int self_pidfd;         /* a pidfd of this process, for its children */
   bool exit_registered;
 } family = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
@@ -102,7 +102,8 @@ int mp__self_pidfd(void) {
   return fd;
 }
 
-/* ---- construction ---------------------------------------------------------- */
+/* ---- construction ----------------------------------------------------------
+ */
 
 static char *default_name(const char *base, const unsigned *identity,
                           unsigned depth) {
@@ -197,7 +198,8 @@ void *mp_process_data(mp_process_t *p) {
   return p->data;
 }
 
-/* ---- the children list ---------------------------------------------------- */
+/* ---- the children list ----------------------------------------------------
+ */
 
 static void list_add(mp_process_t *p) {
   p->prev = NULL;
@@ -223,7 +225,8 @@ static bool is_tracked(const mp_process_t *p) {
   return p->prev || family.children == p;
 }
 
-/* ---- reaping ------------------------------------------------------------------- */
+/* ---- reaping
+ * ------------------------------------------------------------------- */
 
 static int status_to_exitcode(const siginfo_t *info) {
   if (info->si_code == CLD_EXITED)
@@ -239,8 +242,7 @@ static bool try_reap(mp_process_t *p) {
     siginfo_t info = {0};
     int rc;
     do
-      rc = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info,
-                  WEXITED | WNOHANG);
+      rc = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info, WEXITED | WNOHANG);
     while (rc < 0 && errno == EINTR);
     if (rc == 0 && info.si_pid != 0) {
       p->exitcode = status_to_exitcode(&info);
@@ -257,14 +259,21 @@ static bool try_reap(mp_process_t *p) {
   return reaped;
 }
 
-/* Drops a reaped child from the list (Python's _children.discard). */
+static void destroy(mp_process_t *p);
+
+/* Drops a reaped child from the list (Python's _children.discard). An
+ * object the user already freed goes with it. */
 static void untrack(mp_process_t *p) {
   pthread_mutex_lock(&family.lock);
   list_remove(p);
+  bool owned = p->library_owned;
   pthread_mutex_unlock(&family.lock);
+  if (owned)
+    destroy(p);
 }
 
-/* ---- checks shared by the methods ----------------------------------------- */
+/* ---- checks shared by the methods -----------------------------------------
+ */
 
 static bool is_closed(const mp_process_t *p) {
   return p->state == MP__PROCESS_CLOSED;
@@ -279,7 +288,8 @@ static int check_started_child(const mp_process_t *p) {
   return 0;
 }
 
-/* ---- start ------------------------------------------------------------------ */
+/* ---- start ------------------------------------------------------------------
+ */
 
 static void exit_function(void);
 
@@ -357,7 +367,8 @@ int mp__start_fork(mp_process_t *p) {
   return 0;
 }
 
-/* ---- the child side ------------------------------------------------------------ */
+/* ---- the child side
+ * ------------------------------------------------------------ */
 
 /* The child owns none of its parent's children: their fds are closed and
  * the list is forgotten (the objects stay readable, but join and friends
@@ -372,17 +383,21 @@ static void forget_parents_children(void) {
   family.children = NULL;
 }
 
-static mp_process_t *make_parent_object(pid_t pid, const char *name,
-                                        int pidfd) {
-  mp_process_t *pp = calloc(1, sizeof *pp);
-  if (!pp)
-    return NULL;
+/* The child's view of its parent lives in static storage: the child
+ * writes as few pages as it can, since every page it writes after fork is a
+ * copy-on-write fault. */
+static mp_process_t parent_process;
+
+/* name: a string the child never frees (under fork, the parent's own
+ * object's name, still in the child's copy of the parent's memory). */
+static mp_process_t *make_parent_object(pid_t pid, char *name, int pidfd) {
+  mp_process_t *pp = &parent_process;
   pp->kind = MP__PROCESS_PARENT;
   pp->state = MP__PROCESS_STARTED;
-  pp->name = strdup(name ? name : "MainProcess");
+  pp->name = name;
   pp->pid = pid;
   pp->pidfd = pp->sentinel = pidfd;
-  pthread_mutex_init(&pp->lock, NULL);
+  pp->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   return pp;
 }
 
@@ -399,10 +414,11 @@ static void redirect_stdin_to_devnull(void) {
 }
 
 _Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
-                              const char *parent_name, int parent_pidfd) {
-  pthread_mutex_init(&family.lock, NULL);
-  pthread_mutex_init(&p->lock, NULL);
-  mp_current_process(); /* the main object exists, for its authkey layout */
+                              char *parent_name, int parent_pidfd) {
+  /* The forking thread held the family lock; no other thread exists here.
+   * Plain stores, not pthread_mutex_init: see make_parent_object. */
+  family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+  p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   forget_parents_children();
   family.counter = 0;
   family.self_pidfd = -1;
@@ -427,12 +443,12 @@ _Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
     p->type->run(p);
   else
     p->target(p->arg);
-  exit_function();
-  fflush(NULL);
+  exit_function(); /* flushes stdio first */
   _exit(0);
 }
 
-/* ---- join, signals, state -------------------------------------------------------- */
+/* ---- join, signals, state
+ * -------------------------------------------------------- */
 
 int mp_process_join(mp_process_t *p, double timeout) {
   if (p->kind == MP__PROCESS_PARENT) {
@@ -452,14 +468,18 @@ int mp_process_join(mp_process_t *p, double timeout) {
   int rc = check_started_child(p);
   if (rc < 0)
     return rc;
+  /* Poll first: a process that already ended makes it return at once, and
+   * one waitid then reaps it. */
   mp__deadline_t d = mp__deadline_in(timeout);
-  while (!try_reap(p)) {
+  for (;;) {
     struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
     int n = poll(&pfd, 1, mp__deadline_poll_ms(&d));
     if (n < 0 && errno != EINTR)
       return -errno;
+    if (try_reap(p))
+      break;
     if (n == 0 && mp__deadline_expired(&d))
-      return try_reap(p) ? (untrack(p), 0) : MP_ETIMEDOUT;
+      return MP_ETIMEDOUT;
   }
   untrack(p);
   return 0;
@@ -471,8 +491,7 @@ static int send_signal(mp_process_t *p, int sig) {
     return rc;
   pthread_mutex_lock(&p->lock);
   /* Once reaped the pid may belong to someone else; the pidfd never does. */
-  if (!p->reaped && sys_pidfd_send_signal(p->pidfd, sig) < 0 &&
-      errno != ESRCH)
+  if (!p->reaped && sys_pidfd_send_signal(p->pidfd, sig) < 0 && errno != ESRCH)
     rc = -errno;
   pthread_mutex_unlock(&p->lock);
   return rc;
@@ -505,8 +524,8 @@ int mp_process_exitcode(const mp_process_t *cp, int *code) {
   mp_process_t *p = (mp_process_t *)cp;
   if (check_started_child(p) < 0 || !try_reap(p))
     return MP_ESTATE;
-  untrack(p);
   *code = p->exitcode;
+  untrack(p);
   return 0;
 }
 
@@ -617,7 +636,8 @@ const unsigned char *mp_process_authkey(const mp_process_t *p, size_t *len) {
   return p->authkey;
 }
 
-/* ---- the module's view of the children --------------------------------------- */
+/* ---- the module's view of the children
+ * --------------------------------------- */
 
 size_t mp_active_children(mp_process_t **out, size_t cap) {
   mp_current_process();
@@ -641,8 +661,12 @@ size_t mp_active_children(mp_process_t **out, size_t cap) {
 }
 
 /* Python's util._exit_function: at normal exit, daemonic children are
- * terminated and then every child is joined. */
+ * terminated and then every child is joined. Runs from atexit, and at the
+ * end of a child that returned from its target. */
 static void exit_function(void) {
+  /* What this process printed is written before it waits for its
+   * children, not after they all ended. */
+  fflush(NULL);
   pthread_mutex_lock(&family.lock);
   for (mp_process_t *c = family.children; c; c = c->next)
     if (c->daemon && !try_reap(c))
@@ -665,7 +689,8 @@ static void exit_function(void) {
   }
 }
 
-/* ---- the spawn guard ------------------------------------------------------------ */
+/* ---- the spawn guard
+ * ------------------------------------------------------------ */
 
 void mp__check_bootstrapped(void) {
   /* Until spawn exists, every process is bootstrapped. */
@@ -677,5 +702,4 @@ int mp_main(int argc, char **argv) {
   return 0;
 }
 
-void mp__process_after_fork_child(void) {
-}
+void mp__process_after_fork_child(void) {}

@@ -17,8 +17,8 @@ void mpt_assert_code(int expected, int actual, const char *expr,
   if (expected == actual)
     return;
   print_error("%s returned %s (%d: %s), expected %s (%d)\n", expr,
-                 mp_errname(actual), actual, mp_strerror(actual),
-                 mp_errname(expected), expected);
+              mp_errname(actual), actual, mp_strerror(actual),
+              mp_errname(expected), expected);
   _fail(file, line);
 }
 

@@ -46,8 +46,8 @@ MP_API int mp_main(int argc, char **argv);
  * are copied now and delivered to target in the child (under every start
  * method), so the caller's buffer may go away after this call. Returns NULL
  * with errno EINVAL (NULL target, NULL arg with arg_size > 0), or ENOMEM. */
-MP_API mp_process_t *mp_process_new(void (*target)(void *arg),
-                                    const void *arg, size_t arg_size,
+MP_API mp_process_t *mp_process_new(void (*target)(void *arg), const void *arg,
+                                    size_t arg_size,
                                     const mp_process_opts_t *opts);
 
 /* The subclass form: run(self) is called in the child; the type's data

@@ -1,0 +1,40 @@
+/* Helpers shared by the benchmark programs: timing, medians, the row format
+ * scripts/bench.sh reads ("row\t<operation>\t<mproc ns>\t<raw ns>\t<raw>"). */
+#ifndef MPROC_BENCH_COMMON_H
+#define MPROC_BENCH_COMMON_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static inline uint64_t bench_now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static int bench_compare_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Median of reps measurements of fn(arg, iterations), in ns per op. */
+static inline double bench_median(double (*fn)(void *arg, int iterations),
+                                  void *arg, int iterations, int reps) {
+  double results[32];
+  if (reps > 32)
+    reps = 32;
+  for (int i = 0; i < reps; i++)
+    results[i] = fn(arg, iterations);
+  qsort(results, (size_t)reps, sizeof results[0], bench_compare_double);
+  return results[reps / 2];
+}
+
+static inline void bench_row(const char *operation, double mproc_ns,
+                             double raw_ns, const char *raw_label) {
+  printf("row\t%s\t%.1f\t%.1f\t%s\n", operation, mproc_ns, raw_ns, raw_label);
+  fflush(stdout);
+}
+
+#endif

@@ -1,0 +1,119 @@
+/* Start+join of a trivial process, per start method, against the raw
+ * system calls it stands on. */
+#include <spawn.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <mproc.h>
+
+#include "bench_common.h"
+
+extern char **environ;
+
+static void trivial(void *arg) {
+  (void)arg;
+}
+
+static double mproc_start_join(void *arg, int n) {
+  mp_context_t *ctx = arg;
+  mp_process_opts_t opts = {.ctx = ctx};
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
+    mp_process_t *p = mp_process_new(trivial, NULL, 0, &opts);
+    if (!p || mp_process_start(p) != 0 || mp_process_join(p, MP_FOREVER)) {
+      fprintf(stderr, "bench_process: start failed\n");
+      exit(1);
+    }
+    mp_process_free(p);
+  }
+  return (double)(bench_now_ns() - t0) / n;
+}
+
+static double raw_fork(void *arg, int n) {
+  (void)arg;
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
+    pid_t pid = fork();
+    if (pid == 0)
+      _exit(0);
+    waitpid(pid, NULL, 0);
+  }
+  return (double)(bench_now_ns() - t0) / n;
+}
+
+/* posix_spawn of a tiny static binary: this program's own "--exit" mode is
+ * not tiny (it links libc dynamically), so /bin/true stands in as the
+ * smallest program every machine has. */
+static double raw_posix_spawn(void *arg, int n) {
+  (void)arg;
+  char *argv[] = {"true", NULL};
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
+    pid_t pid;
+    if (posix_spawn(&pid, "/bin/true", NULL, NULL, argv, environ) == 0)
+      waitpid(pid, NULL, 0);
+  }
+  return (double)(bench_now_ns() - t0) / n;
+}
+
+static void *ballast(size_t bytes) {
+  char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p != MAP_FAILED)
+    memset(p, 1, bytes);
+  return p;
+}
+
+int main(int argc, char **argv) {
+  if (mp_main(argc, argv) != 0)
+    return 1;
+  const char *only = argc > 1 ? argv[1] : NULL;
+  const char *methods[] = {"fork", "spawn", "forkserver"};
+  for (int m = 0; m < 3; m++) {
+    if (only && strcmp(only, methods[m]) != 0)
+      continue;
+    mp_context_t *ctx = mp_get_context(methods[m]);
+    mp_process_t *probe =
+        mp_process_new(trivial, NULL, 0, &(mp_process_opts_t){.ctx = ctx});
+    int rc = mp_process_start(probe);
+    if (rc == 0)
+      mp_process_join(probe, MP_FOREVER);
+    mp_process_free(probe);
+    if (rc != 0)
+      continue; /* method not available in this build */
+    char op[96];
+    snprintf(op, sizeof op, "process start+join (%s)", methods[m]);
+    int n = m == 0 ? 400 : 100;
+    double mine = bench_median(mproc_start_join, ctx, n, 5);
+    if (m == 0)
+      bench_row(op, mine, bench_median(raw_fork, NULL, n, 5),
+                "fork+_exit+waitpid");
+    else
+      bench_row(op, mine, bench_median(raw_posix_spawn, NULL, n, 5),
+                "posix_spawn /bin/true");
+  }
+  /* The same with a 256 MiB parent: fork grows with the parent's size,
+   * spawn and forkserver must not. */
+  void *big = ballast(256u << 20);
+  for (int m = 0; m < 3 && big; m++) {
+    if (only && strcmp(only, methods[m]) != 0)
+      continue;
+    mp_context_t *ctx = mp_get_context(methods[m]);
+    char op[96];
+    snprintf(op, sizeof op, "process start+join, 256 MiB parent (%s)",
+             methods[m]);
+    mp_process_t *probe =
+        mp_process_new(trivial, NULL, 0, &(mp_process_opts_t){.ctx = ctx});
+    int rc = mp_process_start(probe);
+    if (rc == 0)
+      mp_process_join(probe, MP_FOREVER);
+    mp_process_free(probe);
+    if (rc != 0)
+      continue;
+    bench_row(op, bench_median(mproc_start_join, ctx, 50, 5),
+              bench_median(raw_fork, NULL, 50, 5), "fork+_exit+waitpid");
+  }
+  return 0;
+}

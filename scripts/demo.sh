@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make demo`: runs the tutorial's examples in C, then one per area.
+# Output goes through a pipe, as in the tutorial's captured runs.
+set -euo pipefail
+build=${1:-build}
+run() {
+  local name=$1
+  [ -x "$build/examples/$name" ] || return 0
+  echo "==== examples/$name.c"
+  "$build/examples/$name" | cat
+  echo
+}
+run seed_process
+run seed_subclass
+run seed_daemon
+run lock_counter
+for script in scripts/demo_*.sh; do
+  [ -x "$script" ] || continue
+  echo "==== $script"
+  "$script" "$build"
+  echo
+done
