@@ -48,6 +48,17 @@ enum mp__root {
 };
 _Atomic(void *) *mp__shm_root(enum mp__root which);
 
+/* Creates the arena if this process has none yet (done at the first
+ * process start, so that every child has it). 0 or -errno. */
+int mp__arena_ensure(void);
+/* What a spawned child needs to map the arena at the same address. */
+int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
+/* In a spawned child: maps the parent's arena at its address. */
+int mp__arena_attach(int fd, uintptr_t address, uint64_t size);
+bool mp__arena_contains(const void *ptr);
+/* Bytes handed out and not yet freed, headers included (for tests). */
+uint64_t mp__arena_in_use(void);
+
 /* fds that must exist, at the same number, in every child (spawn and
  * forkserver pass them explicitly; fork inherits them anyway). The fd keeps
  * FD_CLOEXEC in the parent. Thread-safe. Returns 0 or -errno. */

@@ -308,8 +308,9 @@ int mp_process_start(mp_process_t *p) {
   if (rc < 0)
     return rc;
   const mp_context_t *ctx = p->ctx ? p->ctx : mp__default_context();
-  rc = mp__self_pidfd();
-  if (rc < 0)
+  /* Every child gets the arena, also the ones started before anything was
+   * allocated, so that later allocations reach them. */
+  if ((rc = mp__arena_ensure()) < 0 || (rc = mp__self_pidfd()) < 0)
     return rc;
   /* Whatever the parent has buffered is written once, by the parent. */
   fflush(NULL);
