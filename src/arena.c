@@ -76,9 +76,21 @@ static struct {
 
 /* Addresses tried, in order, for the arena. They are far from where the
  * kernel puts the heap, libraries and stacks, so that a freshly exec'd
- * child finds the same range free; the second one is inside the
- * application range that ThreadSanitizer allows. */
-static const uintptr_t address_hints[] = {0x200000000000ull, 0x7e8000000000ull};
+ * child finds the same range free. ThreadSanitizer owns most of the address
+ * space (and dies on a mapping attempt there), so its build uses a range
+ * inside the application memory it allows. */
+#if defined(__SANITIZE_THREAD__)
+#define MP__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MP__TSAN 1
+#endif
+#endif
+#ifdef MP__TSAN
+static const uintptr_t address_hints[] = {0x7e8000000000ull};
+#else
+static const uintptr_t address_hints[] = {0x200000000000ull};
+#endif
 
 static uint64_t arena_limit(void) {
   const char *env = getenv("MPROC_ARENA_SIZE");
