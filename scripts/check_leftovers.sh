@@ -9,7 +9,9 @@ if [ -n "$left" ]; then
   echo "$left" >&2
   bad=1
 fi
-procs=$(pgrep -a -f '/(tests|examples|bench)/[a-z_]+' | grep -v pgrep || true)
+# Programs of this checkout's builds only (ctest runs them by absolute path).
+top=$(cd "$(dirname "$0")/.." && pwd)
+procs=$(pgrep -a -f "^$top/build[^/]*/(tests|examples|bench)/" || true)
 if [ -n "$procs" ]; then
   echo "leftovers: processes of the suite still running:" >&2
   echo "$procs" >&2

@@ -82,3 +82,8 @@ size_t mp_get_all_start_methods(const char **out, size_t cap) {
   }
   return n;
 }
+
+void mp__set_default_method(enum mp__start_method method) {
+  if (method >= 0 && method < MP__METHOD_COUNT)
+    atomic_store(&actual, &contexts[method]);
+}

@@ -125,6 +125,8 @@ struct mp_process {
   int sentinel; /* readable when the process ended (== pidfd, or a status
                    fd from the forkserver) */
   bool reaped;
+  bool via_server; /* started by the forkserver: the exit status comes
+                      through the sentinel, not waitid */
   int exitcode;
 };
 
@@ -138,12 +140,22 @@ int mp__start_forkserver(mp_process_t *p);
  * fixing it as Python's first use does. */
 const mp_context_t *mp__default_context(void);
 
+/* Who a child's parent is, as the child learns it at start. */
+typedef struct mp__child_start {
+  pid_t parent_pid;    /* the process that started it */
+  char *parent_name;   /* never freed in the child */
+  int parent_pidfd;    /* a pidfd of the parent, or -1 */
+  pid_t direct_parent; /* who forked it: the parent, or the forkserver */
+} mp__child_start_t;
+
 /* Runs the child side of a started process: p becomes the current
  * process, the target or run() is called, the process exits. Never
- * returns. parent_name must stay valid in the child (it is never freed
- * there); parent_pidfd: a pidfd of the parent (or -1). */
-_Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
-                              char *parent_name, int parent_pidfd);
+ * returns. */
+_Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start);
+
+/* Sets the default start method of a child to its parent's (as Python's
+ * spawn preparation does). */
+void mp__set_default_method(enum mp__start_method method);
 
 /* The calling process's own pidfd, opened once; -errno on failure. */
 int mp__self_pidfd(void);

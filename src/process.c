@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "start.h"
 
 /* Exit status of a spawned child that reached the API without mp_main(). */
 #define NO_MAIN_EXIT_STATUS 70
@@ -91,14 +92,18 @@ int mp_cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
+/* Opened once, under its own lock: the start methods ask for it while they
+ * hold the family lock. */
+static pthread_mutex_t self_pidfd_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int mp__self_pidfd(void) {
-  pthread_mutex_lock(&family.lock);
+  pthread_mutex_lock(&self_pidfd_lock);
   if (family.self_pidfd < 0) {
     int fd = sys_pidfd_open(getpid());
     family.self_pidfd = fd < 0 ? -errno : fd;
   }
   int fd = family.self_pidfd;
-  pthread_mutex_unlock(&family.lock);
+  pthread_mutex_unlock(&self_pidfd_lock);
   return fd;
 }
 
@@ -238,7 +243,16 @@ static int status_to_exitcode(const siginfo_t *info) {
  * without the family lock held by this thread only when `untrack` is true. */
 static bool try_reap(mp_process_t *p) {
   pthread_mutex_lock(&p->lock);
-  if (!p->reaped && p->pidfd >= 0) {
+  if (!p->reaped && p->via_server) {
+    /* The forkserver reaped it and writes its exit code to the sentinel
+     * (non-blocking); EOF without a code means the server died first. */
+    int32_t code;
+    ssize_t n = read(p->sentinel, &code, sizeof code);
+    if (n == (ssize_t)sizeof code || n == 0) {
+      p->exitcode = n == 0 ? 255 : code;
+      p->reaped = true;
+    }
+  } else if (!p->reaped && p->pidfd >= 0) {
     siginfo_t info = {0};
     int rc;
     do
@@ -349,7 +363,9 @@ int mp__start_fork(mp_process_t *p) {
   pid_t pid = fork();
   if (pid == 0) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    mp__child_main(p, parent_pid, family.current->name, family.self_pidfd);
+    mp__child_start_t start = {parent_pid, family.current->name,
+                               family.self_pidfd, parent_pid};
+    mp__child_main(p, &start);
   }
   int err = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
@@ -414,16 +430,17 @@ static void redirect_stdin_to_devnull(void) {
   }
 }
 
-_Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
-                              char *parent_name, int parent_pidfd) {
+_Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   /* The forking thread held the family lock; no other thread exists here.
    * Plain stores, not pthread_mutex_init: see make_parent_object. */
   family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+  self_pidfd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   forget_parents_children();
   family.counter = 0;
   family.self_pidfd = -1;
-  family.parent = make_parent_object(parent_pid, parent_name, parent_pidfd);
+  family.parent = make_parent_object(start->parent_pid, start->parent_name,
+                                     start->parent_pidfd);
   p->kind = MP__PROCESS_SELF;
   p->pid = getpid();
   p->state = MP__PROCESS_STARTED;
@@ -434,7 +451,7 @@ _Noreturn void mp__child_main(mp_process_t *p, pid_t parent_pid,
     /* Beyond Python: a daemon dies with its parent even when the parent is
      * killed and cannot run its exit function. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent_pid)
+    if (getppid() != start->direct_parent)
       _exit(0);
   }
   mp__process_after_fork_child();
@@ -690,17 +707,6 @@ static void exit_function(void) {
   }
 }
 
-/* ---- the spawn guard
- * ------------------------------------------------------------ */
-
-void mp__check_bootstrapped(void) {
-  /* Until spawn exists, every process is bootstrapped. */
+void mp__process_after_fork_child(void) {
+  mp__forkserver_after_fork_child();
 }
-
-int mp_main(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  return 0;
-}
-
-void mp__process_after_fork_child(void) {}

@@ -95,10 +95,14 @@ static void warm_up(void) {
   void *p = mp_raw_alloc(64);
   if (p)
     mp_raw_free(p);
-  mp_process_t *proc = mp_process_new(warm_up_target, NULL, 0, NULL);
-  if (proc && mp_process_start(proc) == 0)
-    mp_process_join(proc, MP_FOREVER);
-  mp_process_free(proc);
+  static const char *const methods[] = {"fork", "spawn", "forkserver"};
+  for (int i = 0; i < 3; i++) {
+    mp_process_opts_t opts = {.ctx = mp_get_context(methods[i])};
+    mp_process_t *proc = mp_process_new(warm_up_target, NULL, 0, &opts);
+    if (proc && mp_process_start(proc) == 0)
+      mp_process_join(proc, MP_FOREVER);
+    mp_process_free(proc);
+  }
 }
 
 int mpt_run(int argc, char **argv, const char *name,

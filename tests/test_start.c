@@ -1,0 +1,328 @@
+/* Start methods and contexts: what differs between fork, spawn and
+ * forkserver, tested with explicit contexts (this program runs once). */
+#include <dlfcn.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "support.h"
+
+/* Internal hooks, linked from the static library. */
+extern const char *mp__spawn_path;
+pid_t mp__forkserver_pid(void);
+
+void mpt_lib_target(void *arg); /* tests/helpers/target_lib.c */
+typedef struct lib_report {
+  int value;
+  int pid;
+} lib_report_t;
+
+static const char *const methods[] = {"fork", "spawn", "forkserver"};
+
+typedef struct report {
+  int value;
+  int fds;
+  int sockets;
+  pid_t pid;
+  char method[32];
+} report_t;
+
+static mp_process_t *start_in(const char *method, void (*target)(void *),
+                              const void *arg, size_t size) {
+  mp_process_opts_t opts = {.ctx = mp_get_context(method)};
+  assert_non_null(opts.ctx);
+  mp_process_t *p = mp_process_new(target, arg, size, &opts);
+  assert_non_null(p);
+  assert_mp_ok(mp_process_start(p));
+  return p;
+}
+
+static int finish(mp_process_t *p) {
+  int rc = mp_process_join(p, 60);
+  if (rc != 0) {
+    mp_process_kill(p);
+    mp_process_join(p, MP_FOREVER);
+  }
+  assert_mp_ok(rc);
+  int code = -1;
+  assert_mp_ok(mp_process_exitcode(p, &code));
+  mp_process_free(p);
+  return code;
+}
+
+/* ---- contexts ---------------------------------------------------------- */
+
+static void test_contexts(void **state) {
+  (void)state;
+  errno = 0;
+  assert_null(mp_get_context("threads"));
+  assert_int_equal(errno, EINVAL);
+  for (int i = 0; i < 3; i++) {
+    mp_context_t *ctx = mp_get_context(methods[i]);
+    assert_non_null(ctx);
+    assert_string_equal(mp_context_start_method(ctx), methods[i]);
+  }
+  assert_non_null(mp_get_context(NULL));
+  const char *all[4] = {0};
+  assert_int_equal(mp_get_all_start_methods(all, 4), 3);
+  assert_int_equal(mp_get_all_start_methods(NULL, 0), 3);
+  /* The default comes first, as in Python. */
+  assert_string_equal(all[0], mpt_method());
+  bool seen[3] = {0};
+  for (int i = 0; i < 3; i++)
+    for (int k = 0; k < 3; k++)
+      seen[k] |= strcmp(all[i], methods[k]) == 0;
+  assert_true(seen[0] && seen[1] && seen[2]);
+}
+
+/* set_start_method changes global state: check it in a child. */
+static void check_set_start_method(void *arg) {
+  report_t *r = *(report_t **)arg;
+  int ok = 1;
+  /* The child's method is fixed (inherited from its parent). */
+  ok &= mp_set_start_method("spawn", false) == MP_ESTATE;
+  ok &= mp_set_start_method("spawn", true) == 0;
+  ok &= strcmp(mp_get_start_method(), "spawn") == 0;
+  ok &= mp_set_start_method("fork", false) == MP_ESTATE;
+  ok &= mp_set_start_method("bogus", true) == MP_EINVAL;
+  ok &= mp_set_start_method(NULL, true) == 0; /* unset */
+  ok &= mp_set_start_method("forkserver", false) == 0;
+  ok &= strcmp(mp_get_start_method(), "forkserver") == 0;
+  r->value = ok;
+}
+
+static void test_set_start_method(void **state) {
+  (void)state;
+  report_t *r = mp_raw_alloc(sizeof *r);
+  assert_int_equal(
+      finish(start_in("fork", check_set_start_method, &r, sizeof r)), 0);
+  assert_int_equal(r->value, 1);
+  mp_raw_free(r);
+}
+
+/* ---- what each method gives the child ------------------------------------ */
+
+static int changed_after_load; /* 0 in a fresh exec of the program */
+
+static void report_method(void *arg) {
+  report_t *r = *(report_t **)arg;
+  r->value = changed_after_load;
+  snprintf(r->method, sizeof r->method, "%s", mp_get_start_method());
+}
+
+static void test_each_method_is_what_it_says(void **state) {
+  (void)state;
+  report_t *r = mp_raw_alloc(sizeof *r);
+  changed_after_load = 1;
+  for (int i = 0; i < 3; i++) {
+    r->value = -1;
+    assert_int_equal(finish(start_in(methods[i], report_method, &r, sizeof r)),
+                     0);
+    /* fork copies the parent's memory; spawn and the forkserver's children
+     * are fresh programs. */
+    assert_int_equal(r->value, i == 0 ? 1 : 0);
+    /* A child's default method is its parent's default. */
+    assert_string_equal(r->method, mp_get_start_method());
+  }
+  changed_after_load = 0;
+  mp_raw_free(r);
+}
+
+static void test_target_in_linked_library(void **state) {
+  (void)state;
+  lib_report_t *r = mp_raw_alloc(sizeof *r);
+  for (int i = 0; i < 3; i++) {
+    r->value = 0;
+    mp_process_t *p = start_in(methods[i], mpt_lib_target, &r, sizeof r);
+    pid_t pid = mp_process_pid(p);
+    assert_int_equal(finish(p), 0);
+    assert_int_equal(r->value, 4242);
+    assert_int_equal(r->pid, pid);
+  }
+  mp_raw_free(r);
+}
+
+static void test_target_in_dlopened_library(void **state) {
+  (void)state;
+  void *lib = dlopen(MPT_PLUGIN, RTLD_NOW);
+  assert_non_null(lib);
+  void (*target)(void *);
+  *(void **)&target = dlsym(lib, "mpt_lib_target");
+  assert_non_null(target);
+  lib_report_t *r = mp_raw_alloc(sizeof *r);
+  for (int i = 0; i < 3; i++) {
+    r->value = 0;
+    assert_int_equal(finish(start_in(methods[i], target, &r, sizeof r)), 0);
+    assert_int_equal(r->value, 4242);
+  }
+  mp_raw_free(r);
+  dlclose(lib);
+}
+
+/* ---- spawn's failures ------------------------------------------------------
+ */
+
+static void do_nothing(void *arg) {
+  (void)arg;
+}
+
+static void test_exec_failure_is_an_error_code(void **state) {
+  (void)state;
+  const char *saved = mp__spawn_path;
+  mp__spawn_path = "/nonexistent/program";
+  mp_process_opts_t opts = {.ctx = mp_get_context("spawn")};
+  mp_process_t *p = mp_process_new(do_nothing, NULL, 0, &opts);
+  int rc = mp_process_start(p);
+  mp__spawn_path = saved;
+  assert_mp(-ENOENT, rc);
+  assert_false(mp_process_is_alive(p));
+  assert_mp(MP_ESTATE, mp_process_join(p, 0));
+  /* Not started: it can be started once the cause is gone. */
+  assert_mp_ok(mp_process_start(p));
+  assert_int_equal(finish(p), 0);
+}
+
+static void test_missing_mp_main_is_a_clear_error(void **state) {
+  (void)state;
+  char *argv[] = {MPT_NO_MAIN, NULL};
+  char *out = NULL;
+  int status;
+  assert_mp_ok(mpt_run_command(argv, 60, &out, &status));
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  /* The parent's main ran once, the child's main once (it cannot be
+   * avoided without mp_main), and the child stopped at its first mproc
+   * call with a message and status 70: no process of its own. */
+  assert_int_equal(mpt_count_lines(out, "main runs in pid-independent line"),
+                   2);
+  assert_non_null(strstr(out, "did not call mp_main"));
+  assert_int_equal(mpt_count_lines(out, "start=0 exitcode=70"), 1);
+  assert_int_equal(mpt_count_lines(out, "target ran"), 0);
+  free(out);
+}
+
+/* ---- spawn does not grow with the parent ------------------------------------
+ */
+
+static void count_fds(void *arg) {
+  report_t *r = *(report_t **)arg;
+  DIR *dir = opendir("/proc/self/fd");
+  struct dirent *e;
+  while (dir && (e = readdir(dir))) {
+    if (e->d_name[0] == '.')
+      continue;
+    char link[300], target[256];
+    snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
+    ssize_t n = readlink(link, target, sizeof target - 1);
+    if (n > 0) {
+      target[n] = 0;
+      r->sockets += strncmp(target, "socket:", 7) == 0;
+    }
+    r->fds++;
+  }
+  if (dir)
+    closedir(dir);
+  r->fds--; /* the directory's own fd */
+}
+
+static void test_spawn_with_10000_open_fds(void **state) {
+  (void)state;
+  struct rlimit lim;
+  getrlimit(RLIMIT_NOFILE, &lim);
+  struct rlimit raised = {lim.rlim_max, lim.rlim_max};
+  if (lim.rlim_max < 10100 || setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+    skip();
+    return;
+  }
+  int base = open("/dev/null", O_RDONLY); /* no CLOEXEC: as a careless app */
+  assert_true(base >= 0);
+  int first = fcntl(base, F_DUPFD, 100);
+  for (int i = 1; i < 10000; i++)
+    assert_true(fcntl(base, F_DUPFD, first + i) >= 0);
+  report_t *r = mp_raw_alloc(sizeof *r);
+  for (int i = 1; i < 3; i++) {
+    memset(r, 0, sizeof *r);
+    assert_int_equal(finish(start_in(methods[i], count_fds, &r, sizeof r)), 0);
+    /* 0-2, the arena and the parent's pidfd; none of the 10,000. */
+    assert_true(r->fds <= 6);
+    assert_int_equal(r->sockets, 0);
+  }
+  mp_raw_free(r);
+  syscall(SYS_close_range, first, first + 9999, 0);
+  close(base);
+  setrlimit(RLIMIT_NOFILE, &lim);
+}
+
+static void test_spawn_with_1gib_parent(void **state) {
+  (void)state;
+  size_t size = 1u << 30;
+  char *big = malloc(size);
+  assert_non_null(big);
+  memset(big, 1, size);
+  report_t *r = mp_raw_alloc(sizeof *r);
+  for (int i = 1; i < 3; i++) {
+    r->fds = 0;
+    assert_int_equal(finish(start_in(methods[i], count_fds, &r, sizeof r)), 0);
+    assert_true(r->fds > 0);
+  }
+  mp_raw_free(r);
+  free(big);
+}
+
+/* ---- the forkserver
+ * ---------------------------------------------------------- */
+
+static void use_forkserver_then_wait(void *arg) {
+  report_t *r = *(report_t **)arg;
+  mp_process_t *p =
+      mp_process_new((void (*)(void *))sync, NULL, 0,
+                     &(mp_process_opts_t){.ctx = mp_get_context("forkserver")});
+  if (!p || mp_process_start(p) != 0 || mp_process_join(p, 30) != 0)
+    exit(3);
+  r->pid = mp__forkserver_pid();
+  for (;;)
+    pause();
+}
+
+static void test_forkserver_ends_with_its_owner(void **state) {
+  (void)state;
+  report_t *r = mp_raw_alloc(sizeof *r);
+  for (int i = 0; i < 3; i++) {
+    r->pid = 0;
+    mp_process_t *owner =
+        start_in(methods[i], use_forkserver_then_wait, &r, sizeof r);
+    for (int k = 0; k < 3000 && !r->pid && mp_process_is_alive(owner); k++)
+      usleep(10000);
+    int server = r->pid ? (int)syscall(SYS_pidfd_open, r->pid, 0) : -1;
+    mp_process_kill(owner);
+    assert_int_equal(finish(owner), -9);
+    assert_true(server >= 0);
+    struct pollfd pfd = {.fd = server, .events = POLLIN};
+    int ended = poll(&pfd, 1, 30000);
+    close(server);
+    assert_int_equal(ended, 1);
+  }
+  mp_raw_free(r);
+}
+
+int main(int argc, char **argv) {
+  const struct CMUnitTest tests[] = {
+      mpt_test(test_contexts),
+      mpt_test(test_set_start_method),
+      mpt_test(test_each_method_is_what_it_says),
+      mpt_test(test_target_in_linked_library),
+      mpt_test(test_target_in_dlopened_library),
+      mpt_test(test_exec_failure_is_an_error_code),
+      mpt_test(test_missing_mp_main_is_a_clear_error),
+      mpt_test(test_spawn_with_10000_open_fds),
+      mpt_test(test_spawn_with_1gib_parent),
+      mpt_test(test_forkserver_ends_with_its_owner),
+  };
+  return MPT_RUN(argc, argv, tests);
+}
