@@ -31,6 +31,26 @@ static inline double bench_median(double (*fn)(void *arg, int iterations),
   return results[reps / 2];
 }
 
+/* Measures two operations in alternation (a, b, a, b, ...) so that both
+ * see the same load on a shared machine; medians in ns per op. */
+static inline void bench_pair(double (*a)(void *arg, int iterations),
+                              void *arg_a,
+                              double (*b)(void *arg, int iterations),
+                              void *arg_b, int iterations, int reps,
+                              double *median_a, double *median_b) {
+  double ra[32], rb[32];
+  if (reps > 32)
+    reps = 32;
+  for (int i = 0; i < reps; i++) {
+    ra[i] = a(arg_a, iterations);
+    rb[i] = b(arg_b, iterations);
+  }
+  qsort(ra, (size_t)reps, sizeof ra[0], bench_compare_double);
+  qsort(rb, (size_t)reps, sizeof rb[0], bench_compare_double);
+  *median_a = ra[reps / 2];
+  *median_b = rb[reps / 2];
+}
+
 static inline void bench_row(const char *operation, double mproc_ns,
                              double raw_ns, const char *raw_label) {
   printf("row\t%s\t%.1f\t%.1f\t%s\n", operation, mproc_ns, raw_ns, raw_label);

@@ -83,14 +83,12 @@ int main(int argc, char **argv) {
       continue; /* method not available in this build */
     char op[96];
     snprintf(op, sizeof op, "process start+join (%s)", methods[m]);
-    int n = m == 0 ? 400 : 100;
-    double mine = bench_median(mproc_start_join, ctx, n, 5);
-    if (m == 0)
-      bench_row(op, mine, bench_median(raw_fork, NULL, n, 5),
-                "fork+_exit+waitpid");
-    else
-      bench_row(op, mine, bench_median(raw_posix_spawn, NULL, n, 5),
-                "posix_spawn of a static true");
+    int n = m == 0 ? 200 : 50;
+    double mine, raw;
+    bench_pair(mproc_start_join, ctx, m == 0 ? raw_fork : raw_posix_spawn, NULL,
+               n, 9, &mine, &raw);
+    bench_row(op, mine, raw,
+              m == 0 ? "fork+_exit+waitpid" : "posix_spawn of a static true");
   }
   /* The same with a 256 MiB parent: fork grows with the parent's size,
    * spawn and forkserver must not. */
@@ -110,8 +108,9 @@ int main(int argc, char **argv) {
     mp_process_free(probe);
     if (rc != 0)
       continue;
-    bench_row(op, bench_median(mproc_start_join, ctx, 50, 5),
-              bench_median(raw_fork, NULL, 50, 5), "fork+_exit+waitpid");
+    double mine, raw;
+    bench_pair(mproc_start_join, ctx, raw_fork, NULL, 20, 5, &mine, &raw);
+    bench_row(op, mine, raw, "fork+_exit+waitpid");
   }
   return 0;
 }

@@ -418,15 +418,17 @@ static mp_process_t *make_parent_object(pid_t pid, char *name, int pidfd) {
   return pp;
 }
 
+/* The child's few system calls go through syscall(), which the parent has
+ * already bound: a first call of open() or _exit() in every child would
+ * resolve its symbol there again (lazy binding), a dozen page faults for
+ * each, in each child. */
 static void redirect_stdin_to_devnull(void) {
   /* Python closes the child's stdin and opens os.devnull in its place, so
    * that children never compete for the terminal's input. */
-  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    if (fd != STDIN_FILENO) {
-      dup2(fd, STDIN_FILENO);
-      close(fd);
-    }
+  long fd = syscall(SYS_openat, AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd > STDIN_FILENO) {
+    syscall(SYS_dup3, fd, STDIN_FILENO, 0);
+    syscall(SYS_close, fd);
   }
 }
 
@@ -462,7 +464,8 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   else
     p->target(p->arg);
   exit_function(); /* flushes stdio first */
-  _exit(0);
+  syscall(SYS_exit_group, 0);
+  _exit(0); /* not reached */
 }
 
 /* ---- join, signals, state
