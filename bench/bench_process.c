@@ -64,53 +64,41 @@ static void *ballast(size_t bytes) {
   return p;
 }
 
+/* One row: start+join under a method against its raw reference. The first
+ * start also warms up (it starts the forkserver). */
+static void row(const char *method, const char *what, int n, bool big_parent) {
+  mp_context_t *ctx = mp_get_context(method);
+  mp_process_t *probe =
+      mp_process_new(trivial, NULL, 0, &(mp_process_opts_t){.ctx = ctx});
+  if (mp_process_start(probe) != 0) {
+    mp_process_free(probe);
+    return;
+  }
+  mp_process_join(probe, MP_FOREVER);
+  mp_process_free(probe);
+  bool forked = strcmp(method, "fork") == 0 || big_parent;
+  char op[96];
+  snprintf(op, sizeof op, "process start+join%s (%s)", what, method);
+  double mine, raw;
+  bench_pair(mproc_start_join, ctx, forked ? raw_fork : raw_posix_spawn, NULL,
+             n, big_parent ? 5 : 9, &mine, &raw);
+  bench_row(op, mine, raw,
+            forked ? "fork+_exit+waitpid" : "posix_spawn of a static true");
+}
+
 int main(int argc, char **argv) {
   if (mp_main(argc, argv) != 0)
     return 1;
   const char *only = argc > 1 ? argv[1] : NULL;
   const char *methods[] = {"fork", "spawn", "forkserver"};
-  for (int m = 0; m < 3; m++) {
-    if (only && strcmp(only, methods[m]) != 0)
-      continue;
-    mp_context_t *ctx = mp_get_context(methods[m]);
-    mp_process_t *probe =
-        mp_process_new(trivial, NULL, 0, &(mp_process_opts_t){.ctx = ctx});
-    int rc = mp_process_start(probe);
-    if (rc == 0)
-      mp_process_join(probe, MP_FOREVER);
-    mp_process_free(probe);
-    if (rc != 0)
-      continue; /* method not available in this build */
-    char op[96];
-    snprintf(op, sizeof op, "process start+join (%s)", methods[m]);
-    int n = m == 0 ? 200 : 50;
-    double mine, raw;
-    bench_pair(mproc_start_join, ctx, m == 0 ? raw_fork : raw_posix_spawn, NULL,
-               n, 9, &mine, &raw);
-    bench_row(op, mine, raw,
-              m == 0 ? "fork+_exit+waitpid" : "posix_spawn of a static true");
-  }
+  for (int m = 0; m < 3; m++)
+    if (!only || strcmp(only, methods[m]) == 0)
+      row(methods[m], "", m == 0 ? 200 : 50, false);
   /* The same with a 256 MiB parent: fork grows with the parent's size,
    * spawn and forkserver must not. */
   void *big = ballast(256u << 20);
-  for (int m = 0; m < 3 && big; m++) {
-    if (only && strcmp(only, methods[m]) != 0)
-      continue;
-    mp_context_t *ctx = mp_get_context(methods[m]);
-    char op[96];
-    snprintf(op, sizeof op, "process start+join, 256 MiB parent (%s)",
-             methods[m]);
-    mp_process_t *probe =
-        mp_process_new(trivial, NULL, 0, &(mp_process_opts_t){.ctx = ctx});
-    int rc = mp_process_start(probe);
-    if (rc == 0)
-      mp_process_join(probe, MP_FOREVER);
-    mp_process_free(probe);
-    if (rc != 0)
-      continue;
-    double mine, raw;
-    bench_pair(mproc_start_join, ctx, raw_fork, NULL, 20, 5, &mine, &raw);
-    bench_row(op, mine, raw, "fork+_exit+waitpid");
-  }
+  for (int m = 0; m < 3 && big; m++)
+    if (!only || strcmp(only, methods[m]) == 0)
+      row(methods[m], ", 256 MiB parent", 20, true);
   return 0;
 }

@@ -114,14 +114,13 @@ pid_t mp__forkserver_pid(void) {
 static void server_forget(void) {
   if (server.sock >= 0)
     close(server.sock);
-  if (server.pidfd >= 0) {
+  if (server.pid > 0) {
     /* The server ends when its socket closes; reap it. */
-    siginfo_t info;
-    while (waitid((idtype_t)P_PIDFD, (id_t)server.pidfd, &info, WEXITED) < 0 &&
-           errno == EINTR)
+    while (waitpid(server.pid, NULL, 0) < 0 && errno == EINTR)
       ;
-    close(server.pidfd);
   }
+  if (server.pidfd >= 0)
+    close(server.pidfd);
   server.sock = server.pidfd = -1;
   server.pid = 0;
 }

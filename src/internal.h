@@ -157,7 +157,13 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start);
  * spawn preparation does). */
 void mp__set_default_method(enum mp__start_method method);
 
-/* The calling process's own pidfd, opened once; -errno on failure. */
+/* After a start method set p->pid: opens the pidfd that watches the child
+ * (or keeps the pipe sentinel where there are no pidfds). On failure the
+ * child is killed and reaped. 0 or -errno. */
+int mp__watch_child(mp_process_t *p);
+
+/* The calling process's own pidfd, opened once; -errno on failure
+ * (-ENOSYS where the system has no pidfds). */
 int mp__self_pidfd(void);
 
 /* ---- Process family -------------------------------------------------------

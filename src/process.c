@@ -107,6 +107,13 @@ int mp__self_pidfd(void) {
   return fd;
 }
 
+/* Without pidfds (a kernel before 5.3, or valgrind, which does not know the
+ * call) a child is watched as Python's fork Popen does: it holds the write
+ * end of a pipe whose read end is its sentinel, and it is reaped by pid. */
+static bool without_pidfd(void) {
+  return mp__self_pidfd() == -ENOSYS;
+}
+
 /* ---- construction ----------------------------------------------------------
  */
 
@@ -252,11 +259,14 @@ static bool try_reap(mp_process_t *p) {
       p->exitcode = n == 0 ? 255 : code;
       p->reaped = true;
     }
-  } else if (!p->reaped && p->pidfd >= 0) {
+  } else if (!p->reaped && p->pid > 0) {
     siginfo_t info = {0};
     int rc;
     do
-      rc = waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info, WEXITED | WNOHANG);
+      rc = p->pidfd >= 0 ? waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info,
+                                  WEXITED | WNOHANG)
+                         : waitid(P_PID, (id_t)p->pid, &info,
+                                  WEXITED | WNOHANG);
     while (rc < 0 && errno == EINTR);
     if (rc == 0 && info.si_pid != 0) {
       p->exitcode = status_to_exitcode(&info);
@@ -324,7 +334,8 @@ int mp_process_start(mp_process_t *p) {
   const mp_context_t *ctx = p->ctx ? p->ctx : mp__default_context();
   /* Every child gets the arena, also the ones started before anything was
    * allocated, so that later allocations reach them. */
-  if ((rc = mp__arena_ensure()) < 0 || (rc = mp__self_pidfd()) < 0)
+  if ((rc = mp__arena_ensure()) < 0 ||
+      ((rc = mp__self_pidfd()) < 0 && rc != -ENOSYS))
     return rc;
   /* Whatever the parent has buffered is written once, by the parent. */
   fflush(NULL);
@@ -333,6 +344,14 @@ int mp_process_start(mp_process_t *p) {
   if (!family.exit_registered) {
     family.exit_registered = true;
     atexit(exit_function);
+  }
+  int alive[2] = {-1, -1};
+  if (ctx->method != MP__METHOD_FORKSERVER && without_pidfd()) {
+    if (pipe2(alive, O_CLOEXEC) < 0 || mp__inherit_fd_add(alive[1]) < 0) {
+      rc = -errno;
+      goto out;
+    }
+    p->sentinel = alive[0];
   }
   switch (ctx->method) {
   case MP__METHOD_SPAWN:
@@ -348,6 +367,15 @@ int mp_process_start(mp_process_t *p) {
   if (rc == 0) {
     p->state = MP__PROCESS_STARTED;
     list_add(p);
+  }
+out:
+  if (alive[1] >= 0) {
+    mp__inherit_fd_remove(alive[1]);
+    close(alive[1]);
+  }
+  if (rc < 0 && alive[0] >= 0) {
+    close(alive[0]);
+    p->sentinel = -1;
   }
   pthread_mutex_unlock(&family.lock);
   return rc;
@@ -371,15 +399,22 @@ int mp__start_fork(mp_process_t *p) {
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (pid < 0)
     return -err;
-  int pidfd = sys_pidfd_open(pid);
+  p->pid = pid;
+  return mp__watch_child(p);
+}
+
+int mp__watch_child(mp_process_t *p) {
+  int pidfd = sys_pidfd_open(p->pid);
+  if (pidfd < 0 && errno == ENOSYS && p->sentinel >= 0)
+    return 0; /* watched through the pipe made in mp_process_start */
   if (pidfd < 0) {
-    err = errno;
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+    int err = errno;
+    kill(p->pid, SIGKILL);
+    while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
       ;
+    p->pid = 0;
     return -err;
   }
-  p->pid = pid;
   p->pidfd = p->sentinel = pidfd;
   return 0;
 }
@@ -443,6 +478,9 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   family.self_pidfd = -1;
   family.parent = make_parent_object(start->parent_pid, start->parent_name,
                                      start->parent_pidfd);
+  if (p->sentinel >= 0) /* the read end of its own "alive" pipe */
+    close(p->sentinel);
+  p->sentinel = p->pidfd = -1;
   p->kind = MP__PROCESS_SELF;
   p->pid = getpid();
   p->state = MP__PROCESS_STARTED;
@@ -506,14 +544,23 @@ int mp_process_join(mp_process_t *p, double timeout) {
   return 0;
 }
 
+/* Signals an unreaped child: through its pidfd, which can never reach
+ * another process that reused the pid; by pid without pidfds (safe while
+ * it is unreaped: its pid is still its own). */
+static int signal_child(mp_process_t *p, int sig) {
+  int rc = p->pidfd >= 0 ? sys_pidfd_send_signal(p->pidfd, sig) : -1;
+  if (p->pidfd < 0 || (rc < 0 && errno == ENOSYS))
+    rc = kill(p->pid, sig);
+  return rc < 0 && errno != ESRCH ? -errno : 0;
+}
+
 static int send_signal(mp_process_t *p, int sig) {
   int rc = check_started_child(p);
   if (rc < 0)
     return rc;
   pthread_mutex_lock(&p->lock);
-  /* Once reaped the pid may belong to someone else; the pidfd never does. */
-  if (!p->reaped && sys_pidfd_send_signal(p->pidfd, sig) < 0 && errno != ESRCH)
-    rc = -errno;
+  if (!p->reaped)
+    rc = signal_child(p, sig);
   pthread_mutex_unlock(&p->lock);
   return rc;
 }
@@ -531,7 +578,9 @@ bool mp_process_is_alive(mp_process_t *p) {
     return true;
   if (p->kind == MP__PROCESS_PARENT) {
     struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
-    return p->sentinel >= 0 && poll(&pfd, 1, 0) == 0;
+    if (p->sentinel < 0) /* no pidfds: ask by pid */
+      return kill(p->pid, 0) == 0 || errno == EPERM;
+    return poll(&pfd, 1, 0) == 0;
   }
   if (check_started_child(p) < 0)
     return false;
@@ -691,7 +740,7 @@ static void exit_function(void) {
   pthread_mutex_lock(&family.lock);
   for (mp_process_t *c = family.children; c; c = c->next)
     if (c->daemon && !try_reap(c))
-      sys_pidfd_send_signal(c->pidfd, SIGTERM);
+      signal_child(c, SIGTERM);
   pthread_mutex_unlock(&family.lock);
   for (;;) {
     pthread_mutex_lock(&family.lock);

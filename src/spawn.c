@@ -196,7 +196,8 @@ static int collect_fds(int arena_fd, int parent_pidfd, int channel_fd,
   int *fds = malloc((user + 3) * sizeof *fds);
   if (fds) {
     fds[n++] = arena_fd;
-    fds[n++] = parent_pidfd;
+    if (parent_pidfd >= 0) /* none without pidfds */
+      fds[n++] = parent_pidfd;
     if (channel_fd >= 0)
       fds[n++] = channel_fd;
     for (size_t i = 0; i < user; i++)
@@ -217,7 +218,9 @@ int mp__start_data_write(mp_process_t *p, int channel_fd, int **fds_out,
     return rc;
   h.arena_address = address;
   h.parent_pid = getpid();
-  h.parent_pidfd = mp__self_pidfd();
+  h.parent_pidfd = mp__self_pidfd(); /* -ENOSYS without pidfds */
+  if (h.parent_pidfd < 0)
+    h.parent_pidfd = -1;
   h.default_method = (int32_t)mp__default_context()->method;
   mp_process_t *self = mp_current_process();
   mp_process_t *described = p ? p : self;
@@ -445,17 +448,8 @@ int mp__start_spawn(mp_process_t *p) {
   close(start_fd);
   if (rc < 0)
     return rc;
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  if (pidfd < 0) {
-    rc = -errno;
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-      ;
-    return rc;
-  }
   p->pid = pid;
-  p->pidfd = p->sentinel = pidfd;
-  return 0;
+  return mp__watch_child(p);
 }
 
 /* ---- the child side ---------------------------------------------------------
