@@ -13,5 +13,6 @@
 #include "mproc/error.h"
 #include "mproc/process.h"
 #include "mproc/memory.h"
+#include "mproc/conn.h"
 
 #endif
