@@ -4,7 +4,9 @@
  *
  * Each line: row <op> <mproc ns/op> <raw ns/op> <raw label>; each figure
  * is the median of REPS runs. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
