@@ -18,30 +18,6 @@
 
 /* ---- fixtures ----------------------------------------------------------- */
 
-/* The bytes both sides agree on (tests/python/conn_peer.py: pattern). */
-static uint8_t pattern_byte(size_t i) {
-  size_t j = i & 0xffff;
-  return (uint8_t)((j * 7 + j / 256) & 0xff);
-}
-
-static uint8_t *pattern_new(size_t n) {
-  uint8_t *p = malloc(n ? n : 1);
-  assert_non_null(p);
-  size_t block = n < 65536 ? n : 65536;
-  for (size_t i = 0; i < block; i++)
-    p[i] = pattern_byte(i);
-  for (size_t at = block; at < n; at += block)
-    memcpy(p + at, p, n - at < block ? n - at : block);
-  return p;
-}
-
-static bool pattern_ok(const uint8_t *p, size_t n) {
-  uint8_t *want = pattern_new(n);
-  bool ok = memcmp(p, want, n) == 0;
-  free(want);
-  return ok;
-}
-
 static void send_str(mp_conn_t *c, const char *s) {
   assert_mp_ok(mp_conn_send_bytes(c, s, strlen(s)));
 }
@@ -58,7 +34,7 @@ static void expect_str(mp_conn_t *c, const char *want) {
 /* Sends n pattern bytes from one end and checks them at the other (in one
  * process: n must fit the kernel's buffer). */
 static void roundtrip(mp_conn_t *from, mp_conn_t *to, size_t n) {
-  uint8_t *out = pattern_new(n);
+  uint8_t *out = pypeer_pattern(n);
   assert_mp_ok(mp_conn_send_bytes(from, out, n));
   void *in = NULL;
   size_t len = 1;
@@ -203,7 +179,7 @@ static void test_recv_into_too_small_keeps_message(void **state) {
   (void)state;
   mp_conn_t *a, *b;
   assert_mp_ok(mp_pipe(&a, &b, true));
-  uint8_t *msg = pattern_new(100);
+  uint8_t *msg = pypeer_pattern(100);
   uint8_t buf[100];
   size_t len = 0;
   assert_mp_ok(mp_conn_send_bytes(b, msg, 100));
@@ -463,7 +439,7 @@ static void child_writes_in_pieces(void *p) {
   conn_arg_t *arg = p;
   close_parent_ends(arg);
   int fd = mp_conn_fileno(arg->conn);
-  uint8_t *msg = pattern_new(arg->size);
+  uint8_t *msg = pypeer_pattern(arg->size);
   uint8_t header[4] = {(uint8_t)(arg->size >> 24), (uint8_t)(arg->size >> 16),
                        (uint8_t)(arg->size >> 8), (uint8_t)arg->size};
   struct timespec pause = {0, 2 * 1000 * 1000};
@@ -496,7 +472,7 @@ static void test_partial_reads_make_whole_messages(void **state) {
   void *buf = NULL;
   size_t len = 0;
   int rc = mp_conn_recv_bytes(a, &buf, &len);
-  bool ok = rc == 0 && len == arg.size && pattern_ok(buf, len);
+  bool ok = rc == 0 && len == arg.size && pypeer_pattern_ok(buf, len);
   mp_free(buf);
   if (rc == 0)
     expect_str(a, "next");
@@ -570,7 +546,7 @@ static void test_signals_interrupting_large_transfers(void **state) {
   pthread_t thread;
   pthread_create(&thread, NULL, interrupt_loop, &in);
   size_t n = 16u << 20;
-  uint8_t *msg = pattern_new(n);
+  uint8_t *msg = pypeer_pattern(n);
   void *back = NULL;
   size_t len = 0;
   int send_rc = mp_conn_send_bytes(a, msg, n);
@@ -686,7 +662,7 @@ static void echo_through_child(bool duplex) {
   int rc = 0;
   bool same = true;
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && rc == 0; i++) {
-    uint8_t *msg = pattern_new(sizes[i]);
+    uint8_t *msg = pypeer_pattern(sizes[i]);
     void *back = NULL;
     size_t len = 0;
     rc = mp_conn_send_bytes(to_w, msg, sizes[i]);
@@ -836,11 +812,11 @@ static void talk_to_python(mp_conn_t *reader, mp_conn_t *writer) {
     size_t len = 0;
     assert_mp_ok(mp_conn_recv_bytes(reader, &buf, &len));
     assert_int_equal(len, py_sizes[i]);
-    assert_true(pattern_ok(buf, len));
+    assert_true(pypeer_pattern_ok(buf, len));
     mp_free(buf);
   }
   for (size_t i = 0; i < N_PY; i++) {
-    uint8_t *msg = pattern_new(py_sizes[i]);
+    uint8_t *msg = pypeer_pattern(py_sizes[i]);
     assert_mp_ok(mp_conn_send_bytes(writer, msg, py_sizes[i]));
     void *back = NULL;
     size_t len = 0;
@@ -955,7 +931,7 @@ static void test_python_message_over_2gib(void **state) {
   pypeer_t peer;
   assert_mp_ok(pypeer_start(&peer, argv, &fd, 1, true));
   mp_conn_close(b);
-  uint8_t *msg = pattern_new(n);
+  uint8_t *msg = pypeer_pattern(n);
   int rc = mp_conn_send_bytes(a, msg, n);
   int line_rc = rc ? rc : pypeer_read_line(&peer, line, sizeof line, 120);
   void *back = NULL;

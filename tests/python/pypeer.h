@@ -9,6 +9,7 @@
 #include <glob.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,27 @@
 #include "../support.h"
 
 #define PYPEER_SCRIPT(name) MPROC_SOURCE_DIR "/tests/python/" name
+
+/* The bytes both sides agree on (pattern() in conn_peer.py and
+ * listener_peer.py): byte i is (j * 7 + j / 256) & 0xff with j = i mod 65536.
+ * Returns n malloc'ed bytes. */
+static inline uint8_t *pypeer_pattern(size_t n) {
+  uint8_t *p = malloc(n ? n : 1);
+  assert_non_null(p);
+  size_t block = n < 65536 ? n : 65536;
+  for (size_t i = 0; i < block; i++)
+    p[i] = (uint8_t)((i * 7 + i / 256) & 0xff);
+  for (size_t at = block; at < n; at += block)
+    memcpy(p + at, p, n - at < block ? n - at : block);
+  return p;
+}
+
+static inline bool pypeer_pattern_ok(const uint8_t *p, size_t n) {
+  uint8_t *want = pypeer_pattern(n);
+  bool ok = memcmp(p, want, n) == 0;
+  free(want);
+  return ok;
+}
 
 /* True if `exe` runs and reports version `want` ("3.12"; "3" accepts any
  * Python 3). Shims that exist but do not run (pyenv without that version
