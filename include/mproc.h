@@ -14,5 +14,6 @@
 #include "mproc/process.h"
 #include "mproc/memory.h"
 #include "mproc/conn.h"
+#include "mproc/listener.h"
 
 #endif
