@@ -150,6 +150,9 @@ static void local_reset(local_t *l, const mp_conn_t *c, uint32_t state) {
 /* Finds or makes this process's record of c. fresh_state: the state of a
  * record made now (~0u: infer it). NULL only when out of memory. */
 static local_t *local_find(const mp_conn_t *c, uint32_t fresh_state) {
+  /* Also a process that only uses connections it inherited (a spawned
+   * child) has locks here that a fork must not leave held. */
+  pthread_once(&atfork_once, register_atfork);
   if (c->magic != CONN_MAGIC)
     abort(); /* a freed or foreign pointer: a bug of the caller */
   pthread_mutex_lock(&locals.lock);
@@ -230,7 +233,6 @@ static int next_serial(uint64_t *serial) {
 }
 
 mp_conn_t *mp__conn_wrap(int fd, bool readable, bool writable) {
-  pthread_once(&atfork_once, register_atfork);
   struct stat st;
   uint64_t serial = 0;
   int rc;
