@@ -13,5 +13,7 @@
 #include "mproc/error.h"
 #include "mproc/process.h"
 #include "mproc/memory.h"
+#include "mproc/conn.h"
+#include "mproc/listener.h"
 
 #endif

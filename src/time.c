@@ -1,6 +1,6 @@
 /* Monotonic deadlines shared by every wait in the library. */
 #include <limits.h>
-#include <math.h>
+#include <math.h> /* isnan: a macro, no libm */
 
 #include "internal.h"
 
@@ -21,7 +21,7 @@ mp__deadline_t mp__deadline_in(double timeout) {
     d.forever = true;
     return d;
   }
-  double whole = floor(timeout);
+  double whole = (double)(long long)timeout; /* timeout >= 0: truncation */
   d.at.tv_sec += (time_t)whole;
   d.at.tv_nsec += (long)((timeout - whole) * 1e9);
   if (d.at.tv_nsec >= 1000000000L) {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer target (fuzz/fuzz_handshake.c) with clang in
+# build-fuzz/ and runs it on a seed corpus of valid handshakes and frames.
+#   scripts/fuzz.sh [SECONDS]
+# SECONDS defaults to 30 (the short run for CI). A longer run, e.g. before a
+# release: scripts/fuzz.sh 3600 (the corpus in build-fuzz/fuzz/corpus grows
+# across runs; crashes are saved as build-fuzz/fuzz/crash-*).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-30}
+build=build-fuzz
+if ! command -v clang >/dev/null; then
+  echo "fuzz: clang not found (apt-get install clang)" >&2
+  exit 1
+fi
+CC=clang cmake -S . -B "$build" -DMPROC_FUZZ=ON -DMPROC_BUILD_TESTS=OFF \
+  >/dev/null
+cmake --build "$build" -j "$(nproc)" --target fuzz_handshake >/dev/null
+
+corpus="$build/fuzz/corpus"
+mkdir -p "$corpus"
+# Seeds: one well-formed conversation per part (first byte: 0 listener side,
+# 1 client side, 2 frame reader), in Python's framing.
+python3 - "$corpus" <<'PY'
+import hashlib, hmac, os, struct, sys
+d = sys.argv[1]
+def frame(b): return struct.pack("!i", len(b)) + b
+def long_frame(b): return struct.pack("!i", -1) + struct.pack("!Q", len(b)) + b
+key = b"fuzz key"
+legacy = os.urandom(20)
+modern = b"{sha256}" + os.urandom(40)
+seeds = {
+  "server-md5": b"\0" + frame(os.urandom(16)) + frame(b"#CHALLENGE#" + legacy),
+  "server-sha256": b"\0" + frame(b"{sha256}" + os.urandom(32)) + frame(b"#WELCOME#"),
+  "client-legacy": b"\1" + frame(b"#CHALLENGE#" + legacy) + frame(b"#WELCOME#")
+                   + frame(hmac.new(key, legacy, "md5").digest()),
+  "client-modern": b"\1" + frame(b"#CHALLENGE#" + modern) + frame(b"#WELCOME#")
+                   + frame(b"{sha3_384}" + os.urandom(48)),
+  "frames": b"\2" + frame(b"") + frame(b"hello") + long_frame(b"long")
+            + frame(b"x" * 100) + struct.pack("!i", -7),
+}
+for name, data in seeds.items():
+    with open(os.path.join(d, "seed-" + name), "wb") as f:
+        f.write(data)
+PY
+cd "$build/fuzz"
+./fuzz_handshake -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+  -print_final_stats=1 corpus
