@@ -10,6 +10,10 @@ have_header openssl/hmac.h || need+=(libssl-dev)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 command -v cmake >/dev/null || need+=(cmake)
 command -v python3 >/dev/null || need+=(python3)
+# The fuzz target (scripts/fuzz.sh, run by CI) needs clang and its runtime.
+command -v clang >/dev/null || need+=(clang)
+ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a \
+  >/dev/null 2>&1 || need+=(libclang-rt-dev)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
