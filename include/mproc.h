@@ -15,5 +15,6 @@
 #include "mproc/memory.h"
 #include "mproc/conn.h"
 #include "mproc/listener.h"
+#include "mproc/sync.h"
 
 #endif
