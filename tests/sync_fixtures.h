@@ -1,0 +1,78 @@
+/* Fixtures shared by the sync test programs (test_sync*.c). Children get
+ * everything through their arg struct and report through shared memory,
+ * so the tests hold under every start method. */
+#ifndef MPROC_SYNC_FIXTURES_H
+#define MPROC_SYNC_FIXTURES_H
+
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "support.h"
+
+/* Long enough for a loaded machine; only reached when something hangs. */
+#define JOIN_TIMEOUT 20.0
+
+static inline void *shared(size_t size) {
+  void *p = mp_raw_alloc(size);
+  assert_non_null(p);
+  return p;
+}
+
+static inline mp_process_t *start_child(void (*fn)(void *), const void *arg,
+                                        size_t size) {
+  mp_process_t *p = mp_process_new(fn, arg, size, NULL);
+  assert_non_null(p);
+  assert_mp_ok(mp_process_start(p));
+  return p;
+}
+
+/* Joins (killing it if it hangs) and frees; returns its exit code. */
+static inline int finish_child(mp_process_t *p) {
+  if (mp_process_join(p, JOIN_TIMEOUT) != 0) {
+    mp_process_kill(p);
+    mp_process_join(p, MP_FOREVER);
+  }
+  int code = -1000;
+  mp_process_exitcode(p, &code);
+  mp_process_free(p);
+  return code;
+}
+
+static inline int kill_child(mp_process_t *p) {
+  mp_process_kill(p);
+  return finish_child(p);
+}
+
+static inline void sleep_us(long us) {
+  struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+  while (nanosleep(&ts, &ts) != 0)
+    ;
+}
+
+/* Polls until cond(arg) holds (a state the test waits for, not a
+ * timing assumption); false after JOIN_TIMEOUT. */
+static inline bool poll_until(bool (*cond)(void *), void *arg) {
+  for (int i = 0; i < (int)(JOIN_TIMEOUT * 5000); i++) {
+    if (cond(arg))
+      return true;
+    sleep_us(200);
+  }
+  return cond(arg);
+}
+
+static inline bool barrier_has_waiting(void *arg) {
+  void **pair = arg;
+  return mp_barrier_n_waiting(pair[0]) == (unsigned)(uintptr_t)pair[1];
+}
+
+/* Waits until n parties wait at the barrier. */
+static inline void wait_n_waiting(mp_barrier_t *b, unsigned n) {
+  void *pair[2] = {b, (void *)(uintptr_t)n};
+  assert_true(poll_until(barrier_has_waiting, pair));
+}
+
+#endif
