@@ -81,13 +81,29 @@ typedef uint32_t mp__owner_t;
 #define MP__OWNER_NONE 0u
 #define MP__OWNER_MASK 0x7fffffffu
 
+/* The calling thread's token once it took one (MP__OWNER_NONE before, and
+ * again in a forked child). Initial-exec TLS: one load on the fast paths. */
+#define MP__TLS_MODEL __attribute__((tls_model("initial-exec")))
+extern _Thread_local MP__TLS_MODEL mp__owner_t mp__self_token;
+
+/* Takes a slot for the calling thread: see mp__owner_self. */
+int mp__owner_take(mp__owner_t *token);
+
 /* The calling thread's token, taken on first use (and again after fork).
  * 0, or -EAGAIN when the table has no free slot, -ENOMEM without shared
  * memory for it. */
-int mp__owner_self(mp__owner_t *token);
+static inline int mp__owner_self(mp__owner_t *token) {
+  mp__owner_t mine = mp__self_token;
+  if (__builtin_expect(mine == MP__OWNER_NONE, 0))
+    return mp__owner_take(token);
+  *token = mine;
+  return 0;
+}
 
 /* Whether token names the calling thread (never takes a slot). */
-bool mp__owner_is_self(mp__owner_t token);
+static inline bool mp__owner_is_self(mp__owner_t token) {
+  return token != MP__OWNER_NONE && token == mp__self_token;
+}
 
 /* Whether the thread named by token has ended (died, exited or exec'd).
  * Waiters that find it dead also wake the others waiting for it. */

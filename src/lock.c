@@ -26,9 +26,13 @@ void mp__mutex_init(mp__mutex_t *m, uint32_t magic) {
   atomic_init(&m->count, 0);
 }
 
-/* Takes the word for `me` from nobody or from a dead owner. */
-static int lock_slow(mp__mutex_t *m, mp__owner_t me,
-                     const mp__deadline_t *deadline) {
+/* Takes the word for `me` from nobody or from a dead owner. Kept out of
+ * line (with the clock read of its deadline) so that the fast path stays
+ * a few instructions. */
+static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
+                                               double timeout) {
+  mp__deadline_t deadline_storage = mp__deadline_in(timeout);
+  const mp__deadline_t *deadline = &deadline_storage;
   bool spun = false;
   for (;;) {
     uint32_t v = atomic_load(&m->word);
@@ -64,14 +68,16 @@ static int lock_slow(mp__mutex_t *m, mp__owner_t me,
   }
 }
 
-int mp__mutex_acquire(mp__mutex_t *m, double timeout) {
-  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
+/* The acquire of both kinds; inlined with `recursive` constant so that
+ * the Lock fast path is one load of the thread's token and one CAS. */
+static inline int mutex_acquire(mp__mutex_t *m, double timeout,
+                                bool recursive) {
   mp__owner_t me;
   int rc = mp__owner_self(&me);
   if (rc < 0)
     return rc;
-  if (is_recursive(m) && (atomic_load_explicit(&m->word, memory_order_relaxed) &
-                          MP__MUTEX_OWNER) == me) {
+  if (recursive && (atomic_load_explicit(&m->word, memory_order_relaxed) &
+                    MP__MUTEX_OWNER) == me) {
     uint32_t depth = atomic_load_explicit(&m->count, memory_order_relaxed);
     if (depth == UINT32_MAX)
       return -EAGAIN;
@@ -82,25 +88,23 @@ int mp__mutex_acquire(mp__mutex_t *m, double timeout) {
   if (!atomic_compare_exchange_strong_explicit(&m->word, &unlocked, me,
                                                memory_order_acquire,
                                                memory_order_relaxed)) {
-    /* The deadline costs a clock read: only on the slow path. */
-    mp__deadline_t deadline = mp__deadline_in(timeout);
-    rc = lock_slow(m, me, &deadline);
+    rc = lock_slow(m, me, timeout);
     if (rc != 0 && rc != MP_EOWNERDEAD)
       return rc;
   }
-  if (is_recursive(m))
+  if (recursive)
     atomic_store_explicit(&m->count, 1, memory_order_relaxed);
   mp__tsan_acquire(m);
   return rc;
 }
 
 /* Unlocks the word, whoever holds it. MP_EOVERFLOW if nobody did. */
-static int unlock_word(mp__mutex_t *m) {
+static inline int unlock_word(mp__mutex_t *m) {
   mp__tsan_release(m);
   uint32_t old = atomic_exchange_explicit(&m->word, 0, memory_order_release);
-  if (!(old & MP__MUTEX_OWNER))
+  if (__builtin_expect(!(old & MP__MUTEX_OWNER), 0))
     return MP_EOVERFLOW;
-  if (old & MP__MUTEX_WAITERS)
+  if (__builtin_expect(old & MP__MUTEX_WAITERS, 0))
     mp__futex_wake(&m->word, INT_MAX);
   return 0;
 }
@@ -110,10 +114,7 @@ bool mp__mutex_is_mine(const mp__mutex_t *m) {
   return mp__owner_is_self(owner);
 }
 
-int mp__mutex_release(mp__mutex_t *m) {
-  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
-  if (!is_recursive(m))
-    return unlock_word(m); /* Python: any process may release a Lock */
+static inline int rlock_release(mp__mutex_t *m) {
   if (!mp__mutex_is_mine(m))
     return MP_ENOTOWNER;
   uint32_t depth = atomic_load_explicit(&m->count, memory_order_relaxed);
@@ -123,6 +124,17 @@ int mp__mutex_release(mp__mutex_t *m) {
   }
   atomic_store_explicit(&m->count, 0, memory_order_relaxed);
   return unlock_word(m);
+}
+
+int mp__mutex_acquire(mp__mutex_t *m, double timeout) {
+  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
+  return mutex_acquire(m, timeout, is_recursive(m));
+}
+
+int mp__mutex_release(mp__mutex_t *m) {
+  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
+  /* Python: any process may release a Lock, only the owner an RLock. */
+  return is_recursive(m) ? rlock_release(m) : unlock_word(m);
 }
 
 uint32_t mp__mutex_release_all(mp__mutex_t *m) {
@@ -163,11 +175,13 @@ mp_lock_t *mp_lock_new(void) {
 }
 
 int mp_lock_acquire(mp_lock_t *l, double timeout) {
-  return mp__mutex_acquire(&l->mutex, timeout);
+  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  return mutex_acquire(&l->mutex, timeout, false);
 }
 
 int mp_lock_release(mp_lock_t *l) {
-  return mp__mutex_release(&l->mutex);
+  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  return unlock_word(&l->mutex);
 }
 
 void mp_lock_free(mp_lock_t *l) {
@@ -179,11 +193,13 @@ mp_rlock_t *mp_rlock_new(void) {
 }
 
 int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
-  return mp__mutex_acquire(&r->mutex, timeout);
+  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  return mutex_acquire(&r->mutex, timeout, true);
 }
 
 int mp_rlock_release(mp_rlock_t *r) {
-  return mp__mutex_release(&r->mutex);
+  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  return rlock_release(&r->mutex);
 }
 
 bool mp_rlock_is_mine(const mp_rlock_t *r) {

@@ -93,8 +93,9 @@ struct owner_table {
 
 /* The calling thread's identity. Cleared in a forked child, whose only
  * thread is a new thread that must take its own slot. */
-static _Thread_local __attribute__((tls_model("initial-exec"))) struct {
-  mp__owner_t token;
+_Thread_local MP__TLS_MODEL mp__owner_t mp__self_token;
+
+static _Thread_local MP__TLS_MODEL struct {
   struct owner_slot *slot;
   /* The thread's robust list head, if it can report our slot: its
    * list_op_pending is used while sleeping. NULL: no death reports. */
@@ -214,7 +215,7 @@ static void link_slot(struct robust_list_head *head, struct owner_slot *s) {
  * -------------------------------------------------------------- */
 
 static void forget_self_in_child(void) {
-  self.token = MP__OWNER_NONE;
+  mp__self_token = MP__OWNER_NONE;
   self.slot = NULL;
   self.head = NULL;
 }
@@ -291,23 +292,19 @@ static int take_slot(void) {
     mp__futex_wake(&s->word, INT_MAX);
   self.slot = s;
   self.head = head;
-  self.token =
+  mp__self_token =
       (((seq >> 1) & GEN_MASK) << SLOT_BITS) | (uint32_t)(s - table->slots);
   return 0;
 }
 
-int mp__owner_self(mp__owner_t *token) {
-  if (self.token == MP__OWNER_NONE) {
+int mp__owner_take(mp__owner_t *token) {
+  if (mp__self_token == MP__OWNER_NONE) {
     int rc = take_slot();
     if (rc < 0)
       return rc;
   }
-  *token = self.token;
+  *token = mp__self_token;
   return 0;
-}
-
-bool mp__owner_is_self(mp__owner_t token) {
-  return token != MP__OWNER_NONE && token == self.token;
 }
 
 /* ---- liveness
