@@ -4,9 +4,10 @@
  *   wait:   (lock held) read seq, release the lock, sleep while seq is
  *           unchanged, take the lock back.
  *   notify: (lock held) FUTEX_WAKE n sleepers. If fewer than n were
- *           asleep, bump seq as well: that reaches the waiters that have
- *           released the lock but are not yet asleep, which would
- *           otherwise sleep through the notify.
+ *           asleep, bump seq and wake the rest of n: the bump reaches the
+ *           waiters that have released the lock but are not yet asleep
+ *           (their futex wait then fails at once), the second wake those
+ *           that fell asleep between the first wake and the bump.
  * The kernel counts only the threads actually queued on the word, and a
  * process that has died is no longer queued, so a dead waiter never takes
  * a notify meant for a live one (in Python's multiprocessing it does, and
@@ -128,8 +129,12 @@ int mp_condition_notify(mp_condition_t *c, int n) {
   if (n <= 0 || atomic_load(&c->sleepers) == 0)
     return 0;
   int woken = mp__futex_wake(&c->seq, n);
-  if (woken < n)
+  if (woken < n) {
+    /* Reach the waiters not yet asleep; the ones that fell asleep between
+     * the wake and the bump still expect the old seq: wake them too. */
     atomic_fetch_add(&c->seq, 1);
+    mp__futex_wake(&c->seq, n - woken);
+  }
   return 0;
 }
 
