@@ -47,8 +47,7 @@ static double median_of(double (*run)(void *), void *arg) {
   return v[REPS / 2];
 }
 
-/* ---- the raw references
- * ------------------------------------------------------ */
+/* ---- the raw references -------------------------------------------------- */
 
 static void spin_lock(_Atomic uint32_t *l) {
   uint32_t expected = 0;
@@ -71,8 +70,7 @@ static void futex_wake(_Atomic uint32_t *w) {
   syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
 
-/* ---- lock_uncontended
- * ---------------------------------------------------------- */
+/* ---- lock_uncontended ---------------------------------------------------- */
 
 static double mproc_uncontended(void *arg) {
   mp_lock_t *l = arg;
@@ -94,8 +92,7 @@ static double raw_uncontended(void *arg) {
   return (now_ns() - t0) / UNCONTENDED_OPS;
 }
 
-/* ---- two-process measurements
- * ----------------------------------------------------- */
+/* ---- two-process measurements -------------------------------------------- */
 
 /* What the two processes of a measurement share. */
 struct duel {

@@ -80,12 +80,7 @@ mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
     errno = EINVAL;
     return NULL;
   }
-  int rc = mp__owner_table_init();
-  if (rc < 0) {
-    errno = -rc;
-    return NULL;
-  }
-  mp_barrier_t *b = mp__shm_alloc(sizeof *b + parties * sizeof(uint64_t));
+  mp_barrier_t *b = mp__sync_alloc(sizeof *b + parties * sizeof(uint64_t));
   if (!b)
     return NULL;
   b->magic = BARRIER_MAGIC;

@@ -35,12 +35,7 @@ struct mp_condition {
 };
 
 static mp_condition_t *condition_new(mp__mutex_t *lock) {
-  int rc = mp__owner_table_init();
-  if (rc < 0) {
-    errno = -rc;
-    return NULL;
-  }
-  mp_condition_t *c = mp__shm_alloc(sizeof *c);
+  mp_condition_t *c = mp__sync_alloc(sizeof *c);
   if (!c)
     return NULL;
   c->magic = CONDITION_MAGIC;

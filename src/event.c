@@ -25,7 +25,7 @@ struct mp_event {
 };
 
 mp_event_t *mp_event_new(void) {
-  mp_event_t *e = mp__shm_alloc(sizeof *e);
+  mp_event_t *e = mp__sync_alloc(sizeof *e);
   if (!e)
     return NULL;
   e->magic = EVENT_MAGIC;
@@ -80,10 +80,9 @@ int mp_event_wait(mp_event_t *e, double timeout) {
       goto set;
     if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
-    if (!(v & WAITERS) &&
-        !atomic_compare_exchange_weak(&e->word, &v, v | WAITERS))
+    if (!mp__futex_flag(&e->word, &v, WAITERS))
       continue;
-    mp__futex_wait(&e->word, v | WAITERS, &deadline);
+    mp__futex_wait(&e->word, v, &deadline);
   }
 set:
   mp__tsan_acquire(e);

@@ -47,6 +47,19 @@ typedef struct mp__futex_watch {
 int mp__futex_waitv(const mp__futex_watch_t *watch, unsigned n,
                     const mp__deadline_t *deadline);
 
+/* Sets `bit` (a waiters bit) in *word, whose value the caller saw as *v,
+ * before sleeping on it: true with *v updated to include it; false if the
+ * word changed meanwhile (*v then holds the new value, to be re-checked). */
+static inline bool mp__futex_flag(_Atomic uint32_t *word, uint32_t *v,
+                                  uint32_t bit) {
+  if (*v & bit)
+    return true;
+  if (!atomic_compare_exchange_weak(word, v, *v | bit))
+    return false;
+  *v |= bit;
+  return true;
+}
+
 /* Spins a short, bounded while (a few microseconds, no yield: on a loaded
  * machine the holder is not running and spinning longer would only burn
  * the time slice it needs) while *word == value. True once it changed. */
@@ -120,8 +133,9 @@ bool mp__owner_ids(mp__owner_t token, pid_t *pid, pid_t *tid);
 int mp__owner_wait(mp__owner_t token, const mp__futex_watch_t *watch,
                    unsigned n, const mp__deadline_t *deadline);
 
-/* Makes sure the owner table exists; constructors call it so that it is
- * created (once, by the first process) before children are started. */
-int mp__owner_table_init(void);
+/* Shared memory for a sync object (mp__shm_alloc), once the owner table
+ * exists: constructors make it, so that it is created by the process that
+ * makes the objects, before its children start. NULL with errno. */
+void *mp__sync_alloc(size_t size);
 
 #endif

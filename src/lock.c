@@ -56,11 +56,8 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
       mp__futex_spin(&m->word, v);
       continue;
     }
-    if (!(v & MP__MUTEX_WAITERS)) {
-      if (!atomic_compare_exchange_weak(&m->word, &v, v | MP__MUTEX_WAITERS))
-        continue;
-      v |= MP__MUTEX_WAITERS;
-    }
+    if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
+      continue;
     /* Every way back (release, death, timeout, signal) is re-checked at
      * the top of the loop. */
     mp__futex_watch_t watch = {&m->word, v};
@@ -154,16 +151,10 @@ int mp__mutex_restore(mp__mutex_t *m, uint32_t depth) {
   return rc;
 }
 
-/* ---- the public objects ----------------------------------------------------
- */
+/* ---- the public objects -------------------------------------------------- */
 
 static void *mutex_new(uint32_t magic) {
-  int rc = mp__owner_table_init();
-  if (rc < 0) {
-    errno = -rc;
-    return NULL;
-  }
-  mp__mutex_t *m = mp__shm_alloc(sizeof *m);
+  mp__mutex_t *m = mp__sync_alloc(sizeof *m);
   if (!m)
     return NULL;
   mp__mutex_init(m, magic);

@@ -105,10 +105,9 @@ static _Thread_local MP__TLS_MODEL struct {
 static struct owner_table *table;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-/* ---- the table ------------------------------------------------------------
- */
+/* ---- the table ----------------------------------------------------------- */
 
-int mp__owner_table_init(void) {
+static int owner_table_init(void) {
   if (atomic_load_explicit((_Atomic(struct owner_table *) *)&table,
                            memory_order_acquire))
     return 0;
@@ -132,6 +131,15 @@ int mp__owner_table_init(void) {
   return 0;
 }
 
+void *mp__sync_alloc(size_t size) {
+  int rc = owner_table_init();
+  if (rc < 0) {
+    errno = -rc;
+    return NULL;
+  }
+  return mp__shm_alloc(size);
+}
+
 static struct owner_slot *slot_of(mp__owner_t token) {
   return &table->slots[token & (SLOT_COUNT - 1)];
 }
@@ -140,8 +148,7 @@ static uint32_t token_gen(mp__owner_t token) {
   return token >> SLOT_BITS;
 }
 
-/* ---- the robust list
- * --------------------------------------------------------- */
+/* ---- the robust list ----------------------------------------------------- */
 
 /* A head of our own, for a C library that registers none. The word before
  * the head stands for the prev field of the list's first "entry". */
@@ -211,8 +218,7 @@ static void link_slot(struct robust_list_head *head, struct owner_slot *s) {
   *first_link = &s->next;
 }
 
-/* ---- taking a slot
- * -------------------------------------------------------------- */
+/* ---- taking a slot ------------------------------------------------------- */
 
 static void forget_self_in_child(void) {
   mp__self_token = MP__OWNER_NONE;
@@ -263,7 +269,7 @@ static uint32_t next_seq(uint32_t odd) {
 }
 
 static int take_slot(void) {
-  int rc = mp__owner_table_init();
+  int rc = owner_table_init();
   if (rc < 0)
     return rc;
   pthread_once(&atfork_once, register_atfork);
@@ -307,8 +313,7 @@ int mp__owner_take(mp__owner_t *token) {
   return 0;
 }
 
-/* ---- liveness
- * ---------------------------------------------------------------------- */
+/* ---- liveness ------------------------------------------------------------ */
 
 /* The slot word of token's owner while it is alive (seq matching the
  * token's generation and no FUTEX_OWNER_DIED), else 0. */

@@ -29,7 +29,7 @@ static mp_semaphore_t *semaphore_new(unsigned value, uint32_t bound) {
     errno = EINVAL;
     return NULL;
   }
-  mp_semaphore_t *s = mp__shm_alloc(sizeof *s);
+  mp_semaphore_t *s = mp__sync_alloc(sizeof *s);
   if (!s)
     return NULL;
   s->magic = SEMAPHORE_MAGIC;
@@ -69,10 +69,9 @@ int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
       goto taken;
     if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
-    if (!(v & WAITERS) &&
-        !atomic_compare_exchange_weak(&s->word, &v, v | WAITERS))
+    if (!mp__futex_flag(&s->word, &v, WAITERS))
       continue;
-    mp__futex_wait(&s->word, v | WAITERS, &deadline);
+    mp__futex_wait(&s->word, v, &deadline);
     v = atomic_load(&s->word);
   }
 taken:

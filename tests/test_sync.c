@@ -6,8 +6,7 @@
 
 #include "sync_fixtures.h"
 
-/* ---- Lock -------------------------------------------------------------------
- */
+/* ---- Lock ---------------------------------------------------------------- */
 
 static void test_lock_acquire_release(void **state) {
   (void)state;
@@ -49,8 +48,7 @@ static void test_lock_released_by_another_process(void **state) {
   mp_raw_free(a.result);
 }
 
-/* ---- RLock
- * -------------------------------------------------------------------- */
+/* ---- RLock --------------------------------------------------------------- */
 
 static void *rlock_other_thread(void *arg) {
   struct lock_args *a = arg;
@@ -102,8 +100,7 @@ static void test_rlock_recursion_and_owner(void **state) {
   mp_raw_free(a.result);
 }
 
-/* ---- Semaphore
- * ------------------------------------------------------------------ */
+/* ---- Semaphore ----------------------------------------------------------- */
 
 static void test_semaphore(void **state) {
   (void)state;
@@ -137,8 +134,7 @@ static void test_bounded_semaphore(void **state) {
   mp_semaphore_free(s);
 }
 
-/* ---- Condition
- * -------------------------------------------------------------------- */
+/* ---- Condition ----------------------------------------------------------- */
 
 static bool never(void *arg) {
   (void)arg;
@@ -202,8 +198,7 @@ static void test_condition_rlock_depth(void **state) {
   mp_rlock_free(r);
 }
 
-/* ---- Event
- * ------------------------------------------------------------------------- */
+/* ---- Event --------------------------------------------------------------- */
 
 static void test_event(void **state) {
   (void)state;
@@ -223,8 +218,7 @@ static void test_event(void **state) {
   mp_event_free(e);
 }
 
-/* ---- Barrier
- * -------------------------------------------------------------------------- */
+/* ---- Barrier ------------------------------------------------------------- */
 
 static _Atomic int *action_calls; /* set by each process from its args */
 
@@ -316,8 +310,7 @@ static void test_barrier_reset_and_abort_wake_waiters(void **state) {
   mp_raw_free((void *)a.results);
 }
 
-/* ---- Contention
- * ------------------------------------------------------------------------ */
+/* ---- Contention ---------------------------------------------------------- */
 
 #define CONTENDERS 4
 #define INCREMENTS 20000
@@ -439,8 +432,7 @@ static void test_lock_timeout_across_processes(void **state) {
   mp_raw_free((void *)a.result);
 }
 
-/* ---- Lost-wakeup stress
- * ----------------------------------------------------------------- */
+/* ---- Lost-wakeup stress -------------------------------------------------- */
 
 #define PINGPONG_ROUNDS 2000
 

@@ -166,8 +166,7 @@ static void test_owner_slots_are_reused(void **state) {
   mp_lock_free(a.lock);
 }
 
-/* ---- killing at random points
- * -------------------------------------------------- */
+/* ---- killing at random points -------------------------------------------- */
 
 #define WORKERS 3
 #define KILLS   12
@@ -310,8 +309,7 @@ static void test_semaphore_waiters_killed(void **state) {
   mp_raw_free((void *)a.results);
 }
 
-/* ---- Barrier
- * ------------------------------------------------------------------ */
+/* ---- Barrier ------------------------------------------------------------- */
 
 static _Atomic pid_t *action_victim; /* set by each process from its args */
 
@@ -391,8 +389,7 @@ static void test_barrier_action_dies(void **state) {
   mp_raw_free((void *)a.victim);
 }
 
-/* ---- Condition
- * ----------------------------------------------------------------- */
+/* ---- Condition ----------------------------------------------------------- */
 
 struct cond_args {
   mp_condition_t *cond;

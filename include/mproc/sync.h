@@ -109,8 +109,7 @@ MP_API int mp_semaphore_value(const mp_semaphore_t *s);
 
 MP_API void mp_semaphore_free(mp_semaphore_t *s);
 
-/* ---- Condition
- * ----------------------------------------------------------------
+/* ---- Condition -------------------------------------------------------------
  * multiprocessing.Condition. It works with an RLock (its own, by default)
  * or a Lock: two constructors, as C has no union of the two types. */
 typedef struct mp_condition mp_condition_t;
@@ -161,8 +160,7 @@ MP_API int mp_condition_notify_all(mp_condition_t *c);
 
 MP_API void mp_condition_free(mp_condition_t *c);
 
-/* ---- Event
- * ----------------------------------------------------------------------
+/* ---- Event -----------------------------------------------------------------
  * multiprocessing.Event. */
 typedef struct mp_event mp_event_t;
 
@@ -183,8 +181,7 @@ MP_API int mp_event_wait(mp_event_t *e, double timeout);
 
 MP_API void mp_event_free(mp_event_t *e);
 
-/* ---- Barrier
- * --------------------------------------------------------------------
+/* ---- Barrier ---------------------------------------------------------------
  * multiprocessing.Barrier. */
 typedef struct mp_barrier mp_barrier_t;
 
