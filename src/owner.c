@@ -157,12 +157,15 @@ static _Thread_local struct {
   struct robust_list_head head;
 } own_head;
 
-static struct robust_list_head *registered_head(void) {
-  struct robust_list_head *head = NULL;
+/* The list head registered for the calling thread (NULL: none). -errno
+ * when the system will not say (then we must not register our own: it
+ * would replace the C library's). */
+static int registered_head(struct robust_list_head **head) {
   size_t len = 0;
-  if (syscall(SYS_get_robust_list, 0, &head, &len) < 0)
-    return NULL;
-  return head;
+  *head = NULL;
+  if (syscall(SYS_get_robust_list, 0, head, &len) < 0)
+    return -errno;
+  return 0;
 }
 
 /* Some C libraries register the list lazily, at the first robust mutex:
@@ -172,7 +175,6 @@ static void make_libc_register_list(void) {
   pthread_mutex_t m;
   pthread_mutexattr_init(&attr);
   pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_PRIVATE);
   if (pthread_mutex_init(&m, &attr) == 0) {
     pthread_mutex_lock(&m);
     pthread_mutex_unlock(&m);
@@ -181,23 +183,30 @@ static void make_libc_register_list(void) {
   pthread_mutexattr_destroy(&attr);
 }
 
-/* The calling thread's list head if our slots fit it, else NULL. */
+static struct robust_list_head *register_own_head(void) {
+  own_head.head.list.next = &own_head.head.list;
+  own_head.head.futex_offset = SLOT_FUTEX_OFFSET;
+  own_head.head.list_op_pending = NULL;
+  own_head.prev = &own_head.head.list;
+  if (syscall(SYS_set_robust_list, &own_head.head, sizeof own_head.head))
+    return NULL;
+  return &own_head.head;
+}
+
+/* The calling thread's list head if our slots fit it, else NULL: the
+ * thread then runs without death detection of its own. */
 static struct robust_list_head *find_usable_head(void) {
-  struct robust_list_head *head = registered_head();
+  struct robust_list_head *head;
+  if (registered_head(&head) < 0)
+    return NULL;
   if (!head) {
     make_libc_register_list();
-    head = registered_head();
-  }
-  if (!head) {
-    own_head.head.list.next = &own_head.head.list;
-    own_head.head.futex_offset = SLOT_FUTEX_OFFSET;
-    own_head.head.list_op_pending = NULL;
-    own_head.prev = &own_head.head.list;
-    if (syscall(SYS_set_robust_list, &own_head.head, sizeof own_head.head))
+    if (registered_head(&head) < 0)
       return NULL;
-    head = &own_head.head;
   }
-  return head->futex_offset == SLOT_FUTEX_OFFSET ? head : NULL;
+  if (!head)
+    head = register_own_head();
+  return head && head->futex_offset == SLOT_FUTEX_OFFSET ? head : NULL;
 }
 
 /* Inserts the slot first in the thread's list, exactly as glibc inserts a

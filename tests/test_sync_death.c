@@ -2,7 +2,13 @@
  * holder ended is taken over with MP_EOWNERDEAD; a Barrier whose party dies
  * breaks; a dead Condition waiter takes no notify; killed waiters strand
  * nobody. Processes are killed with SIGKILL, also at random points. */
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #include "sync_fixtures.h"
 
@@ -481,6 +487,90 @@ static void test_condition_notifier_dies_holding(void **state) {
   mp_raw_free((void *)a.results);
 }
 
+/* ---- without futex_waitv or get_robust_list -------------------------------
+ */
+
+/* Makes one system call fail with ENOSYS in the calling process, as on a
+ * kernel or sandbox without it. */
+static bool deny_syscall(long nr) {
+  struct sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)nr, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {sizeof code / sizeof code[0], code};
+  return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+         syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+}
+
+struct degraded_args {
+  _Atomic int *result;
+  bool no_waitv;
+};
+
+struct degraded_thread {
+  mp_lock_t *lock;
+  mp_event_t *held;
+  pthread_mutex_t *robust;
+};
+
+/* Holds the lock (and a robust pthread mutex) a moment, then ends. */
+static void *hold_briefly_thread(void *arg) {
+  struct degraded_thread *t = arg;
+  mp_lock_acquire(t->lock, MP_FOREVER);
+  if (t->robust)
+    pthread_mutex_lock(t->robust);
+  mp_event_set(t->held);
+  sleep_us(30000);
+  return NULL;
+}
+
+/* Runs in a child with the system call denied; result 0 when the outcome
+ * is the expected one. */
+static void degraded_child(void *arg) {
+  struct degraded_args *a = arg;
+  if (!deny_syscall(a->no_waitv ? SYS_futex_waitv : SYS_get_robust_list)) {
+    *a->result = -errno;
+    return;
+  }
+  pthread_mutexattr_t attr;
+  pthread_mutex_t robust;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(&robust, &attr);
+  struct degraded_thread t = {mp_lock_new(), mp_event_new(), &robust};
+  pthread_t thread;
+  pthread_create(&thread, NULL, hold_briefly_thread, &t);
+  mp_event_wait(t.held, MP_FOREVER);
+  if (a->no_waitv) {
+    /* Asleep on the lock and the holder's slot through the fallback. */
+    *a->result = mp_lock_acquire(t.lock, MP_FOREVER) == MP_EOWNERDEAD ? 0 : 1;
+  } else {
+    /* No death reports for our slots, but the C library's robust list is
+     * still its own: its mutex is recovered, ours times out. */
+    pthread_join(thread, NULL);
+    bool libc_ok = pthread_mutex_lock(&robust) == EOWNERDEAD;
+    bool ours_waits = mp_lock_acquire(t.lock, 0.02) == MP_ETIMEDOUT;
+    *a->result = libc_ok && ours_waits && mp_lock_release(t.lock) == 0 ? 0 : 2;
+  }
+  if (a->no_waitv)
+    pthread_join(thread, NULL);
+}
+
+static void test_degraded_kernels(void **state) {
+  (void)state;
+  struct degraded_args a = {.result = shared(64)};
+  for (int i = 0; i < 2; i++) {
+    a.no_waitv = i == 0;
+    *a.result = -1;
+    assert_int_equal(0,
+                     finish_child(start_child(degraded_child, &a, sizeof a)));
+    assert_int_equal(0, *a.result);
+  }
+  mp_raw_free((void *)a.result);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_holder_dies),
@@ -492,6 +582,7 @@ int main(int argc, char **argv) {
       mpt_test(test_barrier_action_dies),
       mpt_test(test_condition_dead_waiter),
       mpt_test(test_condition_notifier_dies_holding),
+      mpt_test(test_degraded_kernels),
   };
   return MPT_RUN(argc, argv, tests);
 }
