@@ -95,21 +95,18 @@ struct owner_table {
  * thread is a new thread that must take its own slot. */
 _Thread_local MP__TLS_MODEL mp__owner_t mp__self_token;
 
-static _Thread_local MP__TLS_MODEL struct {
-  struct owner_slot *slot;
-  /* The thread's robust list head, if it can report our slot: its
-   * list_op_pending is used while sleeping. NULL: no death reports. */
-  struct robust_list_head *head;
-} self;
+/* The calling thread's robust list head, if it reports our slot: its
+ * list_op_pending is used while sleeping. NULL: no death reports. */
+static _Thread_local MP__TLS_MODEL struct robust_list_head *self_head;
 
-static struct owner_table *table;
+/* This process's view of the table (the same address in every process). */
+static _Atomic(struct owner_table *) table;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* ---- the table ----------------------------------------------------------- */
 
 static int owner_table_init(void) {
-  if (atomic_load_explicit((_Atomic(struct owner_table *) *)&table,
-                           memory_order_acquire))
+  if (atomic_load_explicit(&table, memory_order_acquire))
     return 0;
   _Atomic(void *) *root = mp__shm_root(MP__ROOT_OWNERS);
   if (!root)
@@ -126,8 +123,7 @@ static int owner_table_init(void) {
     else
       mp__shm_free(fresh);
   }
-  atomic_store_explicit((_Atomic(struct owner_table *) *)&table, found,
-                        memory_order_release);
+  atomic_store_explicit(&table, found, memory_order_release);
   return 0;
 }
 
@@ -140,8 +136,14 @@ void *mp__sync_alloc(size_t size) {
   return mp__shm_alloc(size);
 }
 
+/* The table, once owner_table_init() succeeded in this process (always
+ * the case where a token exists). */
+static struct owner_table *the_table(void) {
+  return atomic_load_explicit(&table, memory_order_acquire);
+}
+
 static struct owner_slot *slot_of(mp__owner_t token) {
-  return &table->slots[token & (SLOT_COUNT - 1)];
+  return &the_table()->slots[token & (SLOT_COUNT - 1)];
 }
 
 static uint32_t token_gen(mp__owner_t token) {
@@ -231,8 +233,7 @@ static void link_slot(struct robust_list_head *head, struct owner_slot *s) {
 
 static void forget_self_in_child(void) {
   mp__self_token = MP__OWNER_NONE;
-  self.slot = NULL;
-  self.head = NULL;
+  self_head = NULL;
 }
 
 static void register_atfork(void) {
@@ -241,21 +242,22 @@ static void register_atfork(void) {
 
 /* Reserves a slot: one never used, else one whose owner died. Returns it
  * with seq odd (ours to fill), or NULL when every slot is in use. */
-static struct owner_slot *reserve_slot(uint32_t *old_word) {
+static struct owner_slot *reserve_slot(struct owner_table *t,
+                                       uint32_t *old_word) {
   /* Load first, so that the counter stops growing once the table is
    * full. */
-  uint32_t i = atomic_load(&table->fresh) < SLOT_COUNT
-                   ? atomic_fetch_add(&table->fresh, 1)
+  uint32_t i = atomic_load(&t->fresh) < SLOT_COUNT
+                   ? atomic_fetch_add(&t->fresh, 1)
                    : SLOT_COUNT;
   if (i < SLOT_COUNT) {
-    struct owner_slot *s = &table->slots[i];
+    struct owner_slot *s = &t->slots[i];
     atomic_store(&s->seq, 1);
     *old_word = 0;
     return s;
   }
-  uint32_t start = atomic_fetch_add(&table->cursor, 1);
+  uint32_t start = atomic_fetch_add(&t->cursor, 1);
   for (uint32_t k = 0; k < SLOT_COUNT; k++) {
-    struct owner_slot *s = &table->slots[(start + k) & (SLOT_COUNT - 1)];
+    struct owner_slot *s = &t->slots[(start + k) & (SLOT_COUNT - 1)];
     uint32_t word = atomic_load(&s->word);
     uint32_t seq = atomic_load(&s->seq);
     if (!(word & FUTEX_OWNER_DIED) || (seq & 1))
@@ -284,7 +286,8 @@ static int take_slot(void) {
   pthread_once(&atfork_once, register_atfork);
   struct robust_list_head *head = find_usable_head();
   uint32_t old_word;
-  struct owner_slot *s = reserve_slot(&old_word);
+  struct owner_table *t = the_table();
+  struct owner_slot *s = reserve_slot(t, &old_word);
   if (!s)
     return -EAGAIN;
   pid_t tid = (pid_t)syscall(SYS_gettid);
@@ -305,10 +308,9 @@ static int take_slot(void) {
   /* Waiters of the dead previous owner that nobody woke yet. */
   if (old_word & FUTEX_WAITERS)
     mp__futex_wake(&s->word, INT_MAX);
-  self.slot = s;
-  self.head = head;
+  self_head = head;
   mp__self_token =
-      (((seq >> 1) & GEN_MASK) << SLOT_BITS) | (uint32_t)(s - table->slots);
+      (((seq >> 1) & GEN_MASK) << SLOT_BITS) | (uint32_t)(s - t->slots);
   return 0;
 }
 
@@ -359,6 +361,9 @@ bool mp__owner_dead(mp__owner_t token) {
 }
 
 bool mp__owner_ids(mp__owner_t token, pid_t *pid, pid_t *tid) {
+  /* May be asked by a process that never took a slot of its own. */
+  if (owner_table_init() < 0)
+    return false;
   struct owner_slot *s = slot_of(token);
   uint32_t seq;
   if (!live_word(token, &seq))
@@ -412,7 +417,7 @@ int mp__owner_wait(mp__owner_t token, const mp__futex_watch_t *watch,
   all[n] = (mp__futex_watch_t){&s->word, word};
   /* Should we die after the kernel woke us for the owner's death, it wakes
    * the next waiter in our place (see the top of the file). */
-  struct robust_list_head *head = self.head;
+  struct robust_list_head *head = self_head;
   struct robust_list *saved = head ? head->list_op_pending : NULL;
   if (head)
     head->list_op_pending = (struct robust_list *)&s->next;
