@@ -10,42 +10,20 @@
  *                     a Lock (ns per increment);
  *                     raw: the same under the CAS spin lock.
  * Output: row <tab> operation <tab> mproc ns <tab> raw ns <tab> raw label. */
-#define _GNU_SOURCE
 #include <linux/futex.h>
 #include <stdatomic.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <stdbool.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "mproc.h"
+#include <mproc.h>
+
+#include "bench_common.h"
 
 #define REPS            5
-#define UNCONTENDED_OPS 5000000L
-#define PINGPONG_ROUNDS 20000L
-#define INCREMENTS      500000L
-
-static double now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Runs one measurement REPS times; returns the median ns per op. */
-static double median_of(double (*run)(void *), void *arg) {
-  double v[REPS];
-  for (int i = 0; i < REPS; i++)
-    v[i] = run(arg);
-  qsort(v, REPS, sizeof v[0], compare_doubles);
-  return v[REPS / 2];
-}
+#define UNCONTENDED_OPS 5000000
+#define PINGPONG_ROUNDS 20000
+#define INCREMENTS      500000
 
 /* ---- the raw references -------------------------------------------------- */
 
@@ -72,24 +50,24 @@ static void futex_wake(_Atomic uint32_t *w) {
 
 /* ---- lock_uncontended ---------------------------------------------------- */
 
-static double mproc_uncontended(void *arg) {
+static double mproc_uncontended(void *arg, int n) {
   mp_lock_t *l = arg;
-  double t0 = now_ns();
-  for (long i = 0; i < UNCONTENDED_OPS; i++) {
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
     mp_lock_acquire(l, MP_FOREVER);
     mp_lock_release(l);
   }
-  return (now_ns() - t0) / UNCONTENDED_OPS;
+  return (double)(bench_now_ns() - t0) / n;
 }
 
-static double raw_uncontended(void *arg) {
+static double raw_uncontended(void *arg, int n) {
   _Atomic uint32_t *l = arg;
-  double t0 = now_ns();
-  for (long i = 0; i < UNCONTENDED_OPS; i++) {
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
     spin_lock(l);
     spin_unlock(l);
   }
-  return (now_ns() - t0) / UNCONTENDED_OPS;
+  return (double)(bench_now_ns() - t0) / n;
 }
 
 /* ---- two-process measurements -------------------------------------------- */
@@ -110,8 +88,8 @@ static void meet(struct duel *d) {
     ;
 }
 
-static void pingpong_side(struct duel *d, bool first) {
-  for (long i = 0; i < PINGPONG_ROUNDS; i++) {
+static void pingpong_side(struct duel *d, bool first, int n) {
+  for (int i = 0; i < n; i++) {
     if (d->raw) {
       uint32_t mine = first ? 0 : 1;
       while (atomic_load(&d->word) != mine)
@@ -131,8 +109,8 @@ static void pingpong_side(struct duel *d, bool first) {
   }
 }
 
-static void increment_side(struct duel *d) {
-  for (long i = 0; i < INCREMENTS; i++) {
+static void increment_side(struct duel *d, int n) {
+  for (int i = 0; i < n; i++) {
     if (d->raw)
       spin_lock(&d->word);
     else
@@ -148,19 +126,23 @@ static void increment_side(struct duel *d) {
 struct duel_run {
   struct duel *d;
   bool pingpong;
+  int n;
 };
 
 static void duel_child(void *arg) {
   struct duel_run *r = arg;
   meet(r->d);
   if (r->pingpong)
-    pingpong_side(r->d, false);
+    pingpong_side(r->d, false, r->n);
   else
-    increment_side(r->d);
+    increment_side(r->d, r->n);
 }
 
-static double run_duel(struct duel_run *r) {
+/* One measurement: n round trips, or n increments on each side. */
+static double duel_measure(void *arg, int n) {
+  struct duel_run *r = arg;
   struct duel *d = r->d;
+  r->n = n;
   atomic_store(&d->word, 0);
   atomic_store(&d->ready, 0);
   d->counter = 0;
@@ -172,29 +154,19 @@ static double run_duel(struct duel_run *r) {
     exit(1);
   }
   meet(d);
-  double t0 = now_ns();
+  uint64_t t0 = bench_now_ns();
   if (r->pingpong)
-    pingpong_side(d, true);
+    pingpong_side(d, true, n);
   else
-    increment_side(d);
+    increment_side(d, n);
   mp_process_join(p, MP_FOREVER);
-  double spent = now_ns() - t0;
+  double spent = (double)(bench_now_ns() - t0);
   mp_process_free(p);
-  if (!r->pingpong && d->counter != 2 * INCREMENTS) {
+  if (!r->pingpong && d->counter != 2L * n) {
     fprintf(stderr, "bench_sync: lost increments\n");
     exit(1);
   }
-  return r->pingpong ? spent / PINGPONG_ROUNDS : spent / (2 * INCREMENTS);
-}
-
-static double duel_measure(void *arg) {
-  return run_duel(arg);
-}
-
-static void row(const char *op, double mproc_ns, double raw_ns,
-                const char *label) {
-  printf("row\t%s\t%.1f\t%.1f\t%s\n", op, mproc_ns, raw_ns, label);
-  fflush(stdout);
+  return r->pingpong ? spent / n : spent / (2.0 * n);
 }
 
 int main(int argc, char **argv) {
@@ -208,21 +180,24 @@ int main(int argc, char **argv) {
   d->pong = mp_event_new();
   d->lock = lock;
 
-  row("lock_uncontended", median_of(mproc_uncontended, lock),
-      median_of(raw_uncontended, &d->word), "atomic CAS spin lock");
+  bench_row("lock_uncontended",
+            bench_median(mproc_uncontended, lock, UNCONTENDED_OPS, REPS),
+            bench_median(raw_uncontended, &d->word, UNCONTENDED_OPS, REPS),
+            "atomic CAS spin lock");
 
   struct duel_run r = {.d = d, .pingpong = true};
-  double mproc_ns = median_of(duel_measure, &r);
+  double mproc_ns = bench_median(duel_measure, &r, PINGPONG_ROUNDS, REPS);
   d->raw = true;
-  row("pingpong_event", mproc_ns, median_of(duel_measure, &r),
-      "futex ping-pong");
+  bench_row("pingpong_event", mproc_ns,
+            bench_median(duel_measure, &r, PINGPONG_ROUNDS, REPS),
+            "futex ping-pong");
 
   r.pingpong = false;
   d->raw = false;
-  mproc_ns = median_of(duel_measure, &r);
+  mproc_ns = bench_median(duel_measure, &r, INCREMENTS, REPS);
   d->raw = true;
-  row("shared_increment", mproc_ns, median_of(duel_measure, &r),
-      "CAS spin lock");
+  bench_row("shared_increment", mproc_ns,
+            bench_median(duel_measure, &r, INCREMENTS, REPS), "CAS spin lock");
 
   mp_event_free(d->ping);
   mp_event_free(d->pong);

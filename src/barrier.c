@@ -25,6 +25,7 @@
 #include <assert.h>
 
 #include "futex.h"
+#include "start.h"
 
 #define BARRIER_MAGIC 0x42415252u /* "BARR" */
 #define MAX_PARTIES   0xffffu
@@ -53,7 +54,9 @@ struct mp_barrier {
   uint32_t magic;
   uint32_t parties;
   double timeout; /* for mp_barrier_wait; < 0 forever */
-  mp_barrier_action_cb action;
+  /* The action, named so that any process of the program finds it: under
+   * spawn and forkserver the code is at other addresses (start.h). */
+  mp__fnref_t action;
   _Atomic uint64_t state;
   _Atomic uint32_t ring; /* arrivals published << 1 | RING_WATCHED */
   uint32_t reserved;
@@ -86,7 +89,11 @@ mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
   b->magic = BARRIER_MAGIC;
   b->parties = parties;
   b->timeout = timeout;
-  b->action = action;
+  if (mp__fn_encode((const void *)action, &b->action) < 0) {
+    mp__shm_free(b);
+    errno = EINVAL;
+    return NULL;
+  }
   return b;
 }
 
@@ -154,7 +161,7 @@ static void publish(mp_barrier_t *b, unsigned index, uint32_t seq,
   if ((old >> 32) & ENTRY_WATCHED)
     mp__futex_wake(low_half(&b->entries[index]), INT_MAX);
   /* The last party needs a watcher only while it runs the action. */
-  if (index + 1 == b->parties && !b->action)
+  if (index + 1 == b->parties && !b->action.valid)
     return;
   uint32_t ring = atomic_fetch_add(&b->ring, RING_ONE);
   if (ring & RING_WATCHED) {
@@ -230,6 +237,17 @@ static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
   }
 }
 
+/* Runs the action where this process has it; false if it cannot be found
+ * (a library of the creator that this process cannot load). */
+static bool run_action(mp_barrier_t *b) {
+  mp_barrier_action_cb action =
+      (mp_barrier_action_cb)mp__fn_decode(&b->action);
+  if (!action)
+    return false;
+  action();
+  return true;
+}
+
 /* The last arrival: checks its predecessor, runs the action, releases. */
 static int finish(mp_barrier_t *b, unsigned index, uint32_t seq) {
   if (index > 0) {
@@ -238,8 +256,10 @@ static int finish(mp_barrier_t *b, unsigned index, uint32_t seq) {
       break_generation(b, seq);
   }
   uint64_t st = atomic_load(&b->state);
-  if (seq_of(st) == seq && b->action)
-    b->action();
+  /* As Python breaks the barrier when the action raises. */
+  if (seq_of(st) == seq && b->action.valid && !run_action(b))
+    break_generation(b, seq);
+  st = atomic_load(&b->state);
   mp__tsan_release(b);
   do {
     if (seq_of(st) != seq)

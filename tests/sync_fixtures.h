@@ -22,16 +22,30 @@ static inline void *shared(size_t size) {
   return p;
 }
 
+/* The children a test started and has not finished: if an assertion
+ * fails, the teardown kills and reaps them before the checks of
+ * mpt_teardown. */
+#define MAX_CHILDREN 32
+static mp_process_t *children[MAX_CHILDREN];
+
 static inline mp_process_t *start_child(void (*fn)(void *), const void *arg,
                                         size_t size) {
   mp_process_t *p = mp_process_new(fn, arg, size, NULL);
   assert_non_null(p);
+  int slot = 0;
+  while (slot < MAX_CHILDREN && children[slot])
+    slot++;
+  assert_true(slot < MAX_CHILDREN);
   assert_mp_ok(mp_process_start(p));
+  children[slot] = p;
   return p;
 }
 
 /* Joins (killing it if it hangs) and frees; returns its exit code. */
 static inline int finish_child(mp_process_t *p) {
+  for (int i = 0; i < MAX_CHILDREN; i++)
+    if (children[i] == p)
+      children[i] = NULL;
   if (mp_process_join(p, JOIN_TIMEOUT) != 0) {
     mp_process_kill(p);
     mp_process_join(p, MP_FOREVER);
@@ -46,6 +60,17 @@ static inline int kill_child(mp_process_t *p) {
   mp_process_kill(p);
   return finish_child(p);
 }
+
+static inline int sync_teardown(void **state) {
+  for (int i = 0; i < MAX_CHILDREN; i++)
+    if (children[i])
+      kill_child(children[i]);
+  return mpt_teardown(state);
+}
+
+/* mpt_test, with the children of a failed test cleaned up. */
+#define sync_test(f)                                                           \
+  cmocka_unit_test_setup_teardown(f, mpt_setup, sync_teardown)
 
 static inline void sleep_us(long us) {
   struct timespec ts = {us / 1000000, (us % 1000000) * 1000};

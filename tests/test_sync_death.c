@@ -573,16 +573,16 @@ static void test_degraded_kernels(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      mpt_test(test_holder_dies),
-      mpt_test(test_sleeping_waiters_take_over),
-      mpt_test(test_owner_slots_are_reused),
-      mpt_test(test_random_kills),
-      mpt_test(test_semaphore_waiters_killed),
-      mpt_test(test_barrier_party_killed),
-      mpt_test(test_barrier_action_dies),
-      mpt_test(test_condition_dead_waiter),
-      mpt_test(test_condition_notifier_dies_holding),
-      mpt_test(test_degraded_kernels),
+      sync_test(test_holder_dies),
+      sync_test(test_sleeping_waiters_take_over),
+      sync_test(test_owner_slots_are_reused),
+      sync_test(test_random_kills),
+      sync_test(test_semaphore_waiters_killed),
+      sync_test(test_barrier_party_killed),
+      sync_test(test_barrier_action_dies),
+      sync_test(test_condition_dead_waiter),
+      sync_test(test_condition_notifier_dies_holding),
+      sync_test(test_degraded_kernels),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -186,7 +186,11 @@ MP_API void mp_event_free(mp_event_t *e);
 typedef struct mp_barrier mp_barrier_t;
 
 /* The action of a Barrier: called once per generation, in the process of
- * the last party to arrive, before any party is released. */
+ * the last party to arrive, before any party is released. It must be a
+ * function of the program or of a library it loaded: under spawn and
+ * forkserver each process finds it at its own address. If a process cannot
+ * find it, the barrier breaks there (as Python's does when the action
+ * raises). */
 typedef void (*mp_barrier_action_cb)(void);
 
 /* Barrier(parties, action, timeout): action may be NULL; timeout is the
