@@ -79,7 +79,7 @@ struct duel {
   _Atomic uint32_t word;  /* raw ping-pong word, or the raw spin lock */
   _Atomic uint32_t ready; /* both sides started */
   long counter;
-  bool raw;
+  bool raw; /* this run measures the raw reference */
 };
 
 static void meet(struct duel *d) {
@@ -126,6 +126,7 @@ static void increment_side(struct duel *d, int n) {
 struct duel_run {
   struct duel *d;
   bool pingpong;
+  bool raw; /* the raw reference instead of mproc */
   int n;
 };
 
@@ -143,6 +144,7 @@ static double duel_measure(void *arg, int n) {
   struct duel_run *r = arg;
   struct duel *d = r->d;
   r->n = n;
+  d->raw = r->raw;
   atomic_store(&d->word, 0);
   atomic_store(&d->ready, 0);
   d->counter = 0;
@@ -180,24 +182,23 @@ int main(int argc, char **argv) {
   d->pong = mp_event_new();
   d->lock = lock;
 
-  bench_row("lock_uncontended",
-            bench_median(mproc_uncontended, lock, UNCONTENDED_OPS, REPS),
-            bench_median(raw_uncontended, &d->word, UNCONTENDED_OPS, REPS),
-            "atomic CAS spin lock");
+  /* Each mproc measurement alternates with its raw reference, so that
+   * both see the same load on a shared machine. */
+  double mine, raw;
+  bench_pair(mproc_uncontended, lock, raw_uncontended, &d->word,
+             UNCONTENDED_OPS, REPS, &mine, &raw);
+  bench_row("lock_uncontended", mine, raw, "atomic CAS spin lock");
 
-  struct duel_run r = {.d = d, .pingpong = true};
-  double mproc_ns = bench_median(duel_measure, &r, PINGPONG_ROUNDS, REPS);
-  d->raw = true;
-  bench_row("pingpong_event", mproc_ns,
-            bench_median(duel_measure, &r, PINGPONG_ROUNDS, REPS),
-            "futex ping-pong");
+  struct duel_run ours = {.d = d, .pingpong = true};
+  struct duel_run bare = {.d = d, .pingpong = true, .raw = true};
+  bench_pair(duel_measure, &ours, duel_measure, &bare, PINGPONG_ROUNDS, REPS,
+             &mine, &raw);
+  bench_row("pingpong_event", mine, raw, "futex ping-pong");
 
-  r.pingpong = false;
-  d->raw = false;
-  mproc_ns = bench_median(duel_measure, &r, INCREMENTS, REPS);
-  d->raw = true;
-  bench_row("shared_increment", mproc_ns,
-            bench_median(duel_measure, &r, INCREMENTS, REPS), "CAS spin lock");
+  ours.pingpong = bare.pingpong = false;
+  bench_pair(duel_measure, &ours, duel_measure, &bare, INCREMENTS, REPS, &mine,
+             &raw);
+  bench_row("shared_increment", mine, raw, "CAS spin lock");
 
   mp_event_free(d->ping);
   mp_event_free(d->pong);
