@@ -240,8 +240,7 @@ static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
 /* Runs the action where this process has it; false if it cannot be found
  * (a library of the creator that this process cannot load). */
 static bool run_action(mp_barrier_t *b) {
-  mp_barrier_action_cb action =
-      (mp_barrier_action_cb)mp__fn_decode(&b->action);
+  mp_barrier_action_cb action = (mp_barrier_action_cb)mp__fn_decode(&b->action);
   if (!action)
     return false;
   action();

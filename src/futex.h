@@ -60,9 +60,11 @@ static inline bool mp__futex_flag(_Atomic uint32_t *word, uint32_t *v,
   return true;
 }
 
-/* Spins a short, bounded while (a few microseconds, no yield: on a loaded
- * machine the holder is not running and spinning longer would only burn
- * the time slice it needs) while *word == value. True once it changed. */
+/* Spins a short, bounded while (at most about 3 us, no yield) while
+ * *word == value; true once it changed. The bound adapts per thread: after
+ * spins that saw nothing (on a loaded machine the other side is not
+ * running, and spinning would only burn the time slice it needs) it drops
+ * to a few hundred ns. */
 bool mp__futex_spin(_Atomic uint32_t *word, uint32_t value);
 
 /* ---- ThreadSanitizer ------------------------------------------------------
