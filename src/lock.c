@@ -16,6 +16,8 @@
 
 #include <assert.h>
 
+#define LOCK_SPINS 4
+
 static bool is_recursive(const mp__mutex_t *m) {
   return m->magic == MP__RLOCK_MAGIC;
 }
@@ -27,13 +29,18 @@ void mp__mutex_init(mp__mutex_t *m, uint32_t magic) {
 }
 
 /* Takes the word for `me` from nobody or from a dead owner. Kept out of
- * line (with the clock read of its deadline) so that the fast path stays
- * a few instructions. */
+ * line so that the fast path stays a few instructions. A contended
+ * acquire first spins (a holder on another core usually lets go within
+ * it), then checks the owner's life and the deadline, then sleeps. */
 static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
                                                double timeout) {
-  mp__deadline_t deadline_storage = mp__deadline_in(timeout);
-  const mp__deadline_t *deadline = &deadline_storage;
-  bool spun = false;
+  /* Waiting forever needs no clock read (NaN waits forever too). */
+  mp__deadline_t deadline = {.forever = true};
+  if (timeout >= 0)
+    deadline = mp__deadline_in(timeout);
+  /* A few spins, each until the word changes: the lock may go to a third
+   * thread between two of them. None when we may not wait. */
+  int spins = timeout == 0 ? 0 : LOCK_SPINS;
   for (;;) {
     uint32_t v = atomic_load(&m->word);
     mp__owner_t owner = v & MP__MUTEX_OWNER;
@@ -43,25 +50,26 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
         return 0;
       continue;
     }
+    if (spins > 0) {
+      spins--;
+      if (mp__futex_spin(&m->word, v))
+        continue;
+      spins = 0; /* it did not move: the holder is busy, sleep */
+    }
     if (mp__owner_dead(owner)) {
       /* Others may sleep on the word: keep WAITERS for our release. */
       if (atomic_compare_exchange_strong(&m->word, &v, me | MP__MUTEX_WAITERS))
         return MP_EOWNERDEAD;
       continue;
     }
-    if (mp__deadline_expired(deadline))
+    if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
-    if (!spun) {
-      spun = true;
-      mp__futex_spin(&m->word, v);
-      continue;
-    }
     if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
       continue;
     /* Every way back (release, death, timeout, signal) is re-checked at
      * the top of the loop. */
     mp__futex_watch_t watch = {&m->word, v};
-    mp__owner_wait(owner, &watch, 1, deadline);
+    mp__owner_wait(owner, &watch, 1, &deadline);
   }
 }
 
