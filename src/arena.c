@@ -79,13 +79,7 @@ static struct {
  * child finds the same range free. ThreadSanitizer owns most of the address
  * space (and dies on a mapping attempt there), so its build uses a range
  * inside the application memory it allows. */
-#if defined(__SANITIZE_THREAD__)
-#define MP__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define MP__TSAN 1
-#endif
-#endif
+/* MP__TSAN comes from futex.h. */
 #ifdef MP__TSAN
 static const uintptr_t address_hints[] = {0x7e8000000000ull};
 #else
@@ -202,6 +196,26 @@ int mp__arena_attach(int fd, uintptr_t address, uint64_t size) {
  * that does not let go within a while is checked for life: if its thread is
  * gone (killed while allocating), the lock is taken over. */
 
+/* Whether the thread tid has ended. A killed thread stays a zombie until
+ * its process is reaped, and kill(tid, 0) still succeeds on a zombie: the
+ * state in /proc tells. (The owner tokens of the futex core cannot serve
+ * here: their table is allocated from this arena.) */
+static bool thread_gone(pid_t tid) {
+  if (kill(tid, 0) < 0)
+    return errno == ESRCH;
+  char path[64], buf[256];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
+  FILE *f = fopen(path, "re");
+  if (!f)
+    return errno == ENOENT;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  /* "tid (comm) S ...": the state follows the last ')'. */
+  char *end = strrchr(buf, ')');
+  return end && (end[2] == 'Z' || end[2] == 'X');
+}
+
 static void arena_lock(arena_header_t *h) {
   uint32_t self = (uint32_t)gettid();
   for (;;) {
@@ -210,7 +224,7 @@ static void arena_lock(arena_header_t *h) {
       return;
     mp__deadline_t d = mp__deadline_in(0.05);
     if (mp__futex_wait(&h->lock, holder, &d) == MP_ETIMEDOUT &&
-        kill((pid_t)holder, 0) < 0 && errno == ESRCH)
+        thread_gone((pid_t)holder))
       atomic_compare_exchange_strong(&h->lock, &holder, 0);
   }
 }
@@ -420,6 +434,10 @@ _Atomic(void *) *mp__shm_root(enum mp__root which) {
   if (mp__arena_ensure() < 0)
     return NULL;
   return &header()->roots[which];
+}
+
+_Atomic uint32_t *mp__arena_lock_word(void) {
+  return arena.base ? &header()->lock : NULL;
 }
 
 bool mp__arena_contains(const void *ptr) {

@@ -1,5 +1,6 @@
 /* The arena: mp_raw_alloc memory shared at the same address with every
  * child, under every start method. */
+#include <poll.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -185,6 +186,33 @@ static void test_allocation_after_start_is_visible(void **state) {
 
 static void test_threads_allocate_concurrently(void **state);
 
+_Atomic uint32_t *mp__arena_lock_word(void);
+
+static void return_at_once(void *arg) {
+  (void)arg;
+}
+
+/* A process killed while it held the allocator's lock (here: one that
+ * ended, its tid left in the lock word) must not block the others, even
+ * while it is an unreaped zombie. */
+static void test_dead_allocator_holder_is_taken_over(void **state) {
+  (void)state;
+  mp_process_t *p = mp_process_new(return_at_once, NULL, 0, NULL);
+  assert_mp_ok(mp_process_start(p));
+  struct pollfd pfd = {.fd = mp_process_sentinel(p), .events = POLLIN};
+  assert_int_equal(poll(&pfd, 1, 30000), 1); /* ended, not reaped */
+  _Atomic uint32_t *lock = mp__arena_lock_word();
+  uint32_t free_word = 0;
+  assert_true(atomic_compare_exchange_strong(lock, &free_word,
+                                             (uint32_t)mp_process_pid(p)));
+  void *q = mp_raw_alloc(100);
+  assert_non_null(q);
+  mp_raw_free(q);
+  assert_int_equal(*lock, 0);
+  assert_mp_ok(mp_process_join(p, MP_FOREVER));
+  mp_process_free(p);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_alloc_is_zeroed_and_aligned),
@@ -194,6 +222,7 @@ int main(int argc, char **argv) {
       mpt_test(test_counter_by_pointer),
       mpt_test(test_allocation_after_start_is_visible),
       mpt_test(test_threads_allocate_concurrently),
+      mpt_test(test_dead_allocator_holder_is_taken_over),
   };
   return MPT_RUN(argc, argv, tests);
 }
