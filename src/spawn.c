@@ -351,34 +351,59 @@ int mp__start_data_read(int fd, bool close_others) {
 
 /* The parent's own command line is passed on unchanged, so that argv[0]
  * and the arguments are the same in the child (as in Python's spawn). */
-static int build_argv_env(char mode, int start_fd, char ***argv_out,
-                          char ***envp_out) {
-  /* argv: /proc/self/cmdline, NUL-separated. */
+/* The whole of /proc/self/cmdline (malloc'd, NUL-terminated; its length
+ * in *length), or NULL. */
+static char *read_cmdline(size_t *length) {
   int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-  char buf[8192];
-  ssize_t len = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap + 1);
+  while (fd >= 0 && buf) {
+    if (len == cap) {
+      char *bigger = realloc(buf, (cap *= 2) + 1);
+      if (!bigger) {
+        free(buf);
+        buf = NULL;
+        break;
+      }
+      buf = bigger;
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
   if (fd >= 0)
     close(fd);
-  if (len <= 0)
-    len = 0;
-  buf[len] = 0;
+  if (buf)
+    buf[len] = 0;
+  *length = len;
+  return buf;
+}
+
+static int build_argv_env(char mode, int start_fd, char ***argv_out,
+                          char ***envp_out) {
+  /* argv: /proc/self/cmdline, NUL-separated, read whole. */
+  size_t len;
+  char *args = read_cmdline(&len);
+  if (!args)
+    return -ENOMEM;
   size_t argc = 0;
-  for (ssize_t i = 0; i < len; i++)
-    argc += buf[i] == 0;
+  for (size_t i = 0; i < len; i++)
+    argc += args[i] == 0;
   size_t envc = 0;
   while (environ[envc])
     envc++;
   char **argv = calloc(argc + 2, sizeof *argv);
   char **envp = calloc(envc + 2, sizeof *envp);
-  char *args = malloc((size_t)len + 1);
   char *marker = malloc(64);
-  if (!argv || !envp || !args || !marker) {
+  if (!argv || !envp || !marker) {
     free(argv), free(envp), free(args), free(marker);
     return -ENOMEM;
   }
-  memcpy(args, buf, (size_t)len + 1);
   size_t k = 0;
-  for (ssize_t i = 0; i < len; i += (ssize_t)strlen(args + i) + 1)
+  for (size_t i = 0; i < len; i += strlen(args + i) + 1)
     argv[k++] = args + i;
   if (k == 0)
     argv[k++] = args; /* an empty argv[0] */
