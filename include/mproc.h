@@ -16,5 +16,6 @@
 #include "mproc/conn.h"
 #include "mproc/listener.h"
 #include "mproc/sync.h"
+#include "mproc/queue.h"
 
 #endif
