@@ -17,5 +17,6 @@
 #include "mproc/listener.h"
 #include "mproc/sync.h"
 #include "mproc/queue.h"
+#include "mproc/pool.h"
 
 #endif

@@ -14,6 +14,7 @@ run seed_process
 run seed_subclass
 run seed_daemon
 run lock_counter
+run pool_demo
 for script in scripts/demo_*.sh; do
   [ -x "$script" ] || continue
   echo "==== $script"
