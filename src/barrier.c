@@ -5,23 +5,33 @@
  *                futex word every waiter sleeps on, so every end of a
  *                generation (release, break, reset) changes it and no
  *                wake-up can be missed;
- *   bits 32..47  arrivals in the current generation;
+ *   bits 32..47  arrivals counted in the current generation;
  *   bit  48      BROKEN: set by abort, a timeout or a dead party; arrivals
  *                fail until reset;
  *   bits 49..63  how the last 15 generations ended (bit 49: the latest),
  *                1 = broken. A waiter woken late reads how *its*
  *                generation ended there.
- * Arrival: CAS arrivals + 1; the index is the old count. The last arrival
- * runs the action and ends the generation (seq + 1, history bit 0); the
- * others sleep until seq moves.
  *
- * Dying parties. Each arrival publishes its owner token in entries[index]
- * (tagged with seq). Party i watches party i - 1 (mp__owner_wait on its
- * slot); party 0 watches the newest arrival, re-targeting whenever `ring`
- * moves (each arrival bumps it). So every waiting party, and the last one
- * while it runs the action, is watched by a live one, which breaks the
- * barrier when it sees it die. A party killed in the instant between
- * taking its index and publishing its token counts as having arrived. */
+ * Arrival, in two steps, so that every counted arrival has its owner token
+ * published, whenever its process dies:
+ *   1. claim: CAS entries[c] (c = the count) from a value of an earlier
+ *      generation to the party's token tagged with seq;
+ *   2. count: CAS the count c -> c + 1; the index is c.
+ * Whoever finds entries[count] claimed for this generation but not counted
+ * helps: it counts that claim (or breaks the generation if its claimant is
+ * dead) before claiming the next index, so a stalled claimant holds nobody
+ * up. The last index is never counted by a helper: its claimant runs the
+ * action and ends the generation (seq + 1, history bit 0); without an
+ * action its release is its count. Threads beyond the parties wait for the
+ * next generation watching that last party.
+ *
+ * Dying parties. Party i watches party i - 1 (mp__owner_wait on its
+ * token); party 0 watches the newest claim, re-targeting whenever `ring`
+ * moves. Whoever counts an arrival first bumps the ring (waking party 0 if
+ * it flagged the ring), so a counted party is always watched by a live one,
+ * which breaks the barrier when it sees it die. A party killed after its
+ * claim but before it is counted has not arrived: the next arrival (or
+ * party 0 if it saw the claim) finds it dead and breaks the barrier. */
 #include <assert.h>
 
 #include "futex.h"
@@ -39,15 +49,13 @@
 #define HISTORY_BITS  15
 #define HISTORY_MASK  (((1ull << HISTORY_BITS) - 1) << HISTORY_SHIFT)
 
-/* An entry: low half the seq of the generation it belongs to (a futex word
- * for a watcher waiting for it to be published), high half the token and
- * a bit saying a watcher sleeps on it. */
-#define ENTRY_WATCHED 0x80000000u
-#define RING_WATCHED  1u
-#define RING_ONE      2u
+/* The ring: bits 0..15 the tag of the generation whose party 0 sleeps on
+ * it (0: none), bits 16..31 how many arrivals were announced (wrapping). */
+#define RING_TAG_MASK 0xffffu
+#define RING_ONE      (1u << 16)
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "the futex words are the low halves of 64-bit words: little-endian only"
+#error "the futex word is the low half of the 64-bit state: little-endian only"
 #endif
 
 struct mp_barrier {
@@ -58,13 +66,21 @@ struct mp_barrier {
    * spawn and forkserver the code is at other addresses (start.h). */
   mp__fnref_t action;
   _Atomic uint64_t state;
-  _Atomic uint32_t ring; /* arrivals published << 1 | RING_WATCHED */
+  _Atomic uint32_t ring; /* see RING_* */
   uint32_t reserved;
-  _Atomic uint64_t entries[]; /* one per arrival index */
+  /* One per arrival index: the claimant's token << 32 | the entry_tag of
+   * its generation. */
+  _Atomic uint64_t entries[];
 };
 
-/* The low half of a 64-bit word, for the kernel only: C code reads the
- * whole word. */
+/* Tests only: called by a party once its arrival is counted (the last
+ * party without an action: claimed; its release counts it), to stop it
+ * there. NULL otherwise. */
+extern void (*mp__barrier_counted_hook)(void);
+void (*mp__barrier_counted_hook)(void);
+
+/* The low half of the state, for the kernel only: C code reads the whole
+ * word. */
 static _Atomic uint32_t *low_half(_Atomic uint64_t *word) {
   return (_Atomic uint32_t *)(void *)word;
 }
@@ -73,8 +89,8 @@ static uint32_t seq_of(uint64_t st) {
   return (uint32_t)(st & SEQ_MASK);
 }
 
-static uint32_t count_of(uint64_t st) {
-  return (uint32_t)((st & COUNT_MASK) >> COUNT_SHIFT);
+static unsigned count_of(uint64_t st) {
+  return (unsigned)((st & COUNT_MASK) >> COUNT_SHIFT);
 }
 
 mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
@@ -118,7 +134,7 @@ static void break_generation(mp_barrier_t *b, uint32_t seq) {
   mp__futex_wake(low_half(&b->state), INT_MAX);
 }
 
-/* How generation seq ended, read by one of its waiters after it did. */
+/* How generation seq ended, read by one of its parties after it did. */
 static int outcome(uint64_t st, uint32_t seq, unsigned index) {
   uint32_t later = seq_of(st) - 1 - seq; /* generations ended since */
   if (later < HISTORY_BITS && (st >> (HISTORY_SHIFT + later)) & 1)
@@ -126,94 +142,169 @@ static int outcome(uint64_t st, uint32_t seq, unsigned index) {
   return (int)index;
 }
 
-/* Takes an arrival index in the current generation. */
-static int arrive(mp_barrier_t *b, const mp__deadline_t *deadline,
-                  uint32_t *seq) {
-  uint64_t st = atomic_load(&b->state);
-  for (;;) {
-    if (st & BROKEN)
-      return MP_EBROKEN;
-    *seq = seq_of(st);
-    if (count_of(st) >= b->parties) {
-      /* More threads than parties: the generation is full (its last party
-       * runs the action); join the next one. */
-      if (mp__futex_wait(low_half(&b->state), *seq, deadline) == MP_ETIMEDOUT)
-        break_generation(b, *seq);
-      st = atomic_load(&b->state);
-      continue;
-    }
-    if (atomic_compare_exchange_weak(&b->state, &st, st + COUNT_ONE))
-      return (int)count_of(st);
-  }
-}
-
-/* The tag that marks an entry as published in generation seq: never the
- * tag of an entry left from an earlier generation (nor 0, the initial
- * one), so that publishing always changes the watched word. */
+/* ---- Entries -------------------------------------------------------------
+ * The tag of generation seq's claims: never that of an entry left from an
+ * earlier generation (nor 0, the initial one). */
 static uint32_t entry_tag(uint32_t seq) {
   return seq + 1;
 }
 
-static void publish(mp_barrier_t *b, unsigned index, uint32_t seq,
-                    mp__owner_t me) {
-  uint64_t entry = (uint64_t)me << 32 | entry_tag(seq);
-  uint64_t old = atomic_exchange(&b->entries[index], entry);
-  if ((old >> 32) & ENTRY_WATCHED)
-    mp__futex_wake(low_half(&b->entries[index]), INT_MAX);
-  /* The last party needs a watcher only while it runs the action. */
-  if (index + 1 == b->parties && !b->action.valid)
-    return;
-  uint32_t ring = atomic_fetch_add(&b->ring, RING_ONE);
-  if (ring & RING_WATCHED) {
-    atomic_fetch_and(&b->ring, ~RING_WATCHED);
+static bool claimed_in(uint64_t entry, uint32_t seq) {
+  return (uint32_t)entry == entry_tag(seq);
+}
+
+static mp__owner_t claimant(uint64_t entry) {
+  return (mp__owner_t)(entry >> 32);
+}
+
+/* Who claimed index in generation seq; NONE if that generation ended and
+ * the entry was claimed again since. */
+static mp__owner_t claimant_in(mp_barrier_t *b, unsigned index, uint32_t seq) {
+  uint64_t entry = atomic_load(&b->entries[index]);
+  return claimed_in(entry, seq) ? claimant(entry) : MP__OWNER_NONE;
+}
+
+/* ---- The ring --------------------------------------------------------------
+ * Party 0's tag: nonzero, the same for all of generation seq. */
+static uint32_t ring_tag(uint32_t seq) {
+  return seq % RING_TAG_MASK + 1;
+}
+
+/* Tells party 0 that an arrival is about to be counted. The tag stays, so
+ * that should we die between the bump and the wake, the next bump wakes. */
+static void bump_ring(mp_barrier_t *b) {
+  if (atomic_fetch_add(&b->ring, RING_ONE) & RING_TAG_MASK)
     mp__futex_wake(&b->ring, INT_MAX);
+}
+
+/* Party 0 of generation seq tags the ring before it reads whom to watch:
+ * any arrival counted after that wakes it. Returns the value to sleep on. */
+static uint32_t watch_ring(mp_barrier_t *b, uint32_t seq) {
+  uint32_t tag = ring_tag(seq), ring = atomic_load(&b->ring);
+  while ((ring & RING_TAG_MASK) != tag &&
+         !atomic_compare_exchange_weak(&b->ring, &ring,
+                                       (ring & ~RING_TAG_MASK) | tag))
+    ;
+  return (ring & ~RING_TAG_MASK) | tag;
+}
+
+/* Party 0 leaving: removes its tag, unless the party 0 of a later
+ * generation replaced it. */
+static void unwatch_ring(mp_barrier_t *b, uint32_t seq) {
+  uint32_t tag = ring_tag(seq), ring = atomic_load(&b->ring);
+  while ((ring & RING_TAG_MASK) == tag &&
+         !atomic_compare_exchange_weak(&b->ring, &ring, ring & ~RING_TAG_MASK))
+    ;
+}
+
+/* ---- Arrival ------------------------------------------------------------- */
+
+/* The generation is full: its last party (claimed) runs the action and
+ * releases it. Waits for that, breaking the generation if that party dies
+ * or the deadline passes. */
+static void wait_full(mp_barrier_t *b, uint32_t seq,
+                      const mp__deadline_t *deadline) {
+  mp__futex_watch_t watch = {low_half(&b->state), seq};
+  mp__owner_t last = claimant_in(b, b->parties - 1, seq);
+  int rc = mp__owner_wait(last, &watch, 1, deadline);
+  if (rc == MP_ETIMEDOUT || rc == MP_EOWNERDEAD)
+    break_generation(b, seq);
+}
+
+/* entries[count] (not the last) is claimed but not counted in state st:
+ * counts it in its claimant's place, or breaks the generation if the
+ * claimant died. */
+static void help(mp_barrier_t *b, uint64_t st, uint64_t entry) {
+  if (mp__owner_dead(claimant(entry))) {
+    break_generation(b, seq_of(st));
+    return;
   }
+  bump_ring(b);
+  atomic_compare_exchange_strong(&b->state, &st, st + COUNT_ONE);
 }
 
-/* The token the party with that index published in generation seq, or
- * NONE if it has not yet. */
-static mp__owner_t published_token(mp_barrier_t *b, unsigned index,
-                                   uint32_t seq) {
-  uint64_t entry = atomic_load(&b->entries[index]);
-  if ((uint32_t)entry != entry_tag(seq))
-    return MP__OWNER_NONE;
-  return (mp__owner_t)(entry >> 32) & MP__OWNER_MASK;
+/* Counts our claim of index c in generation seq, unless a helper did or
+ * the generation ended (the caller finds out). */
+static void count_claim(mp_barrier_t *b, unsigned c, uint32_t seq) {
+  if (c + 1 == b->parties && !b->action.valid)
+    return; /* counted by its release */
+  if (c > 0)
+    bump_ring(b);
+  uint64_t st = atomic_load(&b->state);
+  while (seq_of(st) == seq && count_of(st) == c &&
+         !atomic_compare_exchange_weak(&b->state, &st, st + COUNT_ONE))
+    ;
 }
 
-/* As published_token, but when the entry is not yet published fills
- * *watch to wait for it (and flags it, so that the publisher wakes us). */
-static mp__owner_t watch_party(mp_barrier_t *b, unsigned index, uint32_t seq,
-                               mp__futex_watch_t *watch) {
-  uint64_t entry = atomic_load(&b->entries[index]);
+/* One try at arriving in state st (not broken): claims entries[count] (true)
+ * or, when that is taken, helps or waits; false to look again. */
+static bool try_claim(mp_barrier_t *b, uint64_t st, mp__owner_t me,
+                      const mp__deadline_t *deadline) {
+  uint32_t seq = seq_of(st);
+  unsigned c = count_of(st);
+  if (c == b->parties) {
+    wait_full(b, seq, deadline); /* more threads than parties */
+    return false;
+  }
+  uint64_t entry = atomic_load(&b->entries[c]);
+  /* Re-read, so that an entry claimed in a later generation is never taken
+   * for one of an earlier one: then the CAS cannot overwrite a claim. */
+  if (atomic_load(&b->state) != st)
+    return false;
+  if (claimed_in(entry, seq)) {
+    if (c + 1 == b->parties)
+      wait_full(b, seq, deadline);
+    else
+      help(b, st, entry);
+    return false;
+  }
+  uint64_t mine = (uint64_t)me << 32 | entry_tag(seq);
+  return atomic_compare_exchange_strong(&b->entries[c], &entry, mine);
+}
+
+/* Claims an arrival index in the current generation and counts it. Returns
+ * the index, with *seq its generation (which may have ended by then: the
+ * caller finds out), or MP_EBROKEN. */
+static int arrive(mp_barrier_t *b, mp__owner_t me,
+                  const mp__deadline_t *deadline, uint32_t *seq) {
   for (;;) {
-    if ((uint32_t)entry == entry_tag(seq))
-      return (mp__owner_t)(entry >> 32) & MP__OWNER_MASK;
-    uint64_t flagged = entry | (uint64_t)ENTRY_WATCHED << 32;
-    if (entry == flagged ||
-        atomic_compare_exchange_weak(&b->entries[index], &entry, flagged))
-      break;
+    uint64_t st = atomic_load(&b->state);
+    if (st & BROKEN)
+      return MP_EBROKEN;
+    if (try_claim(b, st, me, deadline)) {
+      *seq = seq_of(st);
+      count_claim(b, count_of(st), *seq);
+      return (int)count_of(st);
+    }
   }
-  *watch = (mp__futex_watch_t){low_half(&b->entries[index]), (uint32_t)entry};
-  return MP__OWNER_NONE;
 }
 
-/* Whom a waiter watches: its predecessor; party 0 the newest arrival,
- * waking when `ring` moves. Fills the watch list, returns the token. */
+/* ---- Waiting ------------------------------------------------------------- */
+
+/* Party 0's target: the newest claim of generation seq, counted or not; 0
+ * (itself) when there is none. */
+static unsigned newest_claim(mp_barrier_t *b, uint32_t seq) {
+  uint64_t st = atomic_load(&b->state);
+  unsigned c = count_of(st);
+  if (seq_of(st) != seq || c == 0)
+    return 0;
+  if (c < b->parties && claimed_in(atomic_load(&b->entries[c]), seq))
+    return c;
+  return c - 1;
+}
+
+/* Whom a waiter watches: its predecessor; party 0 the newest claim, waking
+ * when the ring moves. Fills the watch list, returns the token. */
 static mp__owner_t choose_watch(mp_barrier_t *b, unsigned index, uint32_t seq,
                                 mp__futex_watch_t *watch, unsigned *n) {
   unsigned target = index - 1;
   if (index == 0) {
-    uint32_t ring = atomic_fetch_or(&b->ring, RING_WATCHED) | RING_WATCHED;
-    watch[(*n)++] = (mp__futex_watch_t){&b->ring, ring};
-    uint32_t arrived = count_of(atomic_load(&b->state));
-    if (arrived < 2)
+    watch[(*n)++] = (mp__futex_watch_t){&b->ring, watch_ring(b, seq)};
+    target = newest_claim(b, seq);
+    if (target == 0)
       return MP__OWNER_NONE;
-    target = arrived - 1;
   }
-  mp__owner_t token = watch_party(b, target, seq, &watch[*n]);
-  if (token == MP__OWNER_NONE)
-    (*n)++;
-  return token;
+  return claimant_in(b, target, seq);
 }
 
 static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
@@ -221,6 +312,8 @@ static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
   for (;;) {
     uint64_t st = atomic_load(&b->state);
     if (seq_of(st) != seq) {
+      if (index == 0)
+        unwatch_ring(b, seq);
       mp__tsan_acquire(b);
       return outcome(st, seq, index);
     }
@@ -250,7 +343,7 @@ static bool run_action(mp_barrier_t *b) {
 /* The last arrival: checks its predecessor, runs the action, releases. */
 static int finish(mp_barrier_t *b, unsigned index, uint32_t seq) {
   if (index > 0) {
-    mp__owner_t before = published_token(b, index - 1, seq);
+    mp__owner_t before = claimant_in(b, index - 1, seq);
     if (before != MP__OWNER_NONE && mp__owner_dead(before))
       break_generation(b, seq);
   }
@@ -278,10 +371,11 @@ int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
     return rc;
   mp__deadline_t deadline = mp__deadline_in(timeout);
   uint32_t seq;
-  int index = arrive(b, &deadline, &seq);
+  int index = arrive(b, me, &deadline, &seq);
   if (index < 0)
     return index;
-  publish(b, (unsigned)index, seq, me);
+  if (mp__barrier_counted_hook)
+    mp__barrier_counted_hook();
   if ((unsigned)index + 1 == b->parties)
     return finish(b, (unsigned)index, seq);
   mp__tsan_release(b);

@@ -665,6 +665,52 @@ static void test_barrier_threads(void **state) {
   mp_raw_free((void *)calls);
 }
 
+/* More threads than parties, arriving at once: each generation hands out
+ * 0 .. parties - 1 once, and the threads that find it full join the next
+ * one. Also exercises arrivals counting each other's claims. */
+#define CROWD_PARTIES 3
+#define CROWD_ROUNDS  100
+
+/* Slow, so that threads arrive while it runs (provokes, no timing
+ * assumption). */
+static void slow_count_action(void) {
+  count_action();
+  sleep_us(100);
+}
+
+static void *crowd_thread(void *arg) {
+  struct barrier_args *a = arg;
+  a->results[a->slot] = mp_barrier_wait(a->barrier);
+  return NULL;
+}
+
+static void test_barrier_more_threads_than_parties(void **state) {
+  (void)state;
+  action_calls = shared(64);
+  for (int round = 0; round < CROWD_ROUNDS; round++) {
+    mp_barrier_t *b =
+        mp_barrier_new(CROWD_PARTIES, slow_count_action, MP_FOREVER);
+    _Atomic int results[2 * CROWD_PARTIES];
+    struct barrier_args a[2 * CROWD_PARTIES];
+    pthread_t t[2 * CROWD_PARTIES];
+    for (int i = 0; i < 2 * CROWD_PARTIES; i++) {
+      a[i] = (struct barrier_args){.barrier = b, .results = results, .slot = i};
+      assert_int_equal(0, pthread_create(&t[i], NULL, crowd_thread, &a[i]));
+    }
+    int sum = 0;
+    for (int i = 0; i < 2 * CROWD_PARTIES; i++) {
+      pthread_join(t[i], NULL);
+      assert_true(results[i] >= 0);
+      sum += results[i];
+    }
+    assert_int_equal(2 * (0 + 1 + 2), sum);
+    assert_int_equal(0, mp_barrier_n_waiting(b));
+    mp_barrier_free(b);
+  }
+  assert_int_equal(2 * CROWD_ROUNDS, *action_calls);
+  mp_raw_free((void *)action_calls);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       sync_test(test_lock_acquire_release),
@@ -685,6 +731,7 @@ int main(int argc, char **argv) {
       sync_test(test_event_pingpong),
       sync_test(test_barrier_generations),
       sync_test(test_barrier_threads),
+      sync_test(test_barrier_more_threads_than_parties),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -373,6 +373,59 @@ static void test_barrier_party_killed(void **state) {
   }
 }
 
+/* barrier.c's test hook: called by a party once its arrival is counted. */
+extern void (*mp__barrier_counted_hook)(void);
+
+static mp_event_t *counted_event; /* set by the victim from its args */
+
+static void stop_when_counted(void) {
+  mp_event_set(counted_event);
+  for (;;)
+    pause();
+}
+
+struct counted_args {
+  struct barrier_args b;
+  mp_event_t *counted; /* NULL: wait normally */
+};
+
+static void counted_child(void *arg) {
+  struct counted_args *a = arg;
+  if (a->counted) {
+    counted_event = a->counted;
+    mp__barrier_counted_hook = stop_when_counted;
+  }
+  barrier_child(&a->b);
+}
+
+/* The window of a party killed the instant its arrival is counted, before
+ * it does anything else: the other party still breaks the barrier. */
+static void test_barrier_party_killed_when_counted(void **state) {
+  (void)state;
+  for (int victim = 0; victim < 2; victim++) {
+    struct counted_args a = {
+        .b = {.barrier = mp_barrier_new(3, NULL, MP_FOREVER),
+              .results = shared(64)}};
+    mp_event_t *counted = mp_event_new();
+    mp_process_t *p[2];
+    for (int i = 0; i < 2; i++) {
+      a.b.slot = i;
+      a.counted = i == victim ? counted : NULL;
+      p[i] = start_child(counted_child, &a, sizeof a);
+      if (i == victim)
+        assert_mp_ok(mp_event_wait(counted, JOIN_TIMEOUT));
+      wait_n_waiting(a.b.barrier, (unsigned)i + 1);
+    }
+    kill_child(p[victim]);
+    assert_int_equal(0, finish_child(p[1 - victim]));
+    assert_mp(MP_EBROKEN, a.b.results[1 - victim]);
+    assert_true(mp_barrier_broken(a.b.barrier));
+    mp_event_free(counted);
+    mp_barrier_free(a.b.barrier);
+    mp_raw_free((void *)a.b.results);
+  }
+}
+
 /* The last party dies inside the action: the waiting one breaks it. */
 static void test_barrier_action_dies(void **state) {
   (void)state;
@@ -579,6 +632,7 @@ int main(int argc, char **argv) {
       sync_test(test_random_kills),
       sync_test(test_semaphore_waiters_killed),
       sync_test(test_barrier_party_killed),
+      sync_test(test_barrier_party_killed_when_counted),
       sync_test(test_barrier_action_dies),
       sync_test(test_condition_dead_waiter),
       sync_test(test_condition_notifier_dies_holding),
