@@ -41,9 +41,8 @@ typedef struct digest {
 
 /* Python's _ALLOWED_DIGESTS; md5 first: the legacy form uses it. */
 static const digest_t digests[] = {
-    {"md5", "md5"},           {"sha256", "sha256"},
-    {"sha384", "sha384"},     {"sha3_256", "sha3-256"},
-    {"sha3_384", "sha3-384"},
+    {"md5", "md5"},           {"sha256", "sha256"},     {"sha384", "sha384"},
+    {"sha3_256", "sha3-256"}, {"sha3_384", "sha3-384"},
 };
 #define MD5_DIGEST (&digests[0])
 
@@ -90,8 +89,8 @@ static int hmac(const digest_t *d, const void *key, size_t key_len,
   static const unsigned char no_key = 0; /* OpenSSL wants a pointer */
   if (key_len > INT32_MAX)
     return MP_EINVAL;
-  int n = mp__hmac(d->openssl, key_len ? key : &no_key, key_len, msg, len,
-                   out, MAC_MAX);
+  int n = mp__hmac(d->openssl, key_len ? key : &no_key, key_len, msg, len, out,
+                   MAC_MAX);
   if (n < 0)
     return MP_EAUTH; /* no libcrypto, or MD5 refused in FIPS mode */
   *out_len = (unsigned)n;
@@ -137,8 +136,7 @@ static int verify_response(const void *key, size_t key_len, const uint8_t *msg,
   if (rc == 0)
     rc = hmac(d, key, key_len, msg, len, expected, &expected_len);
   if (rc == 0 && (response_len - mac_at != expected_len ||
-                  mp__memcmp_const(expected, response + mac_at,
-                                   expected_len)))
+                  mp__memcmp_const(expected, response + mac_at, expected_len)))
     rc = MP_EAUTH;
   explicit_bzero(expected, sizeof expected);
   return rc;

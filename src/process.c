@@ -263,10 +263,10 @@ static bool try_reap(mp_process_t *p) {
     siginfo_t info = {0};
     int rc;
     do
-      rc = p->pidfd >= 0 ? waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info,
-                                  WEXITED | WNOHANG)
-                         : waitid(P_PID, (id_t)p->pid, &info,
-                                  WEXITED | WNOHANG);
+      rc = p->pidfd >= 0
+               ? waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info,
+                        WEXITED | WNOHANG)
+               : waitid(P_PID, (id_t)p->pid, &info, WEXITED | WNOHANG);
     while (rc < 0 && errno == EINTR);
     if (rc == 0 && info.si_pid != 0) {
       p->exitcode = status_to_exitcode(&info);
