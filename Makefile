@@ -10,9 +10,12 @@ all: build
 deps:
 	@scripts/deps.sh
 
+# The build's own output is shown only when it fails.
 build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
+	@echo "building in $(BUILD)/ ..."
+	@cmake --build $(BUILD) -j $(JOBS) >$(BUILD)/build.log 2>&1 || \
+	  { cat $(BUILD)/build.log; echo "build failed (log: $(BUILD)/build.log)"; exit 1; }
 
 demo: build
 	@scripts/demo.sh $(BUILD)
