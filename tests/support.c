@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +26,14 @@ void mpt_assert_code(int expected, int actual, const char *expr,
 const char *mpt_method(void) {
   const char *m = getenv("MPROC_START_METHOD");
   return m && *m ? m : "fork";
+}
+
+bool mpt_have_pidfd(void) {
+  int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+  if (fd < 0)
+    return false;
+  close(fd);
+  return true;
 }
 
 /* ---- fd and child accounting ------------------------------------------- */

@@ -32,6 +32,10 @@ int mpt_teardown(void **state);
 int mpt_run(int argc, char **argv, const char *name,
             const struct CMUnitTest *tests, size_t count);
 
+/* Whether this system has pidfds (not under valgrind 3.19, which lacks
+ * the call; mproc then watches children through pipes). */
+bool mpt_have_pidfd(void);
+
 /* The start method under test (MPROC_START_METHOD, default "fork"). */
 const char *mpt_method(void);
 
