@@ -3,15 +3,26 @@
  *
  * An mp_conn_t is split in two (see include/mproc/conn.h):
  *  - the shared object, in the family's shared memory, written once before
- *    it is published and read-only afterwards (but max_message): the fd
- *    number, the direction, the identity of the file behind the fd, and a
- *    serial number unique in the family;
+ *    it is published and read-only afterwards (but max_message and the
+ *    read-ahead buffer): the fd number, the direction, the identity of the
+ *    file behind the fd, and a serial number unique in the family;
  *  - per process, a `local` record found through a process-local table
  *    keyed by the object's address and checked against its serial: whether
  *    this process still has the connection open, whether it may still read
- *    (Python drops readability after a bad message length), a message
- *    header already read, and the locks that serialize the threads of this
- *    process.
+ *    (Python drops readability after a bad message length), and the locks
+ *    that serialize the threads of this process.
+ *
+ * Read-ahead. A receive reads as much as the fd has (up to the buffer's
+ * size) and keeps what it did not need for the next receive: a stream of
+ * small messages costs one read() per burst instead of two per message
+ * (header, then payload). The kernel's stream position is shared by every
+ * process that has the fd, so the bytes read ahead are shared too: the
+ * buffer is in the shared object, and a process that receives after
+ * another one first takes what the other one left there. A message's
+ * header stays in the buffer until its payload is taken, so a message
+ * refused with MP_EOVERFLOW (or -ENOMEM) waits there for the next receive,
+ * in whichever process. A payload longer than the buffer is read straight
+ * into the caller's memory after what was buffered of it.
  * A fork child inherits the table (its parent's view at the fork). A
  * process that meets a connection it has no record of (a spawned child, or
  * an object reused at the same address) makes one: the connection is open
@@ -22,6 +33,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,6 +52,11 @@
 #define FRAME_HEADER_MAX 12
 #define NO_LIMIT         UINT64_MAX
 
+/* The read-ahead buffer of a readable end: the object with the arena's
+ * 64-byte block header fills one 4 KiB block. */
+#define RBUF_OFFSET 64
+#define RBUF_SIZE   (4096u - 64u - RBUF_OFFSET)
+
 /* Flags of the shared object. */
 enum {
   CONN_READS = 1u << 0,
@@ -47,9 +64,9 @@ enum {
   CONN_SOCKET = 1u << 2, /* written with sendmsg(MSG_NOSIGNAL) */
 };
 
-/* The shared object. Every field but max_message is written by the
- * creator before the pointer is returned and never changes afterwards, so
- * no lock guards them. */
+/* The shared object. Every field but max_message and the read-ahead
+ * buffer is written by the creator before the pointer is returned and
+ * never changes afterwards, so no lock guards them. */
 struct mp_conn {
   uint32_t magic;
   uint32_t flags;  /* CONN_* */
@@ -59,7 +76,17 @@ struct mp_conn {
   uint64_t dev;    /* identity of the file behind fd, to recognise the */
   uint64_t ino;    /* fd in a process that has no record of it */
   _Atomic uint64_t max_message; /* 0: no limit */
+  /* Bytes read from the fd and not yet received: rbuf[head, tail). Only
+   * the receiver changes them: one thread of one process at a time (the
+   * recv_lock of its process; across processes the caller's duty, as in
+   * Python). Atomic so that poll and wait may look without the lock. */
+  _Atomic uint32_t head;
+  _Atomic uint32_t tail;
+  uint8_t rbuf[]; /* RBUF_SIZE bytes in a readable end, none otherwise */
 };
+
+_Static_assert(offsetof(struct mp_conn, rbuf) <= RBUF_OFFSET,
+               "the read-ahead buffer fits its block");
 
 /* The family-wide block behind MP__ROOT_CONNS. */
 typedef struct conn_family {
@@ -82,9 +109,7 @@ typedef struct local {
   uint64_t serial;
   _Atomic uint32_t state;    /* LOCAL_* */
   pthread_mutex_t send_lock; /* one sender at a time in this process */
-  pthread_mutex_t recv_lock; /* one receiver; guards pending_len */
-  _Atomic bool pending;      /* a header was read, the payload was not */
-  uint64_t pending_len;
+  pthread_mutex_t recv_lock; /* one receiver at a time in this process */
 } local_t;
 
 #define LOCAL_BUCKETS 256
@@ -143,8 +168,6 @@ static void local_reset(local_t *l, const mp_conn_t *c, uint32_t state) {
   l->conn = c;
   l->serial = c->serial;
   atomic_store(&l->state, state);
-  atomic_store(&l->pending, false);
-  l->pending_len = 0;
 }
 
 /* Finds or makes this process's record of c. fresh_state: the state of a
@@ -246,9 +269,11 @@ mp_conn_t *mp__conn_wrap(int fd, bool readable, bool writable) {
     errno = -rc;
     return NULL;
   }
-  mp_conn_t *c = mp__shm_alloc(sizeof *c);
+  mp_conn_t *c = mp__shm_alloc(sizeof *c + (readable ? RBUF_SIZE : 0));
   if (!c)
     return NULL;
+  atomic_store(&c->head, 0);
+  atomic_store(&c->tail, 0);
   c->flags = (readable ? CONN_READS : 0) | (writable ? CONN_WRITES : 0) |
              (S_ISSOCK(st.st_mode) ? CONN_SOCKET : 0);
   c->fd = fd;
@@ -434,22 +459,18 @@ static int write_all(const mp_conn_t *c, struct iovec *iov, int count,
   return rc;
 }
 
-/* Reads exactly n bytes. *got counts what was read, also on failure.
- * MP_ECLOSED at the end of the stream. */
-static int read_exact(const mp_conn_t *c, void *buf, size_t n, size_t *got,
-                      const mp__deadline_t *d) {
+/* One read() of at most n (> 0) bytes, waiting for the fd when it has
+ * nothing yet and restarting after signals. Returns the number of bytes
+ * read (> 0), MP_ECLOSED at the end of the stream, MP_ETIMEDOUT, -errno. */
+static ssize_t read_some(const mp_conn_t *c, void *buf, size_t n,
+                         const mp__deadline_t *d) {
   int rc;
-  *got = 0;
-  while (*got < n) {
+  for (;;) {
     if (has_deadline(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
       return rc;
-    size_t want = n - *got;
-    ssize_t r =
-        read(c->fd, (char *)buf + *got, want > SSIZE_MAX ? SSIZE_MAX : want);
-    if (r > 0) {
-      *got += (size_t)r;
-      continue;
-    }
+    ssize_t r = read(c->fd, buf, n > SSIZE_MAX ? SSIZE_MAX : n);
+    if (r > 0)
+      return r;
     if (r == 0)
       return MP_ECLOSED;
     if (errno == EINTR)
@@ -460,6 +481,58 @@ static int read_exact(const mp_conn_t *c, void *buf, size_t n, size_t *got,
       continue;
     }
     return errno == ECONNRESET ? MP_ECLOSED : -errno;
+  }
+}
+
+/* Reads exactly n bytes. MP_ECLOSED at the end of the stream. */
+static int read_exact(const mp_conn_t *c, void *buf, size_t n,
+                      const mp__deadline_t *d) {
+  for (size_t got = 0; got < n;) {
+    ssize_t r = read_some(c, (char *)buf + got, n - got, d);
+    if (r < 0)
+      return (int)r;
+    got += (size_t)r;
+  }
+  return 0;
+}
+
+/* ---- the read-ahead buffer ------------------------------------------------
+ * Used only by the receiver (recv_lock held). */
+
+static uint32_t buffered(const mp_conn_t *c) {
+  return atomic_load_explicit(&c->tail, memory_order_relaxed) -
+         atomic_load_explicit(&c->head, memory_order_relaxed);
+}
+
+static const uint8_t *buffer_at(const mp_conn_t *c, size_t skip) {
+  return c->rbuf + atomic_load_explicit(&c->head, memory_order_relaxed) + skip;
+}
+
+static void buffer_consume(mp_conn_t *c, size_t n) {
+  atomic_fetch_add_explicit(&c->head, (uint32_t)n, memory_order_relaxed);
+}
+
+/* Reads from the fd until the buffer holds at least n (<= RBUF_SIZE)
+ * bytes, taking whatever more the fd has room for: the read-ahead. What
+ * was read stays buffered also when this fails (the stream stays in step:
+ * a later receive goes on from there). */
+static int buffer_fill(mp_conn_t *c, size_t n, const mp__deadline_t *d) {
+  uint32_t have = buffered(c);
+  if (have >= n)
+    return 0;
+  /* Less than n bytes (part of one message) are buffered: move them to the
+   * front so the read gets all the room. */
+  uint32_t head = atomic_load_explicit(&c->head, memory_order_relaxed);
+  if (head > 0)
+    memmove(c->rbuf, c->rbuf + head, have);
+  atomic_store_explicit(&c->head, 0, memory_order_relaxed);
+  atomic_store_explicit(&c->tail, have, memory_order_relaxed);
+  while (have < n) {
+    ssize_t r = read_some(c, c->rbuf + have, RBUF_SIZE - have, d);
+    if (r < 0)
+      return (int)r;
+    have += (uint32_t)r;
+    atomic_store_explicit(&c->tail, have, memory_order_relaxed);
   }
   return 0;
 }
@@ -524,59 +597,67 @@ static void lose_readability(mp_conn_t *c, local_t *l) {
     mp_conn_close(c);
 }
 
-/* Reads the next header (or takes the one a refused call left pending) and
- * leaves it pending. Called with recv_lock held. */
-static int frame_begin(mp_conn_t *c, local_t *l, const mp__deadline_t *d) {
-  if (atomic_load(&l->pending))
-    return 0;
-  uint8_t h[FRAME_HEADER_MAX];
-  size_t got, got_long = 0;
-  int rc = read_exact(c, h, 4, &got, d);
-  if (rc == 0 && be_load(h, 4) == 0xffffffffu)
-    rc = read_exact(c, h + 4, 8, &got_long, d);
-  got += got_long;
-  if (rc < 0) {
-    if (got > 0 && rc != MP_ECLOSED)
-      lose_readability(c, l); /* the stream is in the middle of a header */
-    return rc;
-  }
-  int32_t short_len = (int32_t)be_load(h, 4);
+/* The next message's header, read into the buffer if it is not there
+ * yet; it stays there (a message refused for its size waits for the next
+ * receive). *hlen: the header's size, *len: the payload's. Called with
+ * recv_lock held. */
+static int frame_begin(mp_conn_t *c, local_t *l, const mp__deadline_t *d,
+                       size_t *hlen, uint64_t *len) {
+  int rc = buffer_fill(c, 4, d);
+  if (rc == 0 && be_load(buffer_at(c, 0), 4) == 0xffffffffu)
+    rc = buffer_fill(c, FRAME_HEADER_MAX, d);
+  if (rc < 0)
+    return rc; /* a partial header stays buffered */
+  int32_t short_len = (int32_t)be_load(buffer_at(c, 0), 4);
   if (short_len < -1) {
     lose_readability(c, l);
     return -EPROTO;
   }
-  l->pending_len = short_len == -1 ? be_load(h + 4, 8) : (uint64_t)short_len;
-  atomic_store(&l->pending, true);
+  *hlen = short_len == -1 ? FRAME_HEADER_MAX : 4;
+  *len = short_len == -1 ? be_load(buffer_at(c, 4), 8) : (uint64_t)short_len;
   return 0;
 }
 
-/* Checks the pending length against the caller's limit (NO_LIMIT: none)
- * and the shared max_message. */
-static int frame_check_length(mp_conn_t *c, local_t *l, uint64_t limit) {
+/* Checks a length against the caller's limit (NO_LIMIT: none) and the
+ * shared max_message. */
+static int frame_check_length(mp_conn_t *c, local_t *l, uint64_t len,
+                              uint64_t limit) {
   uint64_t shared = atomic_load(&c->max_message);
-  if (l->pending_len > limit || (shared && l->pending_len > shared)) {
-    atomic_store(&l->pending, false);
+  if (len > limit || (shared && len > shared)) {
     lose_readability(c, l);
     return -EMSGSIZE;
   }
   return 0;
 }
 
-/* Reads the pending message's payload into buf. */
-static int frame_finish(mp_conn_t *c, local_t *l, void *buf,
-                        const mp__deadline_t *d) {
-  size_t got;
-  int rc = read_exact(c, buf, l->pending_len, &got, d);
-  atomic_store(&l->pending, false);
+/* Moves the message whose header frame_begin found into buf (len bytes):
+ * a message that fits the buffer from there, a longer one from the buffer
+ * and then straight from the fd. */
+static int frame_finish(mp_conn_t *c, local_t *l, void *buf, size_t hlen,
+                        size_t len, const mp__deadline_t *d) {
+  if (len <= RBUF_SIZE - hlen) {
+    int rc = buffer_fill(c, hlen + len, d);
+    if (rc < 0)
+      return rc; /* what came of the message stays buffered */
+    if (len > 0)
+      memcpy(buf, buffer_at(c, hlen), len);
+    buffer_consume(c, hlen + len);
+    return 0;
+  }
+  /* Less than the whole message is buffered: take it, read the rest. */
+  size_t have = buffered(c) - hlen;
+  memcpy(buf, buffer_at(c, hlen), have);
+  buffer_consume(c, hlen + have);
+  int rc = read_exact(c, (char *)buf + have, len - have, d);
   if (rc < 0 && rc != MP_ECLOSED)
     lose_readability(c, l); /* the stream is in the middle of a payload */
   return rc;
 }
 
 /* The start of every receive: the record, the lock, the header, the limit.
- * On success recv_lock is held and a header is pending. */
+ * On success recv_lock is held and the header is in the buffer. */
 static int recv_begin(mp_conn_t *c, uint64_t limit, const mp__deadline_t *d,
-                      local_t **out) {
+                      local_t **out, size_t *hlen, uint64_t *len) {
   local_t *l;
   int rc = local_check(c, LOCAL_READABLE, &l);
   if (rc < 0)
@@ -588,9 +669,9 @@ static int recv_begin(mp_conn_t *c, uint64_t limit, const mp__deadline_t *d,
   else if (!(atomic_load(&l->state) & LOCAL_READABLE))
     rc = MP_ESTATE;
   if (rc == 0)
-    rc = frame_begin(c, l, d);
+    rc = frame_begin(c, l, d, hlen, len);
   if (rc == 0)
-    rc = frame_check_length(c, l, limit);
+    rc = frame_check_length(c, l, *len, limit);
   if (rc < 0) {
     pthread_mutex_unlock(&l->recv_lock);
     return rc;
@@ -602,26 +683,27 @@ static int recv_begin(mp_conn_t *c, uint64_t limit, const mp__deadline_t *d,
 int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
                            size_t *len) {
   local_t *l;
-  int rc = recv_begin(c, maxlength, NULL, &l);
+  size_t hlen;
+  uint64_t n;
+  int rc = recv_begin(c, maxlength, NULL, &l, &hlen, &n);
   if (rc < 0)
     return rc;
-  if (l->pending_len > SIZE_MAX - 1) {
+  if (n > SIZE_MAX - 1) {
     rc = -ENOMEM;
     goto out;
   }
-  void *data = malloc(l->pending_len ? (size_t)l->pending_len : 1);
+  void *data = malloc(n ? (size_t)n : 1);
   if (!data) {
-    rc = -ENOMEM; /* the message stays pending for a later call */
+    rc = -ENOMEM; /* the message stays buffered for a later call */
     goto out;
   }
-  size_t n = (size_t)l->pending_len;
-  rc = frame_finish(c, l, data, NULL);
+  rc = frame_finish(c, l, data, hlen, (size_t)n, NULL);
   if (rc < 0) {
     free(data);
     goto out;
   }
   *buf = data;
-  *len = n;
+  *len = (size_t)n;
 out:
   pthread_mutex_unlock(&l->recv_lock);
   return rc;
@@ -633,14 +715,16 @@ int mp_conn_recv_bytes(mp_conn_t *c, void **buf, size_t *len) {
 
 int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
   local_t *l;
-  int rc = recv_begin(c, NO_LIMIT, NULL, &l);
+  size_t hlen;
+  uint64_t n;
+  int rc = recv_begin(c, NO_LIMIT, NULL, &l, &hlen, &n);
   if (rc < 0)
     return rc;
-  *len = (size_t)l->pending_len;
-  if (l->pending_len > cap)
-    rc = MP_EOVERFLOW; /* stays pending: the next receive gets it */
+  *len = (size_t)n;
+  if (n > cap)
+    rc = MP_EOVERFLOW; /* stays buffered: the next receive gets it */
   else
-    rc = frame_finish(c, l, buf, NULL);
+    rc = frame_finish(c, l, buf, hlen, (size_t)n, NULL);
   pthread_mutex_unlock(&l->recv_lock);
   return rc;
 }
@@ -648,23 +732,32 @@ int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
 int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
                   const mp__deadline_t *deadline) {
   local_t *l;
-  int rc = recv_begin(c, cap, deadline, &l);
+  size_t hlen;
+  uint64_t n;
+  int rc = recv_begin(c, cap, deadline, &l, &hlen, &n);
   if (rc < 0)
     return rc;
-  *len = (size_t)l->pending_len;
-  rc = frame_finish(c, l, buf, deadline);
+  *len = (size_t)n;
+  rc = frame_finish(c, l, buf, hlen, (size_t)n, deadline);
   pthread_mutex_unlock(&l->recv_lock);
   return rc;
 }
 
 /* ---- poll, fileno, state ------------------------------------------------- */
 
+/* Whether a receive has bytes to start from without reading the fd: the
+ * peer may have sent nothing more, so the fd alone would not tell. As for
+ * the fd (and in Python), any bytes count, also part of a message. */
+static bool has_buffered(const mp_conn_t *c) {
+  return (c->flags & CONN_READS) && buffered(c) > 0;
+}
+
 int mp_conn_poll(mp_conn_t *c, double timeout) {
   local_t *l;
   int rc = local_check(c, LOCAL_READABLE, &l);
   if (rc < 0)
     return rc;
-  if (atomic_load(&l->pending))
+  if (has_buffered(c))
     return 1;
   mp__deadline_t d = mp__deadline_in(timeout);
   return mp__wait_fd(c->fd, POLLIN, &d);
@@ -676,7 +769,7 @@ int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
     return -ENOMEM;
   if (!(atomic_load(&l->state) & LOCAL_OPEN))
     return MP_ECLOSED;
-  *ready_now = atomic_load(&l->pending);
+  *ready_now = has_buffered(c);
   return c->fd;
 }
 

@@ -22,15 +22,17 @@ int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
 /* Receives one message of at most cap bytes into buf, waiting at most until
  * the deadline (NULL: forever). A longer message is refused before its
  * payload is read: -EMSGSIZE, and the end loses readability as after
- * mp_conn_recv_bytes_max. MP_ETIMEDOUT if the deadline passed (the end
- * loses readability if a message was half read). Other codes as
- * mp_conn_recv_bytes_into. */
+ * mp_conn_recv_bytes_max. MP_ETIMEDOUT if the deadline passed: what came
+ * of the message stays in the read-ahead buffer for the next call, but a
+ * message longer than that buffer and half read makes the end lose
+ * readability. Other codes as mp_conn_recv_bytes_into. */
 int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
                   const mp__deadline_t *deadline);
 
 /* For mp_wait: the fd to poll for c in this process (>= 0), or MP_ECLOSED.
- * *ready_now is set when a message is known to be waiting already (its
- * header was read by an earlier call), so polling is not needed. */
+ * *ready_now is set when bytes are waiting already in the read-ahead
+ * buffer (an earlier receive read them from the fd), so polling is not
+ * needed. */
 int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now);
 
 /* Waits until fd has one of events (POLLIN/POLLOUT), the deadline passes

@@ -2,10 +2,12 @@
  * multiprocessing.connection.Connection over one fd. Children get their
  * connections through the process arg only, so every test holds under
  * every start method. */
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -481,6 +483,187 @@ static void test_partial_reads_make_whole_messages(void **state) {
   assert_true(ok);
   mp_conn_free(a);
   mp_conn_free(b);
+}
+
+/* ---- read-ahead ------------------------------------------------------------
+ * A receive reads what the fd has and keeps the surplus in the shared
+ * object: these tests leave bytes there and check every path that must
+ * find them. */
+
+/* Whether the fd itself has nothing to read (so what a connection reports
+ * must come from its buffer). */
+static bool fd_empty(mp_conn_t *c) {
+  struct pollfd p = {.fd = mp_conn_fileno(c), .events = POLLIN};
+  return poll(&p, 1, 0) == 0;
+}
+
+static void send_numbered(mp_conn_t *c, int from, int to) {
+  char s[16];
+  for (int i = from; i < to; i++) {
+    snprintf(s, sizeof s, "m%d", i);
+    send_str(c, s);
+  }
+}
+
+static bool recv_numbered(mp_conn_t *c, int i) {
+  char want[16];
+  void *buf = NULL;
+  size_t len = 0;
+  snprintf(want, sizeof want, "m%d", i);
+  bool ok = mp_conn_recv_bytes(c, &buf, &len) == 0 && len == strlen(want) &&
+            !memcmp(buf, want, len);
+  mp_free(buf);
+  return ok;
+}
+
+/* Takes its turn on the parent's end: the message the parent refused as
+ * too long for its buffer, then three more, all read ahead by the parent
+ * (the fd is empty), then answers. */
+static void child_reads_its_turn(void *p) {
+  conn_arg_t *arg = p;
+  size_t len = 0;
+  char into[16];
+  CHILD_CHECK(fd_empty(arg->conn), 2);
+  CHILD_CHECK(mp_conn_poll(arg->conn, 0) == 1, 3);
+  mp_waitable_t w = mp_waitable_conn(arg->conn);
+  CHILD_CHECK(mp_wait(&w, 1, 0, NULL) == 1, 4);
+  CHILD_CHECK(mp_conn_recv_bytes_into(arg->conn, into, sizeof into, &len) ==
+                      0 &&
+                  len == 2 && !memcmp(into, "m3", 2),
+              5);
+  for (int i = 4; i < 7; i++)
+    CHILD_CHECK(recv_numbered(arg->conn, i), 6);
+  CHILD_CHECK(mp_conn_send_bytes(arg->conn, "done", 4) == 0, 7);
+  mp_conn_free(arg->conn);
+}
+
+static void test_read_ahead_is_shared_by_turns(void **state) {
+  (void)state;
+  mp_conn_t *a, *b;
+  size_t len;
+  assert_mp_ok(mp_pipe(&a, &b, true));
+  send_numbered(b, 0, 10);
+  for (int i = 0; i < 3; i++)
+    assert_true(recv_numbered(a, i));
+  assert_mp(MP_EOVERFLOW, mp_conn_recv_bytes_into(a, NULL, 0, &len));
+  assert_int_equal(len, 2);
+  assert_true(fd_empty(a)); /* the rest is in a's buffer */
+  /* The child receives on the same end (and answers from it to b). */
+  conn_arg_t arg = {.conn = a};
+  mp_process_t *p = start_child(child_reads_its_turn, &arg);
+  int rc = mp_conn_poll(b, JOIN_TIMEOUT);
+  join_ok(p);
+  assert_int_equal(rc, 1);
+  expect_str(b, "done");
+  /* The parent goes on where the child stopped. */
+  for (int i = 7; i < 10; i++)
+    assert_true(recv_numbered(a, i));
+  assert_int_equal(mp_conn_poll(a, 0), 0);
+  mp_conn_free(a);
+  mp_conn_free(b);
+}
+
+static void test_poll_and_wait_see_the_buffer(void **state) {
+  (void)state;
+  mp_conn_t *a, *b;
+  size_t ready[1];
+  assert_mp_ok(mp_pipe(&a, &b, true));
+  mp_waitable_t w = mp_waitable_conn(a);
+  send_numbered(b, 0, 2);
+  assert_true(recv_numbered(a, 0));
+  assert_true(fd_empty(a));
+  assert_int_equal(mp_conn_poll(a, 0), 1);
+  assert_int_equal(mp_conn_poll(a, MP_FOREVER), 1);
+  assert_int_equal(mp_wait(&w, 1, MP_FOREVER, ready), 1);
+  assert_int_equal(ready[0], 0);
+  assert_true(recv_numbered(a, 1));
+  assert_int_equal(mp_conn_poll(a, 0), 0);
+  assert_int_equal(mp_wait(&w, 1, 0, ready), 0);
+
+  /* Part of a message behind a whole one: ready as the fd would be, and
+   * the receive puts it together with the rest when that comes. */
+  raw_write(b,
+            "\0\0\0\x01"
+            "x"
+            "\0\0\0\x06"
+            "ab",
+            11);
+  expect_str(a, "x");
+  assert_true(fd_empty(a));
+  assert_int_equal(mp_conn_poll(a, 0), 1);
+  assert_int_equal(mp_wait(&w, 1, 0, ready), 1);
+  raw_write(b, "cdef", 4);
+  expect_str(a, "abcdef");
+  /* A header split the same way. */
+  raw_write(b, "\0\0", 2);
+  assert_int_equal(mp_conn_poll(a, 0), 1);
+  raw_write(b, "\0\x02ok", 4);
+  expect_str(a, "ok");
+  assert_int_equal(mp_conn_poll(a, 0), 0);
+  mp_conn_free(a);
+  mp_conn_free(b);
+}
+
+/* The burst: message i has burst_size(i) bytes, byte j is (i + j) & 0xff.
+ * Mostly small sizes that straddle the buffer's end in every way, and now
+ * and then one longer than the buffer. */
+#define BURST_COUNT 20000
+#define BURST_MAX   70000 /* the longest message */
+
+static size_t burst_size(size_t i) {
+  return i % 500 == 7 ? 5000 + i : i % 97 == 3 ? 70000 : (i * 37) % 301;
+}
+
+static void burst_fill(uint8_t *msg, size_t i, size_t n) {
+  for (size_t j = 0; j < n; j++)
+    msg[j] = (uint8_t)(i + j);
+}
+
+static void child_sends_burst(void *p) {
+  conn_arg_t *arg = p;
+  close_parent_ends(arg);
+  uint8_t *msg = malloc(BURST_MAX);
+  CHILD_CHECK(msg, 2);
+  for (size_t i = 0; i < BURST_COUNT; i++) {
+    burst_fill(msg, i, burst_size(i));
+    CHILD_CHECK(mp_conn_send_bytes(arg->conn, msg, burst_size(i)) == 0, 3);
+  }
+  free(msg);
+  mp_conn_free(arg->conn);
+}
+
+static void test_burst_of_small_messages(void **state) {
+  (void)state;
+  mp_conn_t *r, *w;
+  assert_mp_ok(mp_pipe(&r, &w, false));
+  conn_arg_t arg = {.conn = w, .other = {r}};
+  mp_process_t *p = start_child(child_sends_burst, &arg);
+  mp_conn_close(w);
+  uint8_t *want = malloc(BURST_MAX);
+  assert_non_null(want);
+  size_t i = 0;
+  int rc = 0;
+  for (; i < BURST_COUNT; i++) {
+    void *buf = NULL;
+    size_t len = 0;
+    if ((rc = mp_conn_recv_bytes(r, &buf, &len)) < 0)
+      break;
+    burst_fill(want, i, burst_size(i));
+    bool same = len == burst_size(i) && !memcmp(buf, want, len);
+    mp_free(buf);
+    if (!same)
+      break;
+  }
+  void *buf;
+  size_t len;
+  int end = i == BURST_COUNT ? mp_conn_recv_bytes(r, &buf, &len) : 0;
+  free(want);
+  join_ok(p);
+  assert_mp_ok(rc);
+  assert_int_equal(i, BURST_COUNT);
+  assert_mp(MP_ECLOSED, end); /* nothing more, nothing torn */
+  mp_conn_free(r);
+  mp_conn_free(w);
 }
 
 /* ---- EINTR --------------------------------------------------------------- */
@@ -975,6 +1158,9 @@ int main(int argc, char **argv) {
       mpt_test(test_bad_header),
       mpt_test(test_eof_inside_a_message),
       mpt_test(test_partial_reads_make_whole_messages),
+      mpt_test(test_read_ahead_is_shared_by_turns),
+      mpt_test(test_poll_and_wait_see_the_buffer),
+      mpt_test(test_burst_of_small_messages),
       mpt_test(test_signals_interrupting_large_transfers),
       mpt_test(test_child_uses_end_from_its_arg),
       mpt_test(test_child_free_leaves_parent_copy_open),

@@ -28,7 +28,11 @@
  * connection are serialized and so are receives, so messages are never
  * interleaved. Several processes sending on the same end at once are not
  * serialized (as in Python, which documents that a pipe end must be used by
- * one process at a time); use a lock, or a queue. Closing a connection
+ * one process at a time); use a lock, or a queue. The same holds for
+ * several processes receiving on one end at once: not supported. Receiving
+ * in turns is: a receive reads ahead what the fd has (up to about 4 KiB)
+ * and keeps it in the shared object, so the process that receives next
+ * gets those bytes first, whichever process it is. Closing a connection
  * while another thread of the same process is blocked on it is not
  * supported (as in Python).
  *
@@ -120,7 +124,10 @@ MP_API int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap,
  * can be read without blocking. Returns 1 ready, 0 not ready after timeout
  * seconds (0: just check, MP_FOREVER: wait), or MP_ECLOSED (closed in this
  * process), MP_ESTATE (write-only end), other -errno. "Ready" includes the
- * peer having closed: the next receive then returns MP_ECLOSED. */
+ * peer having closed: the next receive then returns MP_ECLOSED. Bytes an
+ * earlier receive read ahead (in any process) count as ready without
+ * looking at the fd; as with the fd, they may be only part of a message,
+ * and a receive then waits for the rest. */
 MP_API int mp_conn_poll(mp_conn_t *c, double timeout);
 
 /* Connection.fileno(): the fd (the same number in every process that has
