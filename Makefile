@@ -3,7 +3,7 @@ BUILD       ?= build
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench asan tsan valgrind install clean
+.PHONY: all deps build demo test bench asan tsan install clean
 
 all: build
 
@@ -34,9 +34,6 @@ asan:
 tsan:
 	@$(MAKE) test BUILD=build-tsan \
 	  CMAKE_FLAGS="-DMPROC_SANITIZE=thread -DMPROC_WERROR=ON"
-
-valgrind: build
-	@scripts/valgrind.sh $(BUILD)
 
 install: build
 	@cmake --install $(BUILD)
