@@ -121,12 +121,20 @@ static inline task_in_t act(int32_t action, int32_t value) {
   return (task_in_t){.action = action, .value = value};
 }
 
+typedef struct count_goal {
+  _Atomic int64_t *counter;
+  int64_t n;
+} count_goal_t;
+
+static inline bool count_reached(void *arg) {
+  count_goal_t *g = arg;
+  return atomic_load(g->counter) >= g->n;
+}
+
 /* Waits (polling) until *counter reaches at least n. */
 static inline void wait_count(_Atomic int64_t *counter, int64_t n) {
-  for (int i = 0; atomic_load(counter) < n; i++) {
-    assert_true(i < (int)(WAIT_TIMEOUT * 1000));
-    usleep(1000);
-  }
+  assert_true(
+      mpt_wait_until(count_reached, &(count_goal_t){counter, n}, WAIT_TIMEOUT));
 }
 
 /* Whether a process has ended: through a pidfd, which cannot name another

@@ -28,6 +28,21 @@ const char *mpt_method(void) {
   return m && *m ? m : "fork";
 }
 
+bool mpt_wait_until(bool (*cond)(void *arg), void *arg, double timeout) {
+  struct timespec start, now, step = {0, 1000000};
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (;;) {
+    if (cond(arg))
+      return true;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if ((double)(now.tv_sec - start.tv_sec) +
+            (double)(now.tv_nsec - start.tv_nsec) / 1e9 >=
+        timeout)
+      return cond(arg);
+    nanosleep(&step, NULL);
+  }
+}
+
 bool mpt_have_pidfd(void) {
   int fd = (int)syscall(SYS_pidfd_open, getpid(), 0);
   if (fd < 0)

@@ -32,6 +32,11 @@ int mpt_teardown(void **state);
 int mpt_run(int argc, char **argv, const char *name,
             const struct CMUnitTest *tests, size_t count);
 
+/* Polls until cond(arg) holds or timeout seconds passed: for states a test
+ * waits for (a child got somewhere, a worker was replaced), never for
+ * ordering. Returns whether cond held. */
+bool mpt_wait_until(bool (*cond)(void *arg), void *arg, double timeout);
+
 /* Whether this system has pidfds (not under valgrind 3.19, which lacks
  * the call; mproc then watches children through pipes). */
 bool mpt_have_pidfd(void);

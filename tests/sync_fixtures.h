@@ -72,6 +72,7 @@ static inline int sync_teardown(void **state) {
 #define sync_test(f)                                                           \
   cmocka_unit_test_setup_teardown(f, mpt_setup, sync_teardown)
 
+/* Sleeps to provoke a race (never for correctness). */
 static inline void sleep_us(long us) {
   struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
   while (nanosleep(&ts, &ts) != 0)
@@ -81,12 +82,7 @@ static inline void sleep_us(long us) {
 /* Polls until cond(arg) holds (a state the test waits for, not a
  * timing assumption); false after JOIN_TIMEOUT. */
 static inline bool poll_until(bool (*cond)(void *), void *arg) {
-  for (int i = 0; i < (int)(JOIN_TIMEOUT * 5000); i++) {
-    if (cond(arg))
-      return true;
-    sleep_us(200);
-  }
-  return cond(arg);
+  return mpt_wait_until(cond, arg, JOIN_TIMEOUT);
 }
 
 static inline bool barrier_has_waiting(void *arg) {

@@ -45,12 +45,31 @@ static void check_items(mp_async_t *a, const task_in_t *in, const int64_t *out,
   }
 }
 
+/* The pool's workers: n of them, none of whose pids is in before[] (n pids
+ * too). */
+typedef struct worker_goal {
+  mp_pool_t *pool;
+  size_t n;
+  const pid_t *before; /* NULL: any pids */
+} worker_goal_t;
+
+static bool all_new(const pid_t *now, size_t n, const pid_t *before);
+
+static bool workers_reached(void *arg) {
+  worker_goal_t *g = arg;
+  pid_t now[8];
+  size_t count = mp_pool_workers(g->pool, now, 8);
+  return count == g->n && (!g->before || all_new(now, g->n, g->before));
+}
+
+/* Replacements are started by the pool thread: waits for them. */
+static void wait_workers(mp_pool_t *pool, size_t n, const pid_t *before) {
+  assert_true(mpt_wait_until(workers_reached, &(worker_goal_t){pool, n, before},
+                             WAIT_TIMEOUT));
+}
+
 static void check_workers(mp_pool_t *pool, size_t n) {
-  /* Replacements are started by the pool thread: wait for them. */
-  for (int i = 0; mp_pool_workers(pool, NULL, 0) != n; i++) {
-    assert_true(i < (int)(WAIT_TIMEOUT * 1000));
-    usleep(1000);
-  }
+  wait_workers(pool, n, NULL);
 }
 
 /* The pool works normally afterwards. */
@@ -168,25 +187,23 @@ static void test_repeated_kills(void **state) {
   run_random_kills(1, 8);
 }
 
+/* None of the n pids in now[] is one of the n in before[]. */
 static bool all_new(const pid_t *now, size_t n, const pid_t *before) {
   for (size_t i = 0; i < n; i++)
-    if (now[i] == before[0] || now[i] == before[1])
-      return false;
+    for (size_t k = 0; k < n; k++)
+      if (now[i] == before[k])
+        return false;
   return true;
 }
 
 static void test_idle_workers_killed(void **state) {
   (void)state;
   mp_pool_t *pool = new_pool(2, NULL);
-  pid_t before[2], now[2];
+  pid_t before[2];
   assert_int_equal(2, mp_pool_workers(pool, before, 2));
   kill(before[0], SIGKILL);
   kill(before[1], SIGTERM);
-  for (int i = 0;
-       mp_pool_workers(pool, now, 2) != 2 || !all_new(now, 2, before); i++) {
-    assert_true(i < (int)(WAIT_TIMEOUT * 1000));
-    usleep(1000);
-  }
+  wait_workers(pool, 2, before);
   check_healthy(pool);
   assert_mp_ok(mp_pool_error(pool, NULL));
   mp_pool_free(pool);
@@ -264,13 +281,10 @@ static void test_initializer(void **state) {
   for (int i = 0; i < 16; i++)
     assert_int_equal(1234, out[i]);
   /* The replacement of a killed worker runs it too. */
-  pid_t old, now;
+  pid_t old;
   assert_int_equal(1, mp_pool_workers(pool, &old, 1));
   kill(old, SIGKILL);
-  for (int i = 0; mp_pool_workers(pool, &now, 1) != 1 || now == old; i++) {
-    assert_true(i < (int)(WAIT_TIMEOUT * 1000));
-    usleep(1000);
-  }
+  wait_workers(pool, 1, &old);
   assert_mp_ok(mp_pool_map(pool, read_init, NULL, 0, out, 8, 16, 1));
   for (int i = 0; i < 16; i++)
     assert_int_equal(1234, out[i]);

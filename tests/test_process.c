@@ -419,15 +419,24 @@ static void start_daemon_and_wait(void *arg) {
   wait_forever(NULL);
 }
 
+typedef struct child_report {
+  mp_process_t *child;
+  report_t *report;
+} child_report_t;
+
+/* The child reported, or ended without reporting. */
+static bool reported_or_ended(void *arg) {
+  child_report_t *c = arg;
+  return c->report->done || !mp_process_is_alive(c->child);
+}
+
 static void test_daemon_dies_with_killed_parent(void **state) {
   (void)state;
   if (!mpt_have_pidfd())
     skip(); /* it watches a non-child through a pidfd */
   report_t *r = new_report();
   mp_process_t *p = start(start_daemon_and_wait, &r, sizeof r);
-  /* Waiting for an event the child signals, with a deadline. */
-  for (int i = 0; i < 3000 && !r->done && mp_process_is_alive(p); i++)
-    usleep(10000);
+  mpt_wait_until(reported_or_ended, &(child_report_t){p, r}, 30);
   int daemon_fd = r->done ? (int)syscall(SYS_pidfd_open, r->pid, 0) : -1;
   mp_process_kill(p);
   assert_int_equal(join_exitcode(p), -SIGKILL);

@@ -290,6 +290,17 @@ static void use_forkserver_then_wait(void *arg) {
     pause();
 }
 
+typedef struct owner_report {
+  mp_process_t *owner;
+  report_t *report;
+} owner_report_t;
+
+/* The owner reported its server, or ended without reporting. */
+static bool server_known_or_owner_ended(void *arg) {
+  owner_report_t *o = arg;
+  return o->report->pid || !mp_process_is_alive(o->owner);
+}
+
 static void test_forkserver_ends_with_its_owner(void **state) {
   (void)state;
   report_t *r = mp_raw_alloc(sizeof *r);
@@ -297,8 +308,8 @@ static void test_forkserver_ends_with_its_owner(void **state) {
     r->pid = 0;
     mp_process_t *owner =
         start_in(methods[i], use_forkserver_then_wait, &r, sizeof r);
-    for (int k = 0; k < 3000 && !r->pid && mp_process_is_alive(owner); k++)
-      usleep(10000);
+    mpt_wait_until(server_known_or_owner_ended, &(owner_report_t){owner, r},
+                   30);
     int server = r->pid ? (int)syscall(SYS_pidfd_open, r->pid, 0) : -1;
     mp_process_kill(owner);
     assert_int_equal(finish(owner), -9);
