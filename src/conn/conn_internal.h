@@ -1,0 +1,60 @@
+/* What the connection files share with each other (conn.c, conn_wait.c,
+ * listener.c, auth.c). */
+#ifndef MPROC_CONN_INTERNAL_H
+#define MPROC_CONN_INTERNAL_H
+
+#include "core/internal.h"
+#include "mproc/conn.h"
+
+/* Wraps fd (owned from now on) as a connection that reads and/or writes as
+ * told (whether it is a socket is found out from the fd). NULL with errno
+ * on failure; the fd is left open then. */
+mp_conn_t *mp__conn_wrap(int fd, bool readable, bool writable);
+
+/* Sends one message, waiting for the fd at most until the deadline (NULL:
+ * forever). MP_ETIMEDOUT if the deadline passed: the message may be partly
+ * sent, so the caller must drop the connection. (On a pipe the deadline
+ * bounds the waits between writes, not a write the kernel blocks in; the
+ * deadlines are meant for sockets.) Other codes as mp_conn_send_bytes. */
+int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
+                  const mp__deadline_t *deadline);
+
+/* Receives one message of at most cap bytes into buf, waiting at most until
+ * the deadline (NULL: forever). A longer message is refused before its
+ * payload is read: -EMSGSIZE, and the end loses readability as after
+ * mp_conn_recv_bytes_max. MP_ETIMEDOUT if the deadline passed: what came
+ * of the message stays in the read-ahead buffer for the next call, but a
+ * message longer than that buffer and half read makes the end lose
+ * readability. Other codes as mp_conn_recv_bytes_into. */
+int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
+                  const mp__deadline_t *deadline);
+
+/* For mp_wait: the fd to poll for c in this process (>= 0), or MP_ECLOSED.
+ * *ready_now is set when bytes are waiting already in the read-ahead
+ * buffer (an earlier receive read them from the fd), so polling is not
+ * needed. */
+int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now);
+
+/* Waits until fd has one of events (POLLIN/POLLOUT), the deadline passes
+ * (NULL: forever) or it hangs up. Returns 1 ready (also hung up or in
+ * error: the next read or write tells), 0 timed out, -EBADF, -errno. */
+int mp__wait_fd(int fd, short events, const mp__deadline_t *deadline);
+
+/* ---- authentication (auth.c) -------------------------------------------
+ * Python's challenge/response over a connection. Both return 0 when both
+ * sides are authenticated; MP_EAUTH (wrong key, not the protocol, a frame
+ * over MP__AUTH_FRAME_MAX), MP_ETIMEDOUT (deadline), MP_ECLOSED (the peer
+ * closed), -ENOTSUP (built without OpenSSL), other -errno. key may be NULL
+ * only with key_len 0 (an empty key). */
+#define MP__AUTH_FRAME_MAX 256 /* Python's recv_bytes(256) */
+
+/* The listener's side: deliver_challenge, then answer_challenge. */
+int mp__auth_server(mp_conn_t *c, const void *key, size_t key_len,
+                    const mp__deadline_t *deadline);
+/* The client's side: answer_challenge, then deliver_challenge. */
+int mp__auth_client(mp_conn_t *c, const void *key, size_t key_len,
+                    const mp__deadline_t *deadline);
+/* False when built without OpenSSL: no HMAC, no authentication. */
+bool mp__auth_available(void);
+
+#endif

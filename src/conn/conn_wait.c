@@ -1,0 +1,103 @@
+/* mp_wait: multiprocessing.connection.wait over connections, process
+ * sentinels and raw fds, with one poll() (as Python's PollSelector). */
+#include <poll.h>
+#include <stdlib.h>
+
+#include "conn/conn_internal.h"
+
+#define WAIT_STACK 16
+
+/* The fd to poll for one object; *ready_now when it is known to be ready
+ * without polling. */
+static int object_fd(const mp_waitable_t *w, bool *ready_now) {
+  *ready_now = false;
+  switch (w->kind) {
+  case MP_WAITABLE_CONN:
+    return mp__conn_wait_fd(w->u.conn, ready_now);
+  case MP_WAITABLE_PROCESS:
+    return mp_process_sentinel(w->u.process);
+  case MP_WAITABLE_FD:
+    return w->u.fd >= 0 ? w->u.fd : MP_EINVAL;
+  default:
+    return MP_EINVAL;
+  }
+}
+
+/* Python's wait([]) sleeps for the timeout (forever with None: refused
+ * here, nothing would ever end it). */
+static int wait_nothing(double timeout) {
+  if (timeout < 0)
+    return MP_EINVAL;
+  mp__deadline_t d = mp__deadline_in(timeout);
+  while (!mp__deadline_expired(&d))
+    poll(NULL, 0, mp__deadline_poll_ms(&d));
+  return 0;
+}
+
+/* Polls until something is ready or the deadline passes. Returns the
+ * number of ready entries, 0 at the deadline, -errno. */
+static int poll_until(struct pollfd *fds, size_t n, mp__deadline_t *d) {
+  for (;;) {
+    int rc = poll(fds, (nfds_t)n, mp__deadline_poll_ms(d));
+    if (rc > 0)
+      return rc;
+    if (rc < 0 && errno != EINTR)
+      return -errno;
+    if (rc == 0 && mp__deadline_expired(d))
+      return 0;
+  }
+}
+
+/* Counts the ready objects and stores their indices. */
+static int collect(const struct pollfd *fds, const bool *ready_now, size_t n,
+                   size_t *ready_out) {
+  int count = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (fds[i].revents & POLLNVAL)
+      return -EBADF;
+    if (ready_now[i] || (fds[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+      if (ready_out)
+        ready_out[count] = i;
+      count++;
+    }
+  }
+  return count;
+}
+
+int mp_wait(const mp_waitable_t *objs, size_t n, double timeout,
+            size_t *ready_out) {
+  if (n == 0)
+    return wait_nothing(timeout);
+  if (n > INT32_MAX)
+    return MP_EINVAL;
+  struct pollfd stack_fds[WAIT_STACK];
+  bool stack_ready[WAIT_STACK];
+  struct pollfd *fds = stack_fds;
+  bool *ready_now = stack_ready;
+  if (n > WAIT_STACK) {
+    fds = calloc(n, sizeof *fds);
+    ready_now = calloc(n, sizeof *ready_now);
+  }
+  int rc = -ENOMEM;
+  if (!fds || !ready_now)
+    goto out;
+  bool any_now = false;
+  for (size_t i = 0; i < n; i++) {
+    rc = object_fd(&objs[i], &ready_now[i]);
+    if (rc < 0)
+      goto out;
+    fds[i] = (struct pollfd){.fd = rc, .events = POLLIN};
+    any_now |= ready_now[i];
+  }
+  /* With something ready already, only collect what else is ready now. */
+  mp__deadline_t d = mp__deadline_in(any_now ? 0 : timeout);
+  rc = poll_until(fds, n, &d);
+  if (rc >= 0)
+    rc = collect(fds, ready_now, n, ready_out);
+out:
+  if (fds != stack_fds)
+    free(fds);
+  if (ready_now != stack_ready)
+    free(ready_now);
+  return rc;
+}

@@ -1,0 +1,1018 @@
+/* The process pool: Python's multiprocessing.Pool, built on the arena and
+ * the futex core.
+ *
+ * Layout of the work (see pool.h for the shared structures):
+ *   - a submission is a job in shared memory: its input (copied once, or
+ *     used in place when already in the arena), its output array, and one
+ *     result word per item; a map's job is one unit of n items handed out
+ *     in chunks;
+ *   - workers take chunks from the queue under one robust lock, run them
+ *     straight from the input array into the output array, and commit them
+ *     (pool_queue.c, pool_worker.c); a worker's death anywhere, even inside
+ *     the lock, loses nothing (the journal of pool_queue.c);
+ *   - the caller of map/get waits on the job's futex word, woken by the
+ *     worker that completes the job: no pipe, no thread hop;
+ *   - the pool thread (pool_thread.c) supervises: deaths, replacements,
+ *     task_timeout, callbacks, terminate.
+ *
+ * The parent's records: a request (struct mp_async) per submission, in the
+ * pool's list until the user freed its handle and the pool thread is done
+ * with it. The pool struct itself lives on until its last request is
+ * freed, so that handles outlive mp_pool_free. Lock order: pool->lock, then
+ * the queue lock. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "pool/pool.h"
+
+/* How long a waiter spins before it sleeps (ns). */
+#define WAIT_SPIN_NS 20000
+
+/* At most this many bytes of blocks are kept for reuse. */
+#define CACHE_MAX_BYTES (64u << 20)
+
+static _Thread_local int last_task_code;
+
+/* ---- Live pools, terminated at exit ----------------------------------- */
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static mp_pool_t *live_pools;
+static pthread_once_t atexit_once = PTHREAD_ONCE_INIT;
+
+/* Runs before the process module's exit function (registered earlier, at
+ * the first process start): the pool threads must stop replacing workers
+ * before it terminates and joins the children. */
+static void terminate_live_pools(void) {
+  pthread_mutex_lock(&live_lock);
+  for (mp_pool_t *p = live_pools; p; p = p->next_live)
+    if (p->creator == getpid())
+      mp_pool_terminate(p);
+  pthread_mutex_unlock(&live_lock);
+}
+
+static void register_atexit(void) {
+  atexit(terminate_live_pools);
+}
+
+static void live_add(mp_pool_t *pool) {
+  pthread_mutex_lock(&live_lock);
+  pool->next_live = live_pools;
+  live_pools = pool;
+  pthread_mutex_unlock(&live_lock);
+  pthread_once(&atexit_once, register_atexit);
+}
+
+static void live_remove(mp_pool_t *pool) {
+  pthread_mutex_lock(&live_lock);
+  for (mp_pool_t **link = &live_pools; *link; link = &(*link)->next_live) {
+    if (*link == pool) {
+      *link = pool->next_live;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&live_lock);
+}
+
+static bool on_pool_thread(const mp_pool_t *pool) {
+  return pthread_equal(pthread_self(), pool->thread);
+}
+
+/* ---- Shared-memory blocks, kept for reuse -----------------------------
+ * A fresh large block costs page faults in every process that touches it,
+ * and a freed one is returned to the system: a pool that maps again and
+ * again reuses its blocks instead. */
+
+static mp__pool_block_t block_get(mp_pool_t *pool, size_t size) {
+  mp__pool_block_t b = {NULL, 0};
+  pthread_mutex_lock(&pool->lock);
+  size_t best = SIZE_MAX;
+  for (size_t i = 0; i < pool->cache_count; i++) {
+    size_t cap = pool->cache[i].cap;
+    if (cap >= size && cap / 2 <= size &&
+        (best == SIZE_MAX || cap < pool->cache[best].cap))
+      best = i;
+  }
+  if (best != SIZE_MAX) {
+    b = pool->cache[best];
+    pool->cache[best] = pool->cache[--pool->cache_count];
+    pool->cache_bytes -= b.cap;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (!b.ptr) {
+    b.ptr = mp__shm_alloc(size);
+    b.cap = size;
+  }
+  return b;
+}
+
+/* With pool->lock held. */
+static void block_put_locked(mp_pool_t *pool, mp__pool_block_t b) {
+  if (!b.ptr)
+    return;
+  size_t slots = sizeof pool->cache / sizeof pool->cache[0];
+  if (pool->freed || pool->cache_count == slots ||
+      pool->cache_bytes + b.cap > CACHE_MAX_BYTES) {
+    mp__shm_free(b.ptr);
+    return;
+  }
+  pool->cache[pool->cache_count++] = b;
+  pool->cache_bytes += b.cap;
+}
+
+/* ---- Requests ---------------------------------------------------------- */
+
+static bool request_ready(struct mp_async *r) {
+  if (r->has_callbacks)
+    return atomic_load(&r->callbacks_done);
+  return atomic_load(&r->job->done) == r->job->n;
+}
+
+/* Waits on the job's word until ready(arg). The waiter counts itself in
+ * `waiters` before the last check, the committer bumps `seq` before it
+ * reads `waiters`: either the committer wakes us or our futex_wait finds
+ * seq moved. */
+static int job_wait(mp__pool_job_t *job, bool (*ready)(void *), void *arg,
+                    double timeout) {
+  if (ready(arg))
+    return 0;
+  mp__deadline_t deadline = mp__deadline_in(timeout);
+  bool spun = false;
+  for (;;) {
+    uint32_t seq = atomic_load(&job->seq);
+    if (ready(arg))
+      return 0;
+    if (mp__deadline_expired(&deadline))
+      return MP_ETIMEDOUT;
+    if (!spun) {
+      /* A short task finishes within the spin: no sleep, and the worker
+       * needs no wake-up call (waking a sleeper costs tens of us on a
+       * virtual machine). */
+      spun = true;
+      mp__pool_spin(&job->seq, seq, WAIT_SPIN_NS);
+      continue;
+    }
+    atomic_fetch_add(&job->waiters, 1);
+    if (!ready(arg))
+      mp__futex_wait(&job->seq, seq, &deadline);
+    atomic_fetch_sub(&job->waiters, 1);
+  }
+}
+
+static bool request_ready_cb(void *arg) {
+  return request_ready(arg);
+}
+
+static int request_wait(struct mp_async *r, double timeout) {
+  return job_wait(r->job, request_ready_cb, r, timeout);
+}
+
+/* The first failing item of a map, in input order. */
+static void first_failure(const mp__pool_job_t *job, int *result,
+                          int *task_code) {
+  for (uint64_t k = 0; k < job->n; k++) {
+    int32_t state = atomic_load(&job->items[k].state);
+    if (state != MP__ITEM_OK) {
+      *result = state;
+      *task_code = state == MP_ETASK ? job->items[k].task_code : 0;
+      return;
+    }
+  }
+}
+
+/* Copies the outputs of the items that succeeded to the user's array. */
+static void copy_outputs(struct mp_async *r) {
+  const mp__pool_job_t *job = r->job;
+  size_t size = job->out_size;
+  if (!r->user_out || size == 0)
+    return;
+  if (atomic_load(&job->failed) == 0) {
+    memcpy(r->user_out, job->out, job->n * size);
+    return;
+  }
+  uint64_t k = 0;
+  while (k < job->n) {
+    uint64_t start = k;
+    while (k < job->n && atomic_load(&job->items[k].state) == MP__ITEM_OK)
+      k++;
+    if (k > start)
+      memcpy((char *)r->user_out + start * size, job->out + start * size,
+             (k - start) * size);
+    k++;
+  }
+}
+
+void mp__pool_finalize(struct mp_async *r) {
+  pthread_mutex_lock(&r->lock);
+  if (!r->finalized) {
+    mp__pool_job_t *job = r->job;
+    r->result = r->task_code = 0;
+    if (atomic_load(&job->failed) > 0)
+      first_failure(job, &r->result, &r->task_code);
+    if (job->kind == MP__JOB_MAP)
+      copy_outputs(r);
+    r->finalized = true;
+  }
+  pthread_mutex_unlock(&r->lock);
+}
+
+void mp__pool_result(const struct mp_async *r, const void **result,
+                     size_t *len) {
+  const mp__pool_job_t *job = r->job;
+  if (job->kind == MP__JOB_APPLY) {
+    *result = job->out;
+    *len = atomic_load(&job->out_len);
+  } else {
+    *result = r->user_out ? r->user_out : job->out;
+    *len = job->n * job->out_size;
+  }
+}
+
+/* Frees a request nobody uses any more. */
+static void request_destroy(struct mp_async *r) {
+  mp_pool_t *pool = r->pool;
+  mp__pool_job_t *job = r->job;
+  pthread_mutex_lock(&pool->lock);
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    pool->requests = r->next;
+  if (r->next)
+    r->next->prev = r->prev;
+  if (!pool->freed && mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
+    mp__pool_purge(pool->ps, job);
+    mp__pool_unlock(pool->ps);
+  }
+  for (mp__pool_unit_t *u = job->unit.more, *next; u; u = next) {
+    next = u->more;
+    mp__shm_free(u);
+  }
+  for (int i = MP__BLOCK_COUNT - 1; i >= 0; i--)
+    block_put_locked(pool, r->blocks[i]);
+  bool last = --pool->refs == 0;
+  pthread_mutex_unlock(&pool->lock);
+  pthread_mutex_destroy(&r->lock);
+  free(r);
+  if (last) {
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->changed);
+    free(pool);
+  }
+}
+
+void mp__pool_thread_release(struct mp_async *r) {
+  pthread_mutex_lock(&r->pool->lock);
+  r->thread_done = true;
+  bool destroy = !r->handle_alive;
+  pthread_mutex_unlock(&r->pool->lock);
+  if (destroy)
+    request_destroy(r);
+}
+
+/* The user is done with the handle. */
+static void request_release(struct mp_async *r) {
+  mp_pool_t *pool = r->pool;
+  bool destroy = true;
+  pthread_mutex_lock(&pool->lock);
+  r->handle_alive = false;
+  if (!r->thread_done && !pool->thread_exited) {
+    if (r->has_callbacks) {
+      destroy = false; /* the pool thread finishes it */
+    } else if (mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
+      /* Not complete: the pool thread is told at completion and frees it
+       * then. The flag and the completion are both under the queue lock. */
+      if (atomic_load(&r->job->done) < r->job->n) {
+        atomic_fetch_or(&r->job->flags, MP__JOB_NOTIFY);
+        destroy = false;
+      }
+      mp__pool_unlock(pool->ps);
+    }
+  }
+  pthread_mutex_unlock(&pool->lock);
+  if (destroy)
+    request_destroy(r);
+}
+
+/* ---- Submission --------------------------------------------------------- */
+
+typedef struct spec {
+  enum mp__job_kind kind;
+  const void *fn;
+  const void *in;
+  size_t in_size; /* map: per item; apply: the input's length */
+  void *out;      /* map: the user's array, NULL for imap */
+  size_t out_size;
+  size_t n;
+  size_t chunk;
+  uint32_t flags; /* MP__JOB_EACH for imap */
+  bool log;       /* imap_unordered */
+  const mp_async_opts_t *opts;
+} spec_t;
+
+static size_t auto_chunksize(size_t n, int processes) {
+  /* Python: chunksize, extra = divmod(len, len(pool) * 4); if extra: +1. */
+  size_t div = 4 * (size_t)processes;
+  size_t chunk = n / div + (n % div != 0);
+  return chunk ? chunk : 1;
+}
+
+static bool in_arena(const void *p, size_t len) {
+  return p && mp__arena_contains(p) &&
+         mp__arena_contains((const char *)p + len - 1);
+}
+
+/* An array for the job: the user's own when it is in the arena. */
+static int job_array(mp_pool_t *pool, struct mp_async *r, int which,
+                     const void *user, size_t bytes, char **where) {
+  if (bytes == 0) {
+    *where = NULL;
+    return 0;
+  }
+  if (user && in_arena(user, bytes)) {
+    *where = (char *)user;
+    return 0;
+  }
+  r->blocks[which] = block_get(pool, bytes);
+  if (!r->blocks[which].ptr)
+    return -ENOMEM;
+  *where = r->blocks[which].ptr;
+  return 0;
+}
+
+static bool mul_overflows(size_t a, size_t b, size_t *out) {
+  return __builtin_mul_overflow(a, b, out);
+}
+
+static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
+  size_t in_bytes, out_bytes, item_bytes;
+  if (mul_overflows(s->n, s->in_size, &in_bytes) ||
+      mul_overflows(s->n, s->out_size, &out_bytes) ||
+      mul_overflows(s->n, sizeof(mp__pool_item_t), &item_bytes) ||
+      item_bytes > SIZE_MAX / 2)
+    return -ENOMEM;
+  r->blocks[MP__BLOCK_JOB] = block_get(pool, sizeof(mp__pool_job_t));
+  mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
+  if (!job)
+    return -ENOMEM;
+  memset(job, 0, sizeof *job);
+  r->job = job;
+  char *in, *out, *items, *log = NULL;
+  int rc;
+  if ((rc = job_array(pool, r, MP__BLOCK_IN, s->in, in_bytes, &in)) < 0 ||
+      (rc = job_array(pool, r, MP__BLOCK_OUT, s->out, out_bytes, &out)) < 0 ||
+      (rc = job_array(pool, r, MP__BLOCK_ITEMS, NULL, item_bytes, &items)) <
+          0 ||
+      (s->log && (rc = job_array(pool, r, MP__BLOCK_LOG, NULL, 2 * item_bytes,
+                                 &log)) < 0))
+    return rc;
+  if (in != s->in && in_bytes)
+    memcpy(in, s->in, in_bytes);
+  if (out != s->out)
+    r->user_out = s->out; /* copied there when ready */
+  memset(items, 0, item_bytes);
+  job->in = in;
+  job->out = out;
+  job->items = (mp__pool_item_t *)items;
+  job->log = (uint64_t *)log;
+  job->in_size = s->in_size;
+  job->out_size = s->out_size;
+  job->n = s->n;
+  job->unit.end = s->n;
+  job->unit.chunk = s->chunk ? s->chunk : auto_chunksize(s->n, pool->processes);
+  return 0;
+}
+
+static int build_apply_job(mp_pool_t *pool, const spec_t *s,
+                           struct mp_async *r) {
+  size_t size = sizeof(mp__pool_job_t);
+  if (__builtin_add_overflow(size, s->in_size, &size) ||
+      __builtin_add_overflow(size, s->out_size, &size))
+    return -ENOMEM;
+  r->blocks[MP__BLOCK_JOB] = block_get(pool, size);
+  mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
+  if (!job)
+    return -ENOMEM;
+  memset(job, 0, sizeof *job);
+  r->job = job;
+  char *in = (char *)(job + 1);
+  if (s->in_size)
+    memcpy(in, s->in, s->in_size);
+  job->in = in;
+  job->out = in + s->in_size;
+  job->items = &job->item;
+  job->in_size = s->in_size;
+  job->out_size = s->out_size;
+  job->n = 1;
+  job->unit.end = 1;
+  job->unit.chunk = 1;
+  return 0;
+}
+
+/* The function's index in the pool's table, encoded there on first use.
+ * With pool->lock held. */
+static int fn_index(mp_pool_t *pool, const void *fn, uint32_t *index) {
+  for (uint32_t i = pool->fn_count; i-- > 0;) {
+    if (pool->fns[i] == fn) {
+      *index = i;
+      return 0;
+    }
+  }
+  if (pool->fn_count == MP__POOL_FNS)
+    return -ENOSPC;
+  uint32_t i = pool->fn_count;
+  int rc = mp__fn_encode(fn, &pool->ps->fns[i]);
+  if (rc < 0)
+    return rc;
+  pool->fns[i] = fn;
+  pool->fn_count = i + 1;
+  atomic_store(&pool->ps->fn_count, i + 1);
+  *index = i;
+  return 0;
+}
+
+/* Whether the pool takes work. With pool->lock held. */
+static int usable(const mp_pool_t *pool) {
+  if (pool->state != MP__POOL_RUNNING)
+    return MP_ESTATE;
+  return pool->error ? MP_EBROKEN : 0;
+}
+
+/* Links the request and queues its job. */
+static int enqueue(mp_pool_t *pool, struct mp_async *r, const void *fn) {
+  mp__pool_job_t *job = r->job;
+  pthread_mutex_lock(&pool->lock);
+  int rc = usable(pool);
+  if (rc == 0)
+    rc = fn_index(pool, fn, &job->fn);
+  if (rc == 0)
+    rc = mp__pool_lock(pool->ps, MP__NO_HOLDER);
+  if (rc == 0) {
+    mp__pool_enqueue(pool->ps, &job->unit, false);
+    mp__pool_unlock(pool->ps);
+    r->next = pool->requests;
+    if (r->next)
+      r->next->prev = r;
+    pool->requests = r;
+    pool->refs++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
+
+static void request_discard(struct mp_async *r) {
+  mp_pool_t *pool = r->pool;
+  pthread_mutex_lock(&pool->lock);
+  for (int i = 0; i < MP__BLOCK_COUNT; i++)
+    block_put_locked(pool, r->blocks[i]);
+  pthread_mutex_unlock(&pool->lock);
+  pthread_mutex_destroy(&r->lock);
+  free(r);
+}
+
+static int check_spec(const spec_t *s) {
+  if (!s->fn)
+    return MP_EINVAL;
+  if (s->kind == MP__JOB_MAP)
+    return (!s->in && s->in_size && s->n) || (!s->out && s->out_size && s->n &&
+                                              !(s->flags & MP__JOB_EACH))
+               ? MP_EINVAL
+               : 0;
+  return !s->in && s->in_size ? MP_EINVAL : 0;
+}
+
+static int submit(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
+  int rc = check_spec(s);
+  if (rc < 0)
+    return rc;
+  struct mp_async *r = calloc(1, sizeof *r);
+  if (!r)
+    return -ENOMEM;
+  r->pool = pool;
+  r->handle_alive = true;
+  pthread_mutex_init(&r->lock, NULL);
+  if (s->opts) {
+    r->opts = *s->opts;
+    /* As Python, an empty map_async is ready at once, with no callback. */
+    r->has_callbacks =
+        s->n > 0 && (s->opts->callback || s->opts->error_callback);
+  }
+  rc = s->kind == MP__JOB_MAP ? build_map_job(pool, s, r)
+                              : build_apply_job(pool, s, r);
+  if (rc == 0) {
+    mp__pool_job_t *job = r->job;
+    job->magic = MP__JOB_MAGIC;
+    job->kind = s->kind;
+    job->request = r;
+    job->unit.job = job;
+    atomic_store(&job->flags,
+                 s->flags | (r->has_callbacks ? MP__JOB_NOTIFY : 0u));
+    rc = enqueue(pool, r, s->fn);
+  }
+  if (rc < 0) {
+    request_discard(r);
+    return rc;
+  }
+  uint64_t chunks = (r->job->n + r->job->unit.chunk - 1) / r->job->unit.chunk;
+  mp__pool_wake_workers(pool->ps, chunks > INT_MAX ? INT_MAX : (int)chunks);
+  *out = r;
+  return 0;
+}
+
+/* Submits, or returns NULL with errno (the positive value of the code). */
+static struct mp_async *submit_or_null(mp_pool_t *pool, const spec_t *s) {
+  struct mp_async *r = NULL;
+  int rc = submit(pool, s, &r);
+  if (rc < 0) {
+    errno = -rc;
+    return NULL;
+  }
+  return r;
+}
+
+/* ---- map and apply ------------------------------------------------------ */
+
+static spec_t map_spec(const void *fn, const void *in, size_t in_size,
+                       void *out, size_t out_size, size_t n, size_t chunk) {
+  return (spec_t){.kind = MP__JOB_MAP,
+                  .fn = fn,
+                  .in = in,
+                  .in_size = in_size,
+                  .out = out,
+                  .out_size = out_size,
+                  .n = n,
+                  .chunk = chunk};
+}
+
+/* The synchronous calls: submit, wait, finalize. On success *out is the
+ * finished request, for the caller to read and release. */
+static int run_sync(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
+  if (on_pool_thread(pool))
+    return MP_ESTATE; /* a callback would wait for itself */
+  int rc = submit(pool, s, out);
+  if (rc < 0)
+    return rc;
+  request_wait(*out, MP_FOREVER);
+  mp__pool_finalize(*out);
+  last_task_code = (*out)->task_code;
+  return 0;
+}
+
+int mp_pool_map(mp_pool_t *pool, int (*fn)(const void *in, void *out),
+                const void *in, size_t in_size, void *out, size_t out_size,
+                size_t n, size_t chunksize) {
+  last_task_code = 0;
+  if (n == 0 && !on_pool_thread(pool)) {
+    pthread_mutex_lock(&pool->lock);
+    int rc = usable(pool);
+    pthread_mutex_unlock(&pool->lock);
+    return fn ? rc : MP_EINVAL;
+  }
+  spec_t s =
+      map_spec((const void *)fn, in, in_size, out, out_size, n, chunksize);
+  struct mp_async *r;
+  int rc = run_sync(pool, &s, &r);
+  if (rc < 0)
+    return rc;
+  rc = r->result;
+  request_release(r);
+  return rc;
+}
+
+int mp_pool_task_code(void) {
+  return last_task_code;
+}
+
+mp_async_t *mp_pool_map_async(mp_pool_t *pool,
+                              int (*fn)(const void *in, void *out),
+                              const void *in, size_t in_size, void *out,
+                              size_t out_size, size_t n, size_t chunksize,
+                              const mp_async_opts_t *opts) {
+  spec_t s =
+      map_spec((const void *)fn, in, in_size, out, out_size, n, chunksize);
+  s.opts = opts;
+  return submit_or_null(pool, &s);
+}
+
+static spec_t apply_spec(mp_pool_task_fn fn, const void *in, size_t in_len,
+                         size_t out_cap) {
+  return (spec_t){.kind = MP__JOB_APPLY,
+                  .fn = (const void *)fn,
+                  .in = in,
+                  .in_size = in_len,
+                  .out_size = out_cap,
+                  .n = 1};
+}
+
+int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
+                  size_t in_len, void *out, size_t out_cap, size_t *out_len) {
+  last_task_code = 0;
+  if (!out && out_cap)
+    return MP_EINVAL;
+  spec_t s = apply_spec(fn, in, in_len, out_cap);
+  struct mp_async *r;
+  int rc = run_sync(pool, &s, &r);
+  if (rc < 0)
+    return rc;
+  rc = r->result;
+  size_t len = atomic_load(&r->job->out_len);
+  if (out_len)
+    *out_len = len;
+  if (rc == 0 && len)
+    memcpy(out, r->job->out, len);
+  request_release(r);
+  return rc;
+}
+
+mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
+                                const void *in, size_t in_len,
+                                const mp_async_opts_t *opts) {
+  size_t cap = opts && opts->result_max ? opts->result_max : MP_POOL_RESULT_MAX;
+  spec_t s = apply_spec(fn, in, in_len, cap);
+  s.opts = opts;
+  return submit_or_null(pool, &s);
+}
+
+/* ---- AsyncResult -------------------------------------------------------- */
+
+int mp_async_wait(mp_async_t *a, double timeout) {
+  return request_wait(a, timeout);
+}
+
+bool mp_async_ready(mp_async_t *a) {
+  if (!request_ready(a))
+    return false;
+  mp__pool_finalize(a);
+  return true;
+}
+
+int mp_async_successful(mp_async_t *a) {
+  if (!mp_async_ready(a))
+    return MP_ESTATE; /* Python: ValueError "... not ready" */
+  return a->result == 0;
+}
+
+int mp_async_get(mp_async_t *a, double timeout, const void **result,
+                 size_t *len) {
+  int rc = request_wait(a, timeout);
+  if (rc < 0)
+    return rc;
+  mp__pool_finalize(a);
+  const void *bytes;
+  size_t size;
+  mp__pool_result(a, &bytes, &size);
+  if (result)
+    *result = a->result == 0 ? bytes : NULL;
+  if (len)
+    *len = a->result == 0 || a->result == MP_EOVERFLOW ? size : 0;
+  return a->result;
+}
+
+int mp_async_task_code(mp_async_t *a) {
+  return mp_async_ready(a) ? a->task_code : 0;
+}
+
+int mp_async_item(mp_async_t *a, size_t index, int *task_code) {
+  if (!mp_async_ready(a))
+    return MP_ESTATE;
+  if (index >= a->job->n)
+    return MP_EINVAL;
+  const mp__pool_item_t *item = &a->job->items[index];
+  int32_t state = atomic_load(&item->state);
+  if (task_code)
+    *task_code = state == MP_ETASK ? item->task_code : 0;
+  return state == MP__ITEM_OK ? 0 : state;
+}
+
+void mp_async_free(mp_async_t *a) {
+  if (a)
+    request_release(a);
+}
+
+/* ---- imap ------------------------------------------------------------------
+ */
+
+struct mp_iter {
+  struct mp_async *r;
+  bool unordered;
+  uint64_t delivered;
+  uint64_t log_pos; /* unordered: next entry of the completion log */
+  uint64_t run_at;  /* unordered: the entry being delivered */
+  uint64_t run_left;
+};
+
+static mp_iter_t *imap(mp_pool_t *pool, const void *fn, const void *in,
+                       size_t in_size, size_t out_size, size_t n,
+                       size_t chunksize, bool unordered) {
+  mp_iter_t *it = calloc(1, sizeof *it);
+  if (!it) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  spec_t s =
+      map_spec(fn, in, in_size, NULL, out_size, n, chunksize ? chunksize : 1);
+  s.flags = MP__JOB_EACH;
+  s.log = unordered;
+  it->unordered = unordered;
+  it->r = submit_or_null(pool, &s);
+  if (!it->r) {
+    free(it);
+    return NULL;
+  }
+  return it;
+}
+
+mp_iter_t *mp_pool_imap(mp_pool_t *pool, int (*fn)(const void *in, void *out),
+                        const void *in, size_t in_size, size_t out_size,
+                        size_t n, size_t chunksize) {
+  return imap(pool, (const void *)fn, in, in_size, out_size, n, chunksize,
+              false);
+}
+
+mp_iter_t *mp_pool_imap_unordered(mp_pool_t *pool,
+                                  int (*fn)(const void *in, void *out),
+                                  const void *in, size_t in_size,
+                                  size_t out_size, size_t n, size_t chunksize) {
+  return imap(pool, (const void *)fn, in, in_size, out_size, n, chunksize,
+              true);
+}
+
+static bool next_in_order_ready(void *arg) {
+  mp_iter_t *it = arg;
+  return atomic_load(&it->r->job->items[it->delivered].state) !=
+         MP__ITEM_PENDING;
+}
+
+static bool next_logged_ready(void *arg) {
+  mp_iter_t *it = arg;
+  return atomic_load(&it->r->job->log_count) > it->log_pos;
+}
+
+static void deliver(mp_iter_t *it, uint64_t k, void *out,
+                    mp_iter_item_t *item) {
+  const mp__pool_job_t *job = it->r->job;
+  int32_t state = atomic_load(&job->items[k].state);
+  if (item) {
+    item->index = k;
+    item->error = state == MP__ITEM_OK ? 0 : state;
+    item->task_code = state == MP_ETASK ? job->items[k].task_code : 0;
+  }
+  if (out && state == MP__ITEM_OK && job->out_size)
+    memcpy(out, job->out + k * job->out_size, job->out_size);
+  it->delivered++;
+}
+
+int mp_iter_next(mp_iter_t *it, double timeout, void *out,
+                 mp_iter_item_t *item) {
+  mp__pool_job_t *job = it->r->job;
+  if (it->delivered == job->n)
+    return 0;
+  if (!it->unordered) {
+    int rc = job_wait(job, next_in_order_ready, it, timeout);
+    if (rc < 0)
+      return rc;
+    deliver(it, it->delivered, out, item);
+    return 1;
+  }
+  if (it->run_left == 0) {
+    int rc = job_wait(job, next_logged_ready, it, timeout);
+    if (rc < 0)
+      return rc;
+    it->run_at = job->log[2 * it->log_pos];
+    it->run_left = job->log[2 * it->log_pos + 1];
+    it->log_pos++;
+  }
+  deliver(it, it->run_at++, out, item);
+  it->run_left--;
+  return 1;
+}
+
+void mp_iter_free(mp_iter_t *it) {
+  if (!it)
+    return;
+  request_release(it->r);
+  free(it);
+}
+
+/* ---- Life cycle -----------------------------------------------------------
+ */
+
+static int init_shared(mp_pool_t *pool, const mp_pool_opts_t *o) {
+  size_t size = sizeof(mp__pool_shared_t) +
+                (size_t)pool->processes * sizeof(mp__pool_slot_t);
+  /* mp__sync_alloc: the owner table of the queue's robust mutex exists
+   * before the workers start. */
+  mp__pool_shared_t *ps = mp__sync_alloc(size);
+  if (!ps)
+    return -errno;
+  pool->ps = ps;
+  ps->magic = MP__POOL_MAGIC;
+  ps->nslots = (uint32_t)pool->processes;
+  ps->maxtasks = o->maxtasksperchild;
+  ps->event_fd = pool->event_fd;
+  atomic_init(&ps->state, MP__POOL_RUNNING);
+  atomic_init(&ps->holder, MP__NO_HOLDER);
+  mp__mutex_init(&ps->qlock, MP__LOCK_MAGIC);
+  int rc = mp__fn_encode((const void *)o->initializer, &ps->initializer);
+  if (rc < 0)
+    return rc;
+  if (o->initarg_size) {
+    ps->initarg = mp__shm_alloc(o->initarg_size);
+    if (!ps->initarg)
+      return -errno;
+    memcpy(ps->initarg, o->initarg, o->initarg_size);
+    ps->initarg_size = o->initarg_size;
+  }
+  return 0;
+}
+
+/* Frees the shared state once the pool thread has ended. With pool->lock
+ * held. */
+static void release_shared(mp_pool_t *pool) {
+  for (size_t i = 0; i < pool->cache_count; i++)
+    mp__shm_free(pool->cache[i].ptr);
+  pool->cache_count = pool->cache_bytes = 0;
+  if (pool->ps) {
+    mp__shm_free(pool->ps->initarg);
+    mp__shm_free(pool->ps);
+    pool->ps = NULL;
+  }
+  if (pool->event_fd >= 0) {
+    mp__inherit_fd_remove(pool->event_fd);
+    close(pool->event_fd);
+    pool->event_fd = -1;
+  }
+  free(pool->workers);
+  pool->workers = NULL;
+}
+
+static int check_opts(const mp_pool_opts_t *o) {
+  if (o->processes < 0 || isnan(o->task_timeout) ||
+      (!o->initarg && o->initarg_size))
+    return MP_EINVAL;
+  return 0;
+}
+
+static int pool_init(mp_pool_t *pool, const mp_pool_opts_t *o) {
+  int rc;
+  if ((rc = mp__arena_ensure()) < 0)
+    return rc;
+  pool->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (pool->event_fd < 0)
+    return -errno;
+  if ((rc = mp__inherit_fd_add(pool->event_fd)) < 0) {
+    close(pool->event_fd);
+    pool->event_fd = -1;
+    return rc;
+  }
+  if ((rc = init_shared(pool, o)) < 0)
+    return rc;
+  pool->workers = calloc((size_t)pool->processes, sizeof *pool->workers);
+  if (!pool->workers)
+    return -ENOMEM;
+  return mp__pool_thread_start(pool);
+}
+
+mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
+  mp__check_bootstrapped();
+  mp_pool_opts_t o = opts ? *opts : (mp_pool_opts_t){0};
+  if (check_opts(&o) < 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  mp_pool_t *pool = calloc(1, sizeof *pool);
+  if (!pool) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  pool->processes = o.processes ? o.processes : mp_cpu_count();
+  pool->task_timeout = o.task_timeout > 0 ? o.task_timeout : 0;
+  pool->ctx = o.ctx ? o.ctx : mp_get_context(NULL);
+  pool->method = pool->ctx->method;
+  pool->creator = getpid();
+  pool->event_fd = -1;
+  pool->refs = 1;
+  pool->state = MP__POOL_RUNNING;
+  pthread_mutex_init(&pool->lock, NULL);
+  pthread_cond_init(&pool->changed, NULL);
+  int rc = pool_init(pool, &o);
+  if (rc < 0) {
+    release_shared(pool);
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->changed);
+    free(pool);
+    errno = rc == MP_EINVAL ? EINVAL : -rc;
+    return NULL;
+  }
+  live_add(pool);
+  return pool;
+}
+
+int mp_pool_processes(const mp_pool_t *pool) {
+  return pool->processes;
+}
+
+size_t mp_pool_workers(mp_pool_t *pool, pid_t *out, size_t cap) {
+  size_t count = 0;
+  pthread_mutex_lock(&pool->lock);
+  for (int i = 0; pool->workers && i < pool->processes; i++) {
+    if (!pool->workers[i].proc)
+      continue;
+    if (count < cap && out)
+      out[count] = mp_process_pid(pool->workers[i].proc);
+    count++;
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return count;
+}
+
+int mp_pool_error(const mp_pool_t *cpool, int *exitcode) {
+  mp_pool_t *pool = (mp_pool_t *)cpool;
+  pthread_mutex_lock(&pool->lock);
+  int rc = pool->error;
+  if (exitcode)
+    *exitcode = pool->exitcode;
+  pthread_mutex_unlock(&pool->lock);
+  return rc;
+}
+
+int mp_pool_close(mp_pool_t *pool) {
+  pthread_mutex_lock(&pool->lock);
+  if (pool->state == MP__POOL_RUNNING) {
+    pool->state = MP__POOL_CLOSING;
+    if (mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
+      uint32_t expected = MP__POOL_RUNNING;
+      atomic_compare_exchange_strong(&pool->ps->state, &expected,
+                                     MP__POOL_CLOSING);
+      atomic_fetch_add(&pool->ps->work_seq, 1);
+      mp__pool_unlock(pool->ps);
+    }
+    /* Sleeping workers find the queue empty and exit. */
+    mp__futex_wake(&pool->ps->work_seq, INT_MAX);
+    mp__pool_notify(pool->ps);
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return 0;
+}
+
+int mp_pool_terminate(mp_pool_t *pool) {
+  if (on_pool_thread(pool))
+    return MP_ESTATE;
+  pthread_mutex_lock(&pool->lock);
+  pool->state = MP__POOL_TERMINATING;
+  if (!pool->thread_exited && !pool->terminated) {
+    pool->terminate_requested = true;
+    mp__pool_notify(pool->ps);
+    while (!pool->terminated && !pool->thread_exited)
+      pthread_cond_wait(&pool->changed, &pool->lock);
+  }
+  pthread_mutex_unlock(&pool->lock);
+  return 0;
+}
+
+int mp_pool_join(mp_pool_t *pool) {
+  if (on_pool_thread(pool))
+    return MP_ESTATE;
+  pthread_mutex_lock(&pool->lock);
+  if (pool->state == MP__POOL_RUNNING) {
+    pthread_mutex_unlock(&pool->lock); /* Python: "Pool is still running" */
+    return MP_ESTATE;
+  }
+  if (pool->joining) {
+    while (!pool->joined)
+      pthread_cond_wait(&pool->changed, &pool->lock);
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+  }
+  pool->joining = true;
+  pthread_mutex_unlock(&pool->lock);
+  pthread_join(pool->thread, NULL);
+  pthread_mutex_lock(&pool->lock);
+  pool->joined = true;
+  pthread_cond_broadcast(&pool->changed);
+  pthread_mutex_unlock(&pool->lock);
+  return 0;
+}
+
+void mp_pool_free(mp_pool_t *pool) {
+  if (!pool || on_pool_thread(pool))
+    return;
+  live_remove(pool);
+  pthread_mutex_lock(&pool->lock);
+  bool joined = pool->joining;
+  pthread_mutex_unlock(&pool->lock);
+  if (!joined)
+    mp_pool_terminate(pool);
+  mp_pool_join(pool);
+  pthread_mutex_lock(&pool->lock);
+  pool->freed = true;
+  release_shared(pool);
+  bool last = --pool->refs == 0;
+  pthread_mutex_unlock(&pool->lock);
+  if (last) {
+    pthread_mutex_destroy(&pool->lock);
+    pthread_cond_destroy(&pool->changed);
+    free(pool);
+  }
+}

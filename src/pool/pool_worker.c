@@ -1,0 +1,200 @@
+/* A pool worker process: runs the initializer, then takes chunks from the
+ * queue until the pool closes, it has run maxtasksperchild tasks, or it is
+ * killed.
+ *
+ * Per item the worker writes only its own slot (the item it runs, and
+ * `busy`, odd while a task runs) and the item's result, so that a map of
+ * trivial tasks costs a few stores per item. `busy` is what the pool
+ * thread samples for task_timeout: no clock is read here. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/pool.h"
+
+/* Exit status of a worker that cannot run at all (no owner slot, or the
+ * initializer is not found in this program): it dies before it is ready,
+ * which breaks the pool. */
+#define WORKER_CANNOT_RUN 70
+
+/* How long an idle worker spins before it sleeps (ns). */
+#define IDLE_SPIN_NS 50000
+
+typedef struct worker {
+  mp__pool_shared_t *ps;
+  mp__pool_slot_t *slot;
+  int32_t index;
+  uint64_t busy;
+  void *initarg;           /* the initializer's copy, kept for its life */
+  void *fns[MP__POOL_FNS]; /* the task functions, decoded on first use */
+} worker_t;
+
+/* One worker per process: its state is static, not on its stack. */
+static worker_t self;
+
+static void *task_fn(worker_t *w, uint32_t index) {
+  if (index >= MP__POOL_FNS)
+    return NULL;
+  if (!w->fns[index])
+    w->fns[index] = mp__fn_decode(&w->ps->fns[index]);
+  return w->fns[index];
+}
+
+static void start_item(worker_t *w, uint64_t index) {
+  atomic_store_explicit(&w->slot->current, index, memory_order_relaxed);
+  atomic_store_explicit(&w->slot->busy, ++w->busy, memory_order_release);
+}
+
+/* Records an item's result; returns 1 if it failed. */
+static uint64_t end_item(worker_t *w, mp__pool_item_t *item, int32_t state,
+                         int32_t task_code) {
+  item->task_code = task_code;
+  atomic_store_explicit(&item->state, state, memory_order_release);
+  atomic_store_explicit(&w->slot->busy, ++w->busy, memory_order_release);
+  return state != MP__ITEM_OK;
+}
+
+static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
+                        uint64_t n) {
+  mp_pool_map_fn fn = (mp_pool_map_fn)task_fn(w, job->fn);
+  uint64_t failed = 0;
+  for (uint64_t i = first; i < first + n; i++) {
+    start_item(w, i);
+    /* No pointer arithmetic on NULL when an item has no bytes. */
+    const char *in = job->in_size ? job->in + i * job->in_size : job->in;
+    char *out = job->out_size ? job->out + i * job->out_size : job->out;
+    if (!fn) {
+      failed += end_item(w, &job->items[i], MP_EINVAL, 0);
+      continue;
+    }
+    int rc = fn(in, out);
+    failed += end_item(w, &job->items[i], rc ? MP_ETASK : MP__ITEM_OK, rc);
+  }
+  return failed;
+}
+
+static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
+  mp_pool_task_fn fn = (mp_pool_task_fn)task_fn(w, job->fn);
+  start_item(w, 0);
+  if (!fn)
+    return end_item(w, job->items, MP_EINVAL, 0);
+  size_t len = 0;
+  int rc = fn(job->in, job->in_size, job->out, job->out_size, &len);
+  atomic_store(&job->out_len, len);
+  int32_t state = rc ? MP_ETASK : MP__ITEM_OK;
+  /* A task that needs more room says how much in *out_len. */
+  if (rc == 0 && len > job->out_size)
+    state = MP_EOVERFLOW;
+  return end_item(w, job->items, state, rc);
+}
+
+static uint64_t run_claim(worker_t *w) {
+  mp__pool_job_t *job = atomic_load(&w->slot->job);
+  if (job->kind == MP__JOB_APPLY)
+    return run_apply(w, job);
+  return run_map(w, job, atomic_load(&w->slot->first),
+                 atomic_load(&w->slot->n));
+}
+
+/* Sleeps until work is queued (work_seq moves) or the pool changes state.
+ * After a single task it spins a while first: a caller submitting task
+ * after task (apply_async and get in a loop) then finds the worker awake.
+ * Not after a larger chunk: the parent then has outputs to copy, and the
+ * spin would only take its CPU. The flag only spares the parent a wake-up
+ * call when nobody sleeps. */
+static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
+  if (spin)
+    mp__pool_spin(&w->ps->work_seq, seq, IDLE_SPIN_NS);
+  atomic_store(&w->slot->sleeping, 1);
+  mp__deadline_t forever = mp__deadline_in(MP_FOREVER);
+  if (atomic_load(&w->ps->work_seq) == seq)
+    mp__futex_wait(&w->ps->work_seq, seq, &forever);
+  atomic_store(&w->slot->sleeping, 0);
+}
+
+/* The worker's turns: commit the chunk it ran, claim the next, or sleep,
+ * or stop. */
+static void work(worker_t *w) {
+  mp__pool_shared_t *ps = w->ps;
+  bool claimed = false;
+  uint64_t failed = 0, tasks = 0, last_n = 0;
+  for (;;) {
+    if (mp__pool_lock(ps, w->index) < 0)
+      return;
+    bool wake = false, notify = false;
+    mp__pool_job_t *ran = NULL;
+    if (claimed) {
+      ran = atomic_load(&w->slot->job);
+      bool complete = mp__pool_commit_claim(ps, w->slot, failed, &wake);
+      notify = complete && (atomic_load(&ran->flags) & MP__JOB_NOTIFY);
+    }
+    uint32_t state = atomic_load(&ps->state);
+    bool stop = (ps->maxtasks && tasks >= ps->maxtasks) ||
+                state == MP__POOL_TERMINATING;
+    claimed = !stop && mp__pool_claim(ps, w->slot);
+    if (!claimed && state == MP__POOL_CLOSING)
+      stop = true;
+    uint32_t seq = atomic_load(&ps->work_seq);
+    mp__pool_unlock(ps);
+    /* `ran` may be freed by now if it completed: a wake-up of a reused
+     * address is only a spurious one, which every waiter re-checks. */
+    if (wake)
+      mp__pool_wake_job(ran);
+    if (notify)
+      mp__pool_notify(ps);
+    if (stop)
+      return;
+    if (!claimed) {
+      wait_for_work(w, seq, last_n == 1);
+      last_n = 0;
+      continue;
+    }
+    last_n = atomic_load(&w->slot->n);
+    failed = run_claim(w);
+    tasks++;
+  }
+}
+
+static void run_initializer(worker_t *w) {
+  const mp__pool_shared_t *ps = w->ps;
+  if (!ps->initializer.valid)
+    return;
+  void (*init)(void *) = (void (*)(void *))mp__fn_decode(&ps->initializer);
+  if (!init)
+    exit(WORKER_CANNOT_RUN);
+  /* A private copy: the initializer may keep or change it. */
+  if (ps->initarg_size) {
+    w->initarg = malloc(ps->initarg_size);
+    if (!w->initarg)
+      exit(WORKER_CANNOT_RUN);
+    memcpy(w->initarg, ps->initarg, ps->initarg_size);
+  }
+  init(w->initarg);
+}
+
+static void worker_main(mp_process_t *process) {
+  const mp__pool_worker_arg_t *arg = mp_process_data(process);
+  worker_t *w = &self;
+  w->ps = arg->ps;
+  w->index = (int32_t)arg->slot;
+  w->slot = &w->ps->slots[arg->slot];
+  /* The pool thread that started us blocks every signal. */
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, NULL);
+  mp__owner_t token;
+  if (mp__owner_self(&token) < 0)
+    exit(WORKER_CANNOT_RUN);
+  run_initializer(w);
+  atomic_store(&w->slot->state, MP__SLOT_READY);
+  work(w);
+}
+
+const mp_process_type_t mp__pool_worker_types[MP__METHOD_COUNT] = {
+    [MP__METHOD_FORK] = {"ForkPoolWorker", worker_main,
+                         sizeof(mp__pool_worker_arg_t)},
+    [MP__METHOD_SPAWN] = {"SpawnPoolWorker", worker_main,
+                          sizeof(mp__pool_worker_arg_t)},
+    [MP__METHOD_FORKSERVER] = {"ForkServerPoolWorker", worker_main,
+                               sizeof(mp__pool_worker_arg_t)},
+};

@@ -1,0 +1,392 @@
+/* The forkserver start method.
+ *
+ * Each process that uses the method starts its own server on first use: a
+ * spawned copy of the program (clean: one thread, nothing inherited but the
+ * arena) that forks a child per request. The two talk over a SOCK_SEQPACKET
+ * socketpair that no other process holds (forked children close their copy),
+ * and the server makes the client prove it knows the authkey (HMAC-SHA256 of
+ * a random challenge) before it serves anything, as Python 3.14 does.
+ *
+ * A request is one message: the start data (a memfd) and the fds the child
+ * needs, passed with SCM_RIGHTS. The reply gives the child's pid, a pidfd
+ * for it (signals can never reach a reused pid) and the read end of a status
+ * pipe: the server, which is the child's real parent, reaps it and writes its
+ * exit code there, so the client's join, exitcode and sentinel work as
+ * under fork. The server exits when its client's end of the socket closes:
+ * when the client exits or dies. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "process/start.h"
+
+#define CHALLENGE_LEN 32
+#define MAX_FDS       250 /* SCM_MAX_FD is 253 */
+
+/* ---- SCM_RIGHTS messages ------------------------------------------------- */
+
+static int send_msg(int sock, const void *buf, size_t len, const int *fds,
+                    int nfds) {
+  struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+  char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+  if (nfds > 0) {
+    memset(control, 0, sizeof control);
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+  }
+  ssize_t n;
+  do
+    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n < 0 ? -errno : 0;
+}
+
+/* Receives one message; *nfds in: capacity, out: count. Returns the bytes
+ * received (0 at EOF) or -errno. */
+static ssize_t recv_msg(int sock, void *buf, size_t len, int *fds, int *nfds) {
+  struct iovec iov = {.iov_base = buf, .iov_len = len};
+  char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+  struct msghdr msg = {.msg_iov = &iov,
+                       .msg_iovlen = 1,
+                       .msg_control = control,
+                       .msg_controllen = sizeof control};
+  ssize_t n;
+  do
+    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  int got = 0;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); n >= 0 && c;
+       c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+      continue;
+    int count = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    int *in = (int *)CMSG_DATA(c);
+    for (int i = 0; i < count; i++) {
+      if (got < *nfds)
+        fds[got++] = in[i];
+      else
+        close(in[i]);
+    }
+  }
+  *nfds = got;
+  if (n < 0)
+    return -errno;
+  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+    for (int i = 0; i < got; i++)
+      close(fds[i]);
+    *nfds = 0;
+    return MP_EINVAL;
+  }
+  return n;
+}
+
+/* ---- the client side -------------------------------------------------------
+ */
+
+static struct {
+  int sock; /* guarded by the family lock (every start holds it) */
+  pid_t pid;
+  int pidfd;
+} server = {-1, 0, -1};
+
+int mp__forkserver_channel(void) {
+  return server.sock;
+}
+
+pid_t mp__forkserver_pid(void) {
+  return server.pid;
+}
+
+static void server_forget(void) {
+  if (server.sock >= 0)
+    close(server.sock);
+  if (server.pid > 0) {
+    /* The server ends when its socket closes; reap it. */
+    while (waitpid(server.pid, NULL, 0) < 0 && errno == EINTR)
+      ;
+  }
+  if (server.pidfd >= 0)
+    close(server.pidfd);
+  server.sock = server.pidfd = -1;
+  server.pid = 0;
+}
+
+/* In a forked child: the parent's server is not ours. */
+void mp__forkserver_after_fork_child(void) {
+  if (server.sock >= 0)
+    close(server.sock);
+  if (server.pidfd >= 0)
+    close(server.pidfd);
+  server.sock = server.pidfd = -1;
+  server.pid = 0;
+}
+
+static int answer_challenge(int sock) {
+  unsigned char challenge[CHALLENGE_LEN], mac[64];
+  int nfds = 0;
+  ssize_t n = recv_msg(sock, challenge, sizeof challenge, NULL, &nfds);
+  if (n != CHALLENGE_LEN)
+    return n < 0 ? (int)n : MP_EAUTH;
+  size_t key_len;
+  const unsigned char *key = mp_process_authkey(mp_current_process(), &key_len);
+  int len = mp__hmac("sha256", key, key_len, challenge, sizeof challenge, mac,
+                     sizeof mac);
+  if (len < 0)
+    return len;
+  int rc = send_msg(sock, mac, (size_t)len, NULL, 0);
+  if (rc < 0)
+    return rc;
+  char verdict = 0;
+  n = recv_msg(sock, &verdict, 1, NULL, &nfds);
+  return n == 1 && verdict == 'y' ? 0 : MP_EAUTH;
+}
+
+static int server_start(void) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+    return -errno;
+  int *fds, n;
+  int start_fd = mp__start_data_write(NULL, pair[1], &fds, &n);
+  if (start_fd < 0) {
+    close(pair[0]);
+    close(pair[1]);
+    return start_fd;
+  }
+  pid_t pid;
+  int rc = mp__exec_self('s', start_fd, fds, n, &pid);
+  free(fds);
+  close(start_fd);
+  close(pair[1]);
+  if (rc < 0) {
+    close(pair[0]);
+    return rc;
+  }
+  server.sock = pair[0];
+  server.pid = pid;
+  server.pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  rc = answer_challenge(server.sock);
+  if (rc < 0)
+    server_forget();
+  return rc;
+}
+
+static int request(mp_process_t *p) {
+  int *fds, n;
+  int start_fd = mp__start_data_write(p, -1, &fds, &n);
+  if (start_fd < 0)
+    return start_fd;
+  if (n + 1 > MAX_FDS) {
+    free(fds);
+    close(start_fd);
+    return -EMFILE;
+  }
+  /* The start fd first, then the fds in the order the start data lists
+   * them; the child puts each back at its number. */
+  int send_fds[MAX_FDS];
+  send_fds[0] = start_fd;
+  memcpy(send_fds + 1, fds, (size_t)n * sizeof(int));
+  free(fds);
+  char op = 'f';
+  int rc = send_msg(server.sock, &op, 1, send_fds, n + 1);
+  close(start_fd);
+  if (rc < 0)
+    return rc;
+  int32_t reply[2]; /* pid, or 0 and an error code */
+  int got[2], nfds = 2;
+  ssize_t len = recv_msg(server.sock, reply, sizeof reply, got, &nfds);
+  if (len != sizeof reply || (reply[0] > 0 && nfds != 2)) {
+    for (int i = 0; i < nfds; i++)
+      close(got[i]);
+    return len < 0 ? (int)len : -EPIPE;
+  }
+  if (reply[0] <= 0)
+    return reply[1] < 0 ? reply[1] : -EAGAIN;
+  p->pid = reply[0];
+  p->pidfd = got[0];
+  p->sentinel = got[1];
+  p->via_server = true;
+  return 0;
+}
+
+int mp__start_forkserver(mp_process_t *p) {
+  if (server.sock < 0) {
+    int rc = server_start();
+    if (rc < 0)
+      return rc;
+  }
+  int rc = request(p);
+  if (rc == -EPIPE || rc == -ECONNRESET) {
+    /* The server died (killed?): start a new one, once. */
+    server_forget();
+    if ((rc = server_start()) == 0)
+      rc = request(p);
+  }
+  return rc;
+}
+
+/* ---- the server side
+ * --------------------------------------------------------- */
+
+typedef struct served {
+  int pidfd;
+  int status_fd; /* write end */
+} served_t;
+
+static served_t *served;
+static size_t served_count, served_cap;
+
+static void challenge_client(int sock, const unsigned char *key,
+                             size_t key_len) {
+  unsigned char challenge[CHALLENGE_LEN], want[64], got[64];
+  if (getrandom(challenge, sizeof challenge, 0) != sizeof challenge)
+    _exit(71);
+  int len = mp__hmac("sha256", key, key_len, challenge, sizeof challenge, want,
+                     sizeof want);
+  int nfds = 0;
+  if (len < 0 || send_msg(sock, challenge, sizeof challenge, NULL, 0) < 0 ||
+      recv_msg(sock, got, sizeof got, NULL, &nfds) != len ||
+      mp__memcmp_const(want, got, (size_t)len) != 0) {
+    send_msg(sock, "n", 1, NULL, 0);
+    _exit(72); /* a client that cannot prove the key gets nothing */
+  }
+  send_msg(sock, "y", 1, NULL, 0);
+}
+
+/* In the forked child: puts every fd at the number the start data gives
+ * (received[0] is the start data, received[1..] the fds it lists, in its
+ * order), then closes everything else. */
+static _Noreturn void run_child(int sock, int *received, int count) {
+  signal(SIGINT, SIG_DFL);
+  close(sock);
+  for (size_t i = 0; i < served_count; i++) {
+    close(served[i].pidfd);
+    close(served[i].status_fd);
+  }
+  if (mp__start_data_read(received[0], false) < 0)
+    _exit(70);
+  /* First move them all above every target number, so that no dup2 below
+   * overwrites one not yet placed. */
+  int above = 3;
+  for (int i = 1; i < count; i++)
+    if (mp__start_data_fd(i - 1) >= above)
+      above = mp__start_data_fd(i - 1) + 1;
+  for (int i = 1; i < count; i++) {
+    int high = fcntl(received[i], F_DUPFD_CLOEXEC, above);
+    if (high < 0)
+      _exit(70);
+    close(received[i]);
+    received[i] = high;
+  }
+  for (int i = 1; i < count; i++) {
+    int target = mp__start_data_fd(i - 1);
+    if (target >= 0 && dup2(received[i], target) < 0)
+      _exit(70);
+    close(received[i]);
+  }
+  mp__start_data_close_others();
+  mp__run_from_start_data(getppid());
+}
+
+static void serve_request(int sock, int *received, int count) {
+  int32_t reply[2] = {0, 0};
+  int status[2] = {-1, -1};
+  if (pipe2(status, O_CLOEXEC) < 0 ||
+      fcntl(status[0], F_SETFL, O_NONBLOCK) < 0) {
+    reply[1] = -errno;
+    goto answer;
+  }
+  pid_t pid = fork();
+  if (pid == 0)
+    run_child(sock, received, count);
+  if (pid < 0) {
+    reply[1] = -errno;
+    goto answer;
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (served_count == served_cap) {
+    served_cap = served_cap ? served_cap * 2 : 16;
+    served = realloc(served, served_cap * sizeof *served);
+    if (!served)
+      _exit(73);
+  }
+  served[served_count++] = (served_t){pidfd, status[1]};
+  status[1] = -1;
+  reply[0] = pid;
+  int out[2] = {pidfd, status[0]};
+  send_msg(sock, reply, sizeof reply, out, 2);
+  close(status[0]);
+  for (int i = 0; i < count; i++)
+    close(received[i]);
+  return;
+answer:
+  send_msg(sock, reply, sizeof reply, NULL, 0);
+  for (int i = 0; i < 2; i++)
+    if (status[i] >= 0)
+      close(status[i]);
+  for (int i = 0; i < count; i++)
+    close(received[i]);
+}
+
+/* A served child ended: reap it and tell the client its exit code. */
+static void report_exit(size_t index) {
+  siginfo_t info = {0};
+  int32_t code = 255;
+  if (waitid((idtype_t)P_PIDFD, (id_t)served[index].pidfd, &info, WEXITED) == 0)
+    code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  if (write(served[index].status_fd, &code, sizeof code) < 0) {
+    /* The client closed its end: nobody to tell. */
+  }
+  close(served[index].status_fd);
+  close(served[index].pidfd);
+  served[index] = served[--served_count];
+}
+
+_Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
+                                   size_t key_len) {
+  /* As Python's forkserver: Ctrl-C is for the client, not the server. */
+  signal(SIGINT, SIG_IGN);
+  challenge_client(sock, key, key_len);
+  for (;;) {
+    size_t n = served_count + 1;
+    struct pollfd *pfds = calloc(n, sizeof *pfds);
+    if (!pfds)
+      _exit(73);
+    pfds[0] = (struct pollfd){.fd = sock, .events = POLLIN};
+    for (size_t i = 0; i < served_count; i++)
+      pfds[i + 1] = (struct pollfd){.fd = served[i].pidfd, .events = POLLIN};
+    int ready = poll(pfds, (nfds_t)n, -1);
+    if (ready < 0 && errno != EINTR)
+      _exit(74);
+    for (size_t i = n - 1; ready > 0 && i >= 1; i--)
+      if (pfds[i].revents)
+        report_exit(i - 1);
+    bool request_ready = ready > 0 && pfds[0].revents;
+    free(pfds);
+    if (!request_ready)
+      continue;
+    char op;
+    int received[MAX_FDS], count = MAX_FDS;
+    ssize_t len = recv_msg(sock, &op, 1, received, &count);
+    if (len <= 0)
+      _exit(0); /* the client is gone */
+    if (op == 'f' && count >= 1)
+      serve_request(sock, received, count);
+    else
+      for (int i = 0; i < count; i++)
+        close(received[i]);
+  }
+}

@@ -1,0 +1,40 @@
+/* The ring of messages in shared memory under Queue, SimpleQueue and
+ * JoinableQueue (ring.c). The three public queues are thin layers over it
+ * (queue.c). */
+#ifndef MPROC_RING_H
+#define MPROC_RING_H
+
+#include "core/internal.h"
+
+typedef struct mp__ring mp__ring_t;
+
+/* Which public type a ring was made for (checked by queue.c). */
+enum mp__ring_kind {
+  MP__RING_QUEUE = 1,
+  MP__RING_SIMPLE,
+  MP__RING_JOINABLE, /* also counts unfinished tasks */
+};
+
+/* A new ring in the arena; maxsize counts messages (0: unbounded). NULL
+ * with errno ENOMEM or EAGAIN. */
+mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind);
+enum mp__ring_kind mp__ring_kind(const mp__ring_t *r);
+
+/* The operations behind the public functions; same codes as queue.h. */
+int mp__ring_put(mp__ring_t *r, const void *buf, size_t len, double timeout);
+int mp__ring_get(mp__ring_t *r, void **buf, size_t *len, double timeout);
+int mp__ring_get_into(mp__ring_t *r, void *buf, size_t cap, size_t *len,
+                      double timeout);
+size_t mp__ring_qsize(const mp__ring_t *r);
+bool mp__ring_full(const mp__ring_t *r);
+int mp__ring_close(mp__ring_t *r);
+int mp__ring_task_done(mp__ring_t *r);
+int mp__ring_join(mp__ring_t *r, double timeout);
+void mp__ring_free(mp__ring_t *r);
+
+/* Whether a process died inside an arena call made for the ring (growing
+ * it, taking or freeing a block): the arena may then have lost that block
+ * (see ring.c). Only meaningful once every other user is gone; for tests. */
+bool mp__ring_arena_interrupted(const mp__ring_t *r);
+
+#endif

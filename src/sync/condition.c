@@ -1,0 +1,142 @@
+/* Condition.
+ *
+ * The waiters sleep on a sequence word with the futex itself as the queue:
+ *   wait:   (lock held) read seq, release the lock, sleep while seq is
+ *           unchanged, take the lock back.
+ *   notify: (lock held) FUTEX_WAKE n sleepers. If fewer than n were
+ *           asleep, bump seq and wake the rest of n: the bump reaches the
+ *           waiters that have released the lock but are not yet asleep
+ *           (their futex wait then fails at once), the second wake those
+ *           that fell asleep between the first wake and the bump.
+ * The kernel counts only the threads actually queued on the word, and a
+ * process that has died is no longer queued, so a dead waiter never takes
+ * a notify meant for a live one (in Python's multiprocessing it does, and
+ * notify then waits forever for the dead waiter to acknowledge). A waiter
+ * that had just released the lock when the notify came may return along
+ * with the n woken ones: a spurious wake-up, as POSIX allows. */
+#include <assert.h>
+
+#include "sync/lock.h"
+
+#define CONDITION_MAGIC 0x434f4e44u /* "COND" */
+
+struct mp_condition {
+  uint32_t magic;
+  /* Waiters between reading seq and taking the lock back; with none,
+   * notify skips the system call. A waiter that dies stays counted, which
+   * only costs notify that system call. Changed under the lock. */
+  _Atomic uint32_t sleepers;
+  _Atomic uint32_t seq;
+  uint32_t reserved;
+  /* The lock: `own` (an RLock, Python's default) or the caller's. Both
+   * live in the arena, at the same address in every process. */
+  mp__mutex_t *lock;
+  mp__mutex_t own;
+};
+
+static mp_condition_t *condition_new(mp__mutex_t *lock) {
+  mp_condition_t *c = mp__sync_alloc(sizeof *c);
+  if (!c)
+    return NULL;
+  c->magic = CONDITION_MAGIC;
+  atomic_init(&c->sleepers, 0);
+  atomic_init(&c->seq, 0);
+  mp__mutex_init(&c->own, MP__RLOCK_MAGIC);
+  c->lock = lock ? lock : &c->own;
+  return c;
+}
+
+mp_condition_t *mp_condition_new(mp_rlock_t *lock) {
+  return condition_new(lock ? &lock->mutex : NULL);
+}
+
+mp_condition_t *mp_condition_new_with_lock(mp_lock_t *lock) {
+  if (!lock) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return condition_new(&lock->mutex);
+}
+
+int mp_condition_acquire(mp_condition_t *c, double timeout) {
+  assert(c->magic == CONDITION_MAGIC);
+  return mp__mutex_acquire(c->lock, timeout);
+}
+
+int mp_condition_release(mp_condition_t *c) {
+  assert(c->magic == CONDITION_MAGIC);
+  return mp__mutex_release(c->lock);
+}
+
+/* Sleeps until notified or the deadline: 1 notified, 0 signal (sleep
+ * again), MP_ETIMEDOUT. */
+static int sleep_once(mp_condition_t *c, uint32_t seq,
+                      const mp__deadline_t *deadline) {
+  int rc = mp__futex_wait_woken(&c->seq, seq, deadline);
+  if (rc == 1 || atomic_load(&c->seq) != seq)
+    return 1;
+  return rc;
+}
+
+static int wait_until(mp_condition_t *c, const mp__deadline_t *deadline) {
+  if (!mp__mutex_is_mine(c->lock))
+    return MP_ENOTOWNER;
+  uint32_t seq = atomic_load(&c->seq);
+  atomic_fetch_add(&c->sleepers, 1);
+  uint32_t depth = mp__mutex_release_all(c->lock);
+  int rc;
+  do
+    rc = sleep_once(c, seq, deadline);
+  while (rc == 0);
+  int taken = mp__mutex_restore(c->lock, depth);
+  atomic_fetch_sub(&c->sleepers, 1);
+  if (taken < 0)
+    return taken; /* MP_EOWNERDEAD: held, but its holder died */
+  return rc == 1 ? 0 : rc;
+}
+
+int mp_condition_wait(mp_condition_t *c, double timeout) {
+  assert(c->magic == CONDITION_MAGIC);
+  mp__deadline_t deadline = mp__deadline_in(timeout);
+  return wait_until(c, &deadline);
+}
+
+int mp_condition_wait_for(mp_condition_t *c, mp_condition_pred_cb pred,
+                          void *arg, double timeout) {
+  assert(c->magic == CONDITION_MAGIC);
+  if (!mp__mutex_is_mine(c->lock))
+    return MP_ENOTOWNER;
+  mp__deadline_t deadline = mp__deadline_in(timeout);
+  while (!pred(arg)) {
+    if (mp__deadline_expired(&deadline))
+      return MP_ETIMEDOUT;
+    int rc = wait_until(c, &deadline);
+    if (rc < 0 && rc != MP_ETIMEDOUT)
+      return rc;
+  }
+  return 0;
+}
+
+int mp_condition_notify(mp_condition_t *c, int n) {
+  assert(c->magic == CONDITION_MAGIC);
+  if (!mp__mutex_is_mine(c->lock))
+    return MP_ENOTOWNER;
+  if (n <= 0 || atomic_load(&c->sleepers) == 0)
+    return 0;
+  int woken = mp__futex_wake(&c->seq, n);
+  if (woken < n) {
+    /* Reach the waiters not yet asleep; the ones that fell asleep between
+     * the wake and the bump still expect the old seq: wake them too. */
+    atomic_fetch_add(&c->seq, 1);
+    mp__futex_wake(&c->seq, n - woken);
+  }
+  return 0;
+}
+
+int mp_condition_notify_all(mp_condition_t *c) {
+  return mp_condition_notify(c, INT_MAX);
+}
+
+void mp_condition_free(mp_condition_t *c) {
+  mp__shm_free(c);
+}

@@ -1,0 +1,94 @@
+/* Event.
+ *
+ * One word: a set counter in bits 2..31, a waiters bit and the flag.
+ *   set:   if clear, CAS to (counter + 1) | SET, clearing WAITERS; if it
+ *          was set, wake every sleeper.
+ *   clear: clear the flag (the counter stays).
+ *   wait:  return at once if set; else sleep until the word changes and
+ *          return as soon as the flag is set or the counter moved. The
+ *          counter is what makes a set() followed at once by clear() wake
+ *          the waiters anyway (threading.Event's behaviour; a sleeper
+ *          re-checking only the flag would miss it).
+ * Nothing is owned, so a dying waiter or setter cannot strand anyone. */
+#include <assert.h>
+
+#include "core/owner.h"
+
+#define EVENT_MAGIC 0x45564e54u /* "EVNT" */
+#define FLAG_SET    1u
+#define WAITERS     2u
+#define COUNTER_ONE 4u
+
+struct mp_event {
+  uint32_t magic;
+  _Atomic uint32_t word;
+};
+
+mp_event_t *mp_event_new(void) {
+  mp_event_t *e = mp__sync_alloc(sizeof *e);
+  if (!e)
+    return NULL;
+  e->magic = EVENT_MAGIC;
+  atomic_init(&e->word, 0);
+  return e;
+}
+
+int mp_event_set(mp_event_t *e) {
+  assert(e->magic == EVENT_MAGIC);
+  mp__tsan_release(e);
+  uint32_t v = atomic_load(&e->word);
+  do {
+    if (v & FLAG_SET)
+      return 0;
+  } while (!atomic_compare_exchange_weak(
+      &e->word, &v, ((v & ~(WAITERS | FLAG_SET)) + COUNTER_ONE) | FLAG_SET));
+  if (v & WAITERS)
+    mp__futex_wake(&e->word, INT_MAX);
+  return 0;
+}
+
+int mp_event_clear(mp_event_t *e) {
+  assert(e->magic == EVENT_MAGIC);
+  atomic_fetch_and(&e->word, ~FLAG_SET);
+  return 0;
+}
+
+bool mp_event_is_set(const mp_event_t *e) {
+  bool set = atomic_load(&((mp_event_t *)e)->word) & FLAG_SET;
+  if (set)
+    mp__tsan_acquire(e);
+  return set;
+}
+
+/* True once the flag is set or was set since `start` was read. */
+static bool was_set(uint32_t start, uint32_t now) {
+  return (now & FLAG_SET) ||
+         (now & ~(WAITERS | FLAG_SET)) != (start & ~(WAITERS | FLAG_SET));
+}
+
+int mp_event_wait(mp_event_t *e, double timeout) {
+  assert(e->magic == EVENT_MAGIC);
+  uint32_t start = atomic_load(&e->word);
+  if (start & FLAG_SET)
+    goto set;
+  mp__deadline_t deadline = mp__deadline_in(timeout);
+  if (!mp__deadline_expired(&deadline))
+    mp__futex_spin(&e->word, start);
+  for (;;) {
+    uint32_t v = atomic_load(&e->word);
+    if (was_set(start, v))
+      goto set;
+    if (mp__deadline_expired(&deadline))
+      return MP_ETIMEDOUT;
+    if (!mp__futex_flag(&e->word, &v, WAITERS))
+      continue;
+    mp__futex_wait(&e->word, v, &deadline);
+  }
+set:
+  mp__tsan_acquire(e);
+  return 0;
+}
+
+void mp_event_free(mp_event_t *e) {
+  mp__shm_free(e);
+}

@@ -1,0 +1,228 @@
+/* Lock and RLock: one robust mutex (lock.h).
+ *
+ * The word holds the owner's token and a waiters bit:
+ *   acquire: CAS 0 -> me. Otherwise spin briefly, then set WAITERS and
+ *            sleep on both the mutex word and the owner's slot word
+ *            (mp__owner_wait), so that either a release or the owner's
+ *            death wakes us. An owner found dead is replaced by a CAS of
+ *            its token by ours: the caller gets MP_EOWNERDEAD and holds it.
+ *   release: exchange with 0; if WAITERS was set, wake every sleeper.
+ *
+ * Why wake all: a sleeper woken alone and killed before it took the lock
+ * would leave the others asleep next to a free lock. Woken together, the
+ * first takes it and the rest set WAITERS again and sleep; that costs extra
+ * wake-ups only when several processes sleep on one lock at once. */
+#include "sync/lock.h"
+
+#include <assert.h>
+
+#define LOCK_SPINS 4
+
+static bool is_recursive(const mp__mutex_t *m) {
+  return m->magic == MP__RLOCK_MAGIC;
+}
+
+void mp__mutex_init(mp__mutex_t *m, uint32_t magic) {
+  m->magic = magic;
+  atomic_init(&m->word, 0);
+  atomic_init(&m->count, 0);
+}
+
+/* Takes the word for `me` from nobody or from a dead owner. Kept out of
+ * line so that the fast path stays a few instructions. A contended
+ * acquire first spins (a holder on another core usually lets go within
+ * it), then checks the owner's life and the deadline, then sleeps. */
+static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
+                                               double timeout) {
+  /* Waiting forever needs no clock read (NaN waits forever too). */
+  mp__deadline_t deadline = {.forever = true};
+  if (timeout >= 0)
+    deadline = mp__deadline_in(timeout);
+  /* A few spins, each until the word changes: the lock may go to a third
+   * thread between two of them. None when we may not wait. */
+  int spins = timeout == 0 ? 0 : LOCK_SPINS;
+  for (;;) {
+    uint32_t v = atomic_load(&m->word);
+    mp__owner_t owner = v & MP__MUTEX_OWNER;
+    if (owner == MP__OWNER_NONE) {
+      if (atomic_compare_exchange_weak(&m->word, &v,
+                                       me | (v & MP__MUTEX_WAITERS)))
+        return 0;
+      continue;
+    }
+    if (spins > 0) {
+      spins--;
+      if (mp__futex_spin(&m->word, v))
+        continue;
+      spins = 0; /* it did not move: the holder is busy, sleep */
+    }
+    if (mp__owner_dead(owner)) {
+      /* Others may sleep on the word: keep WAITERS for our release. */
+      if (atomic_compare_exchange_strong(&m->word, &v, me | MP__MUTEX_WAITERS))
+        return MP_EOWNERDEAD;
+      continue;
+    }
+    if (mp__deadline_expired(&deadline))
+      return MP_ETIMEDOUT;
+    if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
+      continue;
+    /* Every way back (release, death, timeout, signal) is re-checked at
+     * the top of the loop. */
+    mp__futex_watch_t watch = {&m->word, v};
+    mp__owner_wait(owner, &watch, 1, &deadline);
+  }
+}
+
+/* The acquire of both kinds; inlined with `recursive` constant so that
+ * the Lock fast path is one load of the thread's token and one CAS. */
+static inline int mutex_acquire(mp__mutex_t *m, double timeout,
+                                bool recursive) {
+  mp__owner_t me;
+  int rc = mp__owner_self(&me);
+  if (rc < 0)
+    return rc;
+  if (recursive && (atomic_load_explicit(&m->word, memory_order_relaxed) &
+                    MP__MUTEX_OWNER) == me) {
+    uint32_t depth = atomic_load_explicit(&m->count, memory_order_relaxed);
+    if (depth == UINT32_MAX)
+      return -EAGAIN;
+    atomic_store_explicit(&m->count, depth + 1, memory_order_relaxed);
+    return 0;
+  }
+  uint32_t unlocked = 0;
+  if (!atomic_compare_exchange_strong_explicit(&m->word, &unlocked, me,
+                                               memory_order_acquire,
+                                               memory_order_relaxed)) {
+    rc = lock_slow(m, me, timeout);
+    if (rc != 0 && rc != MP_EOWNERDEAD)
+      return rc;
+  }
+  if (recursive)
+    atomic_store_explicit(&m->count, 1, memory_order_relaxed);
+  mp__tsan_acquire(m);
+  return rc;
+}
+
+/* Unlocks the word, whoever holds it. MP_EOVERFLOW if nobody did. */
+static inline int unlock_word(mp__mutex_t *m) {
+  mp__tsan_release(m);
+  uint32_t old = atomic_exchange_explicit(&m->word, 0, memory_order_release);
+  if (__builtin_expect(!(old & MP__MUTEX_OWNER), 0))
+    return MP_EOVERFLOW;
+  if (__builtin_expect(old & MP__MUTEX_WAITERS, 0))
+    mp__futex_wake(&m->word, INT_MAX);
+  return 0;
+}
+
+bool mp__mutex_is_mine(const mp__mutex_t *m) {
+  mp__owner_t owner = atomic_load(&((mp__mutex_t *)m)->word) & MP__MUTEX_OWNER;
+  return mp__owner_is_self(owner);
+}
+
+static inline int rlock_release(mp__mutex_t *m) {
+  if (!mp__mutex_is_mine(m))
+    return MP_ENOTOWNER;
+  uint32_t depth = atomic_load_explicit(&m->count, memory_order_relaxed);
+  if (depth > 1) {
+    atomic_store_explicit(&m->count, depth - 1, memory_order_relaxed);
+    return 0;
+  }
+  atomic_store_explicit(&m->count, 0, memory_order_relaxed);
+  return unlock_word(m);
+}
+
+int mp__mutex_acquire(mp__mutex_t *m, double timeout) {
+  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
+  return mutex_acquire(m, timeout, is_recursive(m));
+}
+
+int mp__mutex_release(mp__mutex_t *m) {
+  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
+  /* Python: any process may release a Lock, only the owner an RLock. */
+  return is_recursive(m) ? rlock_release(m) : unlock_word(m);
+}
+
+uint32_t mp__mutex_release_all(mp__mutex_t *m) {
+  uint32_t depth = 1;
+  if (is_recursive(m)) {
+    depth = atomic_load_explicit(&m->count, memory_order_relaxed);
+    atomic_store_explicit(&m->count, 0, memory_order_relaxed);
+  }
+  unlock_word(m);
+  return depth;
+}
+
+int mp__mutex_restore(mp__mutex_t *m, uint32_t depth) {
+  int rc = mp__mutex_acquire(m, MP_FOREVER);
+  if ((rc == 0 || rc == MP_EOWNERDEAD) && is_recursive(m))
+    atomic_store_explicit(&m->count, depth, memory_order_relaxed);
+  return rc;
+}
+
+/* ---- the public objects -------------------------------------------------- */
+
+static void *mutex_new(uint32_t magic) {
+  mp__mutex_t *m = mp__sync_alloc(sizeof *m);
+  if (!m)
+    return NULL;
+  mp__mutex_init(m, magic);
+  return m;
+}
+
+mp_lock_t *mp_lock_new(void) {
+  return mutex_new(MP__LOCK_MAGIC);
+}
+
+int mp_lock_acquire(mp_lock_t *l, double timeout) {
+  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  return mutex_acquire(&l->mutex, timeout, false);
+}
+
+int mp_lock_release(mp_lock_t *l) {
+  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  return unlock_word(&l->mutex);
+}
+
+void mp_lock_free(mp_lock_t *l) {
+  mp__shm_free(l);
+}
+
+mp_rlock_t *mp_rlock_new(void) {
+  return mutex_new(MP__RLOCK_MAGIC);
+}
+
+int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
+  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  return mutex_acquire(&r->mutex, timeout, true);
+}
+
+int mp_rlock_release(mp_rlock_t *r) {
+  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  return rlock_release(&r->mutex);
+}
+
+bool mp_rlock_is_mine(const mp_rlock_t *r) {
+  return mp__mutex_is_mine(&r->mutex);
+}
+
+unsigned mp_rlock_count(const mp_rlock_t *r) {
+  mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
+  if (!(atomic_load(&m->word) & MP__MUTEX_OWNER))
+    return 0;
+  return atomic_load_explicit(&m->count, memory_order_relaxed);
+}
+
+pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
+  mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
+  pid_t pid = 0, thread = 0;
+  mp__owner_t owner = atomic_load(&m->word) & MP__MUTEX_OWNER;
+  if (owner != MP__OWNER_NONE && !mp__owner_ids(owner, &pid, &thread))
+    pid = thread = 0; /* held by a thread that ended */
+  if (tid)
+    *tid = thread;
+  return pid;
+}
+
+void mp_rlock_free(mp_rlock_t *r) {
+  mp__shm_free(r);
+}
