@@ -19,7 +19,7 @@
 #include <sys/random.h>
 
 #include "conn/conn_internal.h"
-#include "process/start.h"
+#include "core/crypto.h"
 
 #define CHALLENGE        "#CHALLENGE#"
 #define CHALLENGE_LEN    (sizeof CHALLENGE - 1)

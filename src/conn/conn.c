@@ -119,8 +119,6 @@ static struct {
   local_t *buckets[LOCAL_BUCKETS];
 } locals = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
-
 static void atfork_prepare(void) {
   pthread_mutex_lock(&locals.lock);
 }
@@ -141,9 +139,8 @@ static void atfork_child(void) {
   }
 }
 
-static void register_atfork(void) {
-  pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
-}
+static mp__atfork_t conn_atfork = {
+    .prepare = atfork_prepare, .parent = atfork_parent, .child = atfork_child};
 
 static local_t **bucket_of(const mp_conn_t *c) {
   /* Objects are 64-byte aligned: the low bits say nothing. */
@@ -175,7 +172,7 @@ static void local_reset(local_t *l, const mp_conn_t *c, uint32_t state) {
 static local_t *local_find(const mp_conn_t *c, uint32_t fresh_state) {
   /* Also a process that only uses connections it inherited (a spawned
    * child) has locks here that a fork must not leave held. */
-  pthread_once(&atfork_once, register_atfork);
+  mp__atfork_register(&conn_atfork);
   if (c->magic != CONN_MAGIC)
     abort(); /* a freed or foreign pointer: a bug of the caller */
   pthread_mutex_lock(&locals.lock);

@@ -454,16 +454,3 @@ uint64_t mp__arena_in_use(void) {
   arena_unlock(h);
   return n;
 }
-
-void *mp_raw_alloc(size_t size) {
-  mp__check_bootstrapped();
-  if (size == 0) {
-    errno = EINVAL;
-    return NULL;
-  }
-  return mp__shm_alloc(size);
-}
-
-void mp_raw_free(void *ptr) {
-  mp__shm_free(ptr);
-}

@@ -7,7 +7,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "process/start.h"
+#include "core/crypto.h"
 
 typedef const void *(*evp_get_digestbyname_fn)(const char *name);
 typedef unsigned char *(*hmac_fn)(const void *evp_md, const void *key,

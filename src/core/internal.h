@@ -2,6 +2,7 @@
 #ifndef MPROC_INTERNAL_H
 #define MPROC_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -68,113 +69,60 @@ uint64_t mp__arena_in_use(void);
  * FD_CLOEXEC in the parent. Thread-safe. Returns 0 or -errno. */
 int mp__inherit_fd_add(int fd);
 void mp__inherit_fd_remove(int fd);
+/* A malloc'd copy of the registered fds, after `reserve` free slots at the
+ * front (and one spare at the end). Returns the number copied, or -ENOMEM. */
+int mp__inherit_fd_copy(int **out, size_t reserve);
 
-/* ---- Process objects ------------------------------------------------------
- */
-#include <pthread.h>
+/* ---- After fork -----------------------------------------------------------
+ * One registry for what each area must do around fork(): every fork of the
+ * process (the fork start method, the forkserver's forks and the user's own
+ * fork()) runs the registered handlers, as pthread_atfork runs its own:
+ * prepare in reverse order of registration, parent and child in order.
+ * Handlers must be async-signal-safe in the child (it has one thread). */
+typedef struct mp__atfork {
+  void (*prepare)(void); /* any of the three may be NULL */
+  void (*parent)(void);
+  void (*child)(void);
+  _Atomic bool registered; /* set by mp__atfork_register */
+} mp__atfork_t;
 
-#define MP__AUTHKEY_LEN 32
-#define MP__MAX_DEPTH   16 /* nesting of Process-1:2:3 names */
+void mp__atfork_add(mp__atfork_t *h);
 
-enum mp__process_kind {
-  MP__PROCESS_CHILD,  /* made by mp_process_new*: started by the caller */
-  MP__PROCESS_MAIN,   /* mp_current_process() of the main program */
-  MP__PROCESS_SELF,   /* mp_current_process() inside a child */
-  MP__PROCESS_PARENT, /* mp_parent_process() inside a child */
+/* Registers h (static storage) once: later calls cost one load, so areas
+ * call it on their first use of anything fork must know about.
+ * Thread-safe. Aborts with a message when the table is full: it has room
+ * for every area of the library. */
+static inline void mp__atfork_register(mp__atfork_t *h) {
+  if (!atomic_load_explicit(&h->registered, memory_order_acquire))
+    mp__atfork_add(h);
+}
+
+/* ---- Bootstrap of spawned children ------------------------------------------
+ * A spawned child (spawn, or a child of the forkserver) is a fresh exec of
+ * the program. Its start data is read before main(); mp_main() then runs it.
+ * A process whose start data was found here is "pending" until mp_main()
+ * takes over. */
+enum mp__boot_role {
+  MP__BOOT_NONE,   /* an ordinary program, or mp_main() already ran */
+  MP__BOOT_CHILD,  /* a spawned child, waiting for mp_main() */
+  MP__BOOT_SERVER, /* a forkserver, waiting for mp_main() */
 };
 
-enum mp__process_state {
-  MP__PROCESS_INITIAL,
-  MP__PROCESS_STARTED,
-  MP__PROCESS_CLOSED,
+/* Exit statuses of the start machinery: a child or forkserver that cannot
+ * run exits with one of these, before any user code ran. */
+enum mp__exit_status {
+  MP__EXIT_START_FAILED = 70, /* start data unusable, target not found, no
+                                 mp_main() in the program */
+  MP__EXIT_NO_RANDOM = 71,    /* the forkserver found no random bytes */
+  MP__EXIT_AUTH_FAILED = 72,  /* a forkserver's client failed the challenge */
+  MP__EXIT_NO_MEMORY = 73,    /* the forkserver ran out of memory */
+  MP__EXIT_POLL_FAILED = 74,  /* the forkserver's poll failed */
 };
 
-enum mp__start_method {
-  MP__METHOD_FORK,
-  MP__METHOD_SPAWN,
-  MP__METHOD_FORKSERVER,
-  MP__METHOD_COUNT,
-};
-
-struct mp_context {
-  const char *name;
-  enum mp__start_method method;
-};
-
-/* A process object lives in the memory of the process that made it.
- * `lock` guards the fields below it that change after start (pidfd,
- * reaped, exitcode, sentinel); the library's family lock guards the
- * children list links. */
-struct mp_process {
-  enum mp__process_kind kind;
-  _Atomic int state; /* enum mp__process_state */
-  char *name;
-  bool daemon;
-  bool library_owned; /* freed by the user while running */
-  const mp_context_t *ctx;
-  void (*target)(void *arg);
-  void *arg;
-  size_t arg_size;
-  const mp_process_type_t *type;
-  void *data;
-  unsigned identity[MP__MAX_DEPTH];
-  unsigned depth;
-  pid_t creator_pid; /* only this process may start, join, signal it */
-  unsigned char authkey[MP__AUTHKEY_LEN];
-  mp_process_t *prev, *next; /* children list, while tracked */
-
-  pthread_mutex_t lock;
-  pid_t pid;
-  int pidfd;    /* for signals and, for true children, waitid */
-  int sentinel; /* readable when the process ended (== pidfd, or a status
-                   fd from the forkserver) */
-  bool reaped;
-  bool via_server; /* started by the forkserver: the exit status comes
-                      through the sentinel, not waitid */
-  int exitcode;
-};
-
-/* The start methods. Each launches p (state INITIAL, checks done, the
- * family lock held) and fills pid, pidfd and sentinel, or returns a code. */
-int mp__start_fork(mp_process_t *p);
-int mp__start_spawn(mp_process_t *p);
-int mp__start_forkserver(mp_process_t *p);
-
-/* The default context's method (MPROC_START_METHOD, or set_start_method),
- * fixing it as Python's first use does. */
-const mp_context_t *mp__default_context(void);
-
-/* Who a child's parent is, as the child learns it at start. */
-typedef struct mp__child_start {
-  pid_t parent_pid;    /* the process that started it */
-  char *parent_name;   /* never freed in the child */
-  int parent_pidfd;    /* a pidfd of the parent, or -1 */
-  pid_t direct_parent; /* who forked it: the parent, or the forkserver */
-} mp__child_start_t;
-
-/* Runs the child side of a started process: p becomes the current
- * process, the target or run() is called, the process exits. Never
- * returns. */
-_Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start);
-
-/* Sets the default start method of a child to its parent's (as Python's
- * spawn preparation does). */
-void mp__set_default_method(enum mp__start_method method);
-
-/* After a start method set p->pid: opens the pidfd that watches the child
- * (or keeps the pipe sentinel where there are no pidfds). On failure the
- * child is killed and reaped. 0 or -errno. */
-int mp__watch_child(mp_process_t *p);
-
-/* The calling process's own pidfd, opened once; -errno on failure
- * (-ENOSYS where the system has no pidfds). */
-int mp__self_pidfd(void);
-
-/* ---- Process family -------------------------------------------------------
- * Called in a child right after it came to life (fork, spawn or forkserver)
- * before it runs user code: areas reset their per-process state. */
-void mp__process_after_fork_child(void);
-
+/* Called by the constructor that found start data. */
+void mp__boot_set_role(enum mp__boot_role role);
+/* mp_main(): the pending role, once (MP__BOOT_NONE afterwards). */
+enum mp__boot_role mp__boot_take(void);
 /* Stops a spawned child that reached the API without passing through
  * mp_main() (see mp_main); does nothing otherwise. */
 void mp__check_bootstrapped(void);

@@ -101,7 +101,6 @@ static _Thread_local MP__TLS_MODEL struct robust_list_head *self_head;
 
 /* This process's view of the table (the same address in every process). */
 static _Atomic(struct owner_table *) table;
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* ---- the table ----------------------------------------------------------- */
 
@@ -236,9 +235,7 @@ static void forget_self_in_child(void) {
   self_head = NULL;
 }
 
-static void register_atfork(void) {
-  pthread_atfork(NULL, NULL, forget_self_in_child);
-}
+static mp__atfork_t owner_atfork = {.child = forget_self_in_child};
 
 /* Reserves a slot: one never used, else one whose owner died. Returns it
  * with seq odd (ours to fill), or NULL when every slot is in use. */
@@ -283,7 +280,7 @@ static int take_slot(void) {
   int rc = owner_table_init();
   if (rc < 0)
     return rc;
-  pthread_once(&atfork_once, register_atfork);
+  mp__atfork_register(&owner_atfork);
   struct robust_list_head *head = find_usable_head();
   uint32_t old_word;
   struct owner_table *t = the_table();

@@ -11,7 +11,8 @@
 #include "core/owner.h"
 #include "sync/lock.h"
 #include "mproc/pool.h"
-#include "process/start.h"
+#include "core/fnref.h"
+#include "process/process.h"
 
 #define MP__POOL_MAGIC 0x504f4f4cu /* "POOL" */
 #define MP__JOB_MAGIC  0x4a4f4221u /* "JOB!" */

@@ -2,7 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/internal.h"
+#include "process/process.h"
 
 static mp_context_t contexts[MP__METHOD_COUNT] = {
     [MP__METHOD_FORK] = {"fork", MP__METHOD_FORK},

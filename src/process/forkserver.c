@@ -26,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/crypto.h"
 #include "process/start.h"
 
 #define CHALLENGE_LEN 32
@@ -103,10 +104,6 @@ static struct {
   int pidfd;
 } server = {-1, 0, -1};
 
-int mp__forkserver_channel(void) {
-  return server.sock;
-}
-
 pid_t mp__forkserver_pid(void) {
   return server.pid;
 }
@@ -126,7 +123,7 @@ static void server_forget(void) {
 }
 
 /* In a forked child: the parent's server is not ours. */
-void mp__forkserver_after_fork_child(void) {
+static void forget_in_child(void) {
   if (server.sock >= 0)
     close(server.sock);
   if (server.pidfd >= 0)
@@ -135,16 +132,16 @@ void mp__forkserver_after_fork_child(void) {
   server.pid = 0;
 }
 
-static int answer_challenge(int sock) {
+static mp__atfork_t forkserver_atfork = {.child = forget_in_child};
+
+static int answer_challenge(int sock, const mp_process_t *self) {
   unsigned char challenge[CHALLENGE_LEN], mac[64];
   int nfds = 0;
   ssize_t n = recv_msg(sock, challenge, sizeof challenge, NULL, &nfds);
   if (n != CHALLENGE_LEN)
     return n < 0 ? (int)n : MP_EAUTH;
-  size_t key_len;
-  const unsigned char *key = mp_process_authkey(mp_current_process(), &key_len);
-  int len = mp__hmac("sha256", key, key_len, challenge, sizeof challenge, mac,
-                     sizeof mac);
+  int len = mp__hmac("sha256", self->authkey, sizeof self->authkey, challenge,
+                     sizeof challenge, mac, sizeof mac);
   if (len < 0)
     return len;
   int rc = send_msg(sock, mac, (size_t)len, NULL, 0);
@@ -155,12 +152,12 @@ static int answer_challenge(int sock) {
   return n == 1 && verdict == 'y' ? 0 : MP_EAUTH;
 }
 
-static int server_start(void) {
+static int server_start(const mp_process_t *self) {
   int pair[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
     return -errno;
   int *fds, n;
-  int start_fd = mp__start_data_write(NULL, pair[1], &fds, &n);
+  int start_fd = mp__start_data_write(NULL, self, pair[1], &fds, &n);
   if (start_fd < 0) {
     close(pair[0]);
     close(pair[1]);
@@ -177,16 +174,17 @@ static int server_start(void) {
   }
   server.sock = pair[0];
   server.pid = pid;
-  server.pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-  rc = answer_challenge(server.sock);
+  server.pidfd = mp__pidfd_open(pid);
+  mp__atfork_register(&forkserver_atfork);
+  rc = answer_challenge(server.sock, self);
   if (rc < 0)
     server_forget();
   return rc;
 }
 
-static int request(mp_process_t *p) {
+static int request(mp_process_t *p, const mp_process_t *self) {
   int *fds, n;
-  int start_fd = mp__start_data_write(p, -1, &fds, &n);
+  int start_fd = mp__start_data_write(p, self, -1, &fds, &n);
   if (start_fd < 0)
     return start_fd;
   if (n + 1 > MAX_FDS) {
@@ -222,18 +220,18 @@ static int request(mp_process_t *p) {
   return 0;
 }
 
-int mp__start_forkserver(mp_process_t *p) {
+int mp__start_forkserver(mp_process_t *p, const mp_process_t *self) {
   if (server.sock < 0) {
-    int rc = server_start();
+    int rc = server_start(self);
     if (rc < 0)
       return rc;
   }
-  int rc = request(p);
+  int rc = request(p, self);
   if (rc == -EPIPE || rc == -ECONNRESET) {
     /* The server died (killed?): start a new one, once. */
     server_forget();
-    if ((rc = server_start()) == 0)
-      rc = request(p);
+    if ((rc = server_start(self)) == 0)
+      rc = request(p, self);
   }
   return rc;
 }
@@ -253,7 +251,7 @@ static void challenge_client(int sock, const unsigned char *key,
                              size_t key_len) {
   unsigned char challenge[CHALLENGE_LEN], want[64], got[64];
   if (getrandom(challenge, sizeof challenge, 0) != sizeof challenge)
-    _exit(71);
+    _exit(MP__EXIT_NO_RANDOM);
   int len = mp__hmac("sha256", key, key_len, challenge, sizeof challenge, want,
                      sizeof want);
   int nfds = 0;
@@ -261,7 +259,8 @@ static void challenge_client(int sock, const unsigned char *key,
       recv_msg(sock, got, sizeof got, NULL, &nfds) != len ||
       mp__memcmp_const(want, got, (size_t)len) != 0) {
     send_msg(sock, "n", 1, NULL, 0);
-    _exit(72); /* a client that cannot prove the key gets nothing */
+    _exit(MP__EXIT_AUTH_FAILED); /* a client that cannot prove the key gets
+                                    nothing */
   }
   send_msg(sock, "y", 1, NULL, 0);
 }
@@ -269,7 +268,8 @@ static void challenge_client(int sock, const unsigned char *key,
 /* In the forked child: puts every fd at the number the start data gives
  * (received[0] is the start data, received[1..] the fds it lists, in its
  * order), then closes everything else. */
-static _Noreturn void run_child(int sock, int *received, int count) {
+static _Noreturn void run_child(int sock, int *received, int count,
+                                mp__child_runner_cb run) {
   signal(SIGINT, SIG_DFL);
   close(sock);
   for (size_t i = 0; i < served_count; i++) {
@@ -277,7 +277,7 @@ static _Noreturn void run_child(int sock, int *received, int count) {
     close(served[i].status_fd);
   }
   if (mp__start_data_read(received[0], false) < 0)
-    _exit(70);
+    _exit(MP__EXIT_START_FAILED);
   /* First move them all above every target number, so that no dup2 below
    * overwrites one not yet placed. */
   int above = 3;
@@ -287,21 +287,22 @@ static _Noreturn void run_child(int sock, int *received, int count) {
   for (int i = 1; i < count; i++) {
     int high = fcntl(received[i], F_DUPFD_CLOEXEC, above);
     if (high < 0)
-      _exit(70);
+      _exit(MP__EXIT_START_FAILED);
     close(received[i]);
     received[i] = high;
   }
   for (int i = 1; i < count; i++) {
     int target = mp__start_data_fd(i - 1);
     if (target >= 0 && dup2(received[i], target) < 0)
-      _exit(70);
+      _exit(MP__EXIT_START_FAILED);
     close(received[i]);
   }
   mp__start_data_close_others();
-  mp__run_from_start_data(getppid());
+  run(getppid());
 }
 
-static void serve_request(int sock, int *received, int count) {
+static void serve_request(int sock, int *received, int count,
+                          mp__child_runner_cb run) {
   int32_t reply[2] = {0, 0};
   int status[2] = {-1, -1};
   if (pipe2(status, O_CLOEXEC) < 0 ||
@@ -311,17 +312,17 @@ static void serve_request(int sock, int *received, int count) {
   }
   pid_t pid = fork();
   if (pid == 0)
-    run_child(sock, received, count);
+    run_child(sock, received, count, run);
   if (pid < 0) {
     reply[1] = -errno;
     goto answer;
   }
-  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  int pidfd = mp__pidfd_open(pid);
   if (served_count == served_cap) {
     served_cap = served_cap ? served_cap * 2 : 16;
     served = realloc(served, served_cap * sizeof *served);
     if (!served)
-      _exit(73);
+      _exit(MP__EXIT_NO_MEMORY);
   }
   served[served_count++] = (served_t){pidfd, status[1]};
   status[1] = -1;
@@ -356,7 +357,7 @@ static void report_exit(size_t index) {
 }
 
 _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
-                                   size_t key_len) {
+                                   size_t key_len, mp__child_runner_cb run) {
   /* As Python's forkserver: Ctrl-C is for the client, not the server. */
   signal(SIGINT, SIG_IGN);
   challenge_client(sock, key, key_len);
@@ -364,13 +365,13 @@ _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
     size_t n = served_count + 1;
     struct pollfd *pfds = calloc(n, sizeof *pfds);
     if (!pfds)
-      _exit(73);
+      _exit(MP__EXIT_NO_MEMORY);
     pfds[0] = (struct pollfd){.fd = sock, .events = POLLIN};
     for (size_t i = 0; i < served_count; i++)
       pfds[i + 1] = (struct pollfd){.fd = served[i].pidfd, .events = POLLIN};
     int ready = poll(pfds, (nfds_t)n, -1);
     if (ready < 0 && errno != EINTR)
-      _exit(74);
+      _exit(MP__EXIT_POLL_FAILED);
     for (size_t i = n - 1; ready > 0 && i >= 1; i--)
       if (pfds[i].revents)
         report_exit(i - 1);
@@ -384,7 +385,7 @@ _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
     if (len <= 0)
       _exit(0); /* the client is gone */
     if (op == 'f' && count >= 1)
-      serve_request(sock, received, count);
+      serve_request(sock, received, count, run);
     else
       for (int i = 0; i < count; i++)
         close(received[i]);

@@ -20,11 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "core/internal.h"
-#include "process/start.h"
-
-/* Exit status of a spawned child that reached the API without mp_main(). */
-#define NO_MAIN_EXIT_STATUS 70
+#include "process/process.h"
 
 static struct family {
   pthread_mutex_t lock;   /* guards everything below */
@@ -33,25 +29,15 @@ static struct family {
                              _process_counter) */
   mp_process_t *current;  /* this process's own object */
   mp_process_t *parent;   /* NULL in the main program */
-  int self_pidfd;         /* a pidfd of this process, for its children */
   bool exit_registered;
 } family = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
-    .self_pidfd = -1,
 };
 
 static mp_process_t main_process;
 static pthread_once_t main_once = PTHREAD_ONCE_INIT;
 
 /* ---- small helpers ------------------------------------------------------ */
-
-static int sys_pidfd_open(pid_t pid) {
-  return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static int sys_pidfd_send_signal(int pidfd, int sig) {
-  return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
-}
 
 static void init_main_process(void) {
   mp_process_t *m = &main_process;
@@ -90,21 +76,6 @@ int mp_cpu_count(void) {
     return CPU_COUNT(&set);
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
-}
-
-/* Opened once, under its own lock: the start methods ask for it while they
- * hold the family lock. */
-static pthread_mutex_t self_pidfd_lock = PTHREAD_MUTEX_INITIALIZER;
-
-int mp__self_pidfd(void) {
-  pthread_mutex_lock(&self_pidfd_lock);
-  if (family.self_pidfd < 0) {
-    int fd = sys_pidfd_open(getpid());
-    family.self_pidfd = fd < 0 ? -errno : fd;
-  }
-  int fd = family.self_pidfd;
-  pthread_mutex_unlock(&self_pidfd_lock);
-  return fd;
 }
 
 /* Without pidfds (a kernel before 5.3, or valgrind, which does not know the
@@ -353,15 +324,16 @@ int mp_process_start(mp_process_t *p) {
     }
     p->sentinel = alive[0];
   }
+  const mp_process_t *self = mp_current_process();
   switch (ctx->method) {
   case MP__METHOD_SPAWN:
-    rc = mp__start_spawn(p);
+    rc = mp__start_spawn(p, self);
     break;
   case MP__METHOD_FORKSERVER:
-    rc = mp__start_forkserver(p);
+    rc = mp__start_forkserver(p, self);
     break;
   default:
-    rc = mp__start_fork(p);
+    rc = mp__start_fork(p, self);
     break;
   }
   if (rc == 0) {
@@ -383,16 +355,18 @@ out:
 
 /* The fork start method. Signals are blocked across fork() so that no
  * handler of the parent runs in the child before it is set up. */
-int mp__start_fork(mp_process_t *p) {
+int mp__start_fork(mp_process_t *p, const mp_process_t *self) {
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   pid_t parent_pid = getpid();
+  int parent_pidfd = mp__self_pidfd(); /* the child's copy watches us */
   pid_t pid = fork();
   if (pid == 0) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    mp__child_start_t start = {parent_pid, family.current->name,
-                               family.self_pidfd, parent_pid};
+    mp__child_start_t start = {parent_pid, self->name,
+                               parent_pidfd < 0 ? -1 : parent_pidfd,
+                               parent_pid};
     mp__child_main(p, &start);
   }
   int err = errno;
@@ -401,22 +375,6 @@ int mp__start_fork(mp_process_t *p) {
     return -err;
   p->pid = pid;
   return mp__watch_child(p);
-}
-
-int mp__watch_child(mp_process_t *p) {
-  int pidfd = sys_pidfd_open(p->pid);
-  if (pidfd < 0 && errno == ENOSYS && p->sentinel >= 0)
-    return 0; /* watched through the pipe made in mp_process_start */
-  if (pidfd < 0) {
-    int err = errno;
-    kill(p->pid, SIGKILL);
-    while (waitpid(p->pid, NULL, 0) < 0 && errno == EINTR)
-      ;
-    p->pid = 0;
-    return -err;
-  }
-  p->pidfd = p->sentinel = pidfd;
-  return 0;
 }
 
 /* ---- the child side
@@ -471,11 +429,9 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   /* The forking thread held the family lock; no other thread exists here.
    * Plain stores, not pthread_mutex_init: see make_parent_object. */
   family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-  self_pidfd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   forget_parents_children();
   family.counter = 0;
-  family.self_pidfd = -1;
   family.parent = make_parent_object(start->parent_pid, start->parent_name,
                                      start->parent_pidfd);
   if (p->sentinel >= 0) /* the read end of its own "alive" pipe */
@@ -494,7 +450,6 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
     if (getppid() != start->direct_parent)
       _exit(0);
   }
-  mp__process_after_fork_child();
   redirect_stdin_to_devnull();
 
   if (p->type)
@@ -548,7 +503,7 @@ int mp_process_join(mp_process_t *p, double timeout) {
  * another process that reused the pid; by pid without pidfds (safe while
  * it is unreaped: its pid is still its own). */
 static int signal_child(mp_process_t *p, int sig) {
-  int rc = p->pidfd >= 0 ? sys_pidfd_send_signal(p->pidfd, sig) : -1;
+  int rc = p->pidfd >= 0 ? mp__pidfd_send_signal(p->pidfd, sig) : -1;
   if (p->pidfd < 0 || (rc < 0 && errno == ENOSYS))
     rc = kill(p->pid, sig);
   return rc < 0 && errno != ESRCH ? -errno : 0;
@@ -757,8 +712,4 @@ static void exit_function(void) {
     if (c->library_owned)
       destroy(c);
   }
-}
-
-void mp__process_after_fork_child(void) {
-  mp__forkserver_after_fork_child();
 }

@@ -1,42 +1,57 @@
-/* What the spawn and forkserver start methods share (internal). */
+/* What the spawn and forkserver start methods share (internal): the start
+ * data of a child (start_data.c), the exec of this program (spawn.c) and
+ * the forkserver (forkserver.c). Files here sit below process.c and main.c:
+ * they are handed what they need of the process objects, and never call
+ * back up. */
 #ifndef MPROC_START_H
 #define MPROC_START_H
 
-#include "core/internal.h"
+#include "core/fnref.h"
+#include "process/process.h"
 
-/* A function (or static object) named so that another process of the same
- * program finds it: the path of its module (empty for the main program)
- * and its offset from the module's load base. Under spawn every library is
- * at another address (ASLR), so a raw pointer would be wrong there. Store
- * this, not a function pointer, in shared objects whose callbacks may run
- * in another process (a barrier's action, a pool's task). */
-typedef struct mp__fnref {
-  uint64_t offset;
-  uint32_t valid;
-  char module[236];
-} mp__fnref_t;
+/* The environment variable that tells a spawned program where its start
+ * data is: "c:<fd>" for a child, "s:<fd>" for a forkserver. */
+#define MP__START_ENV "MPROC_SPAWN"
 
-/* 0, or MP_EINVAL when fn is in no loaded module. fn NULL gives an invalid
- * reference that decodes to NULL. */
-int mp__fn_encode(const void *fn, mp__fnref_t *ref);
-/* The address in this process, loading the module if needed; NULL if it
- * cannot be found. */
-void *mp__fn_decode(const mp__fnref_t *ref);
+/* The start data: everything a spawned child or a forkserver needs, written
+ * by the parent into a memfd; the inherited fd numbers and the payload (the
+ * arg bytes or the type's data block) follow the header. */
+typedef struct mp__start_header {
+  uint32_t magic, version;
+  int32_t parent_pid;
+  int32_t parent_pidfd;
+  int32_t arena_fd;
+  int32_t default_method;
+  int32_t channel_fd; /* the forkserver's socket, -1 for a child */
+  uint64_t arena_address, arena_size;
+  uint32_t daemon;
+  uint32_t depth;
+  uint32_t identity[MP__MAX_DEPTH];
+  unsigned char authkey[MP__AUTHKEY_LEN];
+  mp__fnref_t target;    /* the plain form's target, or */
+  mp__fnref_t type;      /* the type of the run() form */
+  uint64_t payload_size; /* the arg bytes or the type's data block */
+  uint32_t fd_count;     /* inherited fd numbers that follow the header */
+  char name[256];
+  char parent_name[256];
+} mp__start_header_t;
 
-/* Writes the start data of p into a new memfd (returned) and gives the fd
- * numbers the child needs at the same numbers (malloc'd). channel_fd is an
- * extra fd for the child (the forkserver's socket), -1 if none. */
-int mp__start_data_write(mp_process_t *p, int channel_fd, int **fds,
-                         int *count);
+/* Writes the start data of p, started by self, into a new memfd (returned)
+ * and gives the fd numbers the child needs at the same numbers (malloc'd).
+ * p NULL describes a forkserver for self. channel_fd is an extra fd for the
+ * child (the forkserver's socket), -1 if none. */
+int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
+                         int channel_fd, int **fds, int *count);
 /* Reads start data (closing fd). close_others: close every fd the child
  * does not need. Maps the arena. */
 int mp__start_data_read(int fd, bool close_others);
+/* The start data read last, its payload, and the error of reading it (0,
+ * or the code mp__start_data_read returned). */
+const mp__start_header_t *mp__start_data(void **payload, int *error);
 /* The number the start data gives its index-th fd (-1 if none). */
 int mp__start_data_fd(int index);
 /* Closes every fd above 2 that the start data does not list. */
 void mp__start_data_close_others(void);
-/* Runs the child described by the start data read last. */
-_Noreturn void mp__run_from_start_data(pid_t direct_parent);
 
 /* posix_spawn of this program in mode "c" (a child) or "s" (a forkserver),
  * with start_fd and fds[] at the same numbers. 0 or -errno (the exec error
@@ -48,21 +63,13 @@ extern const char *mp__spawn_path;
 /* The pid of this process's forkserver, 0 if none (tests only). */
 pid_t mp__forkserver_pid(void);
 
+/* What the forkserver runs in each child it forks, once the child's fds are
+ * in place: builds the process object from the start data and never
+ * returns (main.c gives it). */
+typedef _Noreturn void (*mp__child_runner_cb)(pid_t direct_parent);
+
 /* The forkserver's main loop (in the server process). */
 _Noreturn void mp__forkserver_main(int channel_fd, const unsigned char *key,
-                                   size_t key_len);
-/* In a forked child: forget the parent's forkserver. */
-void mp__forkserver_after_fork_child(void);
-/* The fd of the channel to this process's forkserver, -1 if none. */
-int mp__forkserver_channel(void);
-
-/* HMAC through libcrypto, loaded on first use (so that programs that never
- * authenticate do not pay for loading it). digest: "sha256", "md5", ...
- * Returns the MAC length, or a negative code. */
-int mp__hmac(const char *digest, const void *key, size_t key_len,
-             const void *msg, size_t msg_len, unsigned char *out,
-             size_t out_cap);
-/* Constant-time comparison: 0 when equal. */
-int mp__memcmp_const(const void *a, const void *b, size_t len);
+                                   size_t key_len, mp__child_runner_cb run);
 
 #endif

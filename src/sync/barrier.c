@@ -35,7 +35,7 @@
 #include <assert.h>
 
 #include "core/owner.h"
-#include "process/start.h"
+#include "core/fnref.h"
 
 #define BARRIER_MAGIC 0x42415252u /* "BARR" */
 #define MAX_PARTIES   0xffffu

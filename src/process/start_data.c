@@ -1,0 +1,226 @@
+/* The start data of a spawned child or a forkserver (see start.h).
+ *
+ * The parent writes everything the child needs (name, identity, authkey,
+ * the arena, the target and its arg bytes) into a memfd and passes it, with
+ * the arena and the other fds the child needs, at fixed fd numbers; the
+ * environment variable MPROC_SPAWN names the memfd. In the child, a
+ * constructor reads the start data before main() runs and maps the arena at
+ * the parent's address before anything else can take that range; mp_main(),
+ * first thing in main(), then runs the child (main.c). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "process/start.h"
+
+#define START_MAGIC   0x6d707374u /* "mpst" */
+#define START_VERSION 1u
+
+static int write_all(int fd, const void *buf, size_t len) {
+  const char *p = buf;
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return -errno;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int read_all(int fd, void *buf, size_t len) {
+  char *p = buf;
+  while (len > 0) {
+    ssize_t n = read(fd, p, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return n == 0 ? MP_EINVAL : -errno;
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* The fds a child needs besides 0-2: the arena, the parent's pidfd, the
+ * channel, and the registered ones. Returns the count; the list is
+ * malloc'd. */
+static int collect_fds(int arena_fd, int parent_pidfd, int channel_fd,
+                       int **out) {
+  int user = mp__inherit_fd_copy(out, 3);
+  if (user < 0)
+    return user;
+  /* The forkserver (the one with a channel) holds none of the user's fds:
+   * a pipe end kept open there would hide the peer's EOF forever. */
+  if (channel_fd >= 0)
+    user = 0;
+  int *fds = *out, n = 0;
+  fds[n++] = arena_fd;
+  if (parent_pidfd >= 0) /* none without pidfds */
+    fds[n++] = parent_pidfd;
+  if (channel_fd >= 0)
+    fds[n++] = channel_fd;
+  memmove(fds + n, fds + 3, (size_t)user * sizeof *fds);
+  return n + user;
+}
+
+int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
+                         int channel_fd, int **fds_out, int *fd_count) {
+  mp__start_header_t h = {.magic = START_MAGIC, .version = START_VERSION};
+  h.channel_fd = channel_fd;
+  uintptr_t address;
+  int rc = mp__arena_info(&h.arena_fd, &address, &h.arena_size);
+  if (rc < 0)
+    return rc;
+  h.arena_address = address;
+  h.parent_pid = getpid();
+  h.parent_pidfd = mp__self_pidfd(); /* -ENOSYS without pidfds */
+  if (h.parent_pidfd < 0)
+    h.parent_pidfd = -1;
+  h.default_method = (int32_t)mp__default_context()->method;
+  const mp_process_t *described = p ? p : self;
+  h.daemon = p && p->daemon;
+  h.depth = described->depth;
+  memcpy(h.identity, described->identity, sizeof h.identity);
+  memcpy(h.authkey, described->authkey, sizeof h.authkey);
+  snprintf(h.name, sizeof h.name, "%s", p ? p->name : "ForkServer");
+  snprintf(h.parent_name, sizeof h.parent_name, "%s", self->name);
+  if (!p) {
+    /* The forkserver: no target. */
+  } else if (p->type) {
+    rc = mp__fn_encode(p->type, &h.type);
+    h.payload_size = p->type->data_size;
+  } else {
+    rc = mp__fn_encode((const void *)p->target, &h.target);
+    h.payload_size = p->arg_size;
+  }
+  if (rc < 0)
+    return rc;
+  int *fds;
+  int n = collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds);
+  if (n < 0)
+    return n;
+  h.fd_count = (uint32_t)n;
+
+  int fd = memfd_create("mproc-start", MFD_CLOEXEC);
+  if (fd < 0) {
+    free(fds);
+    return -errno;
+  }
+  const void *payload = !p ? NULL : p->type ? p->data : p->arg;
+  if ((rc = write_all(fd, &h, sizeof h)) < 0 ||
+      (rc = write_all(fd, fds, (size_t)n * sizeof *fds)) < 0 ||
+      (rc = write_all(fd, payload, (size_t)h.payload_size)) < 0) {
+    free(fds);
+    close(fd);
+    return rc;
+  }
+  lseek(fd, 0, SEEK_SET);
+  *fds_out = fds;
+  *fd_count = n;
+  return fd;
+}
+
+/* What a child learned from its start data, until mp_main runs it. */
+static struct {
+  int error; /* reading the start data failed */
+  mp__start_header_t header;
+  void *payload;
+  int *fds;
+} child;
+
+/* Closes every fd above 2 that is not in keep[] (sorted ascending), with
+ * one close_range per gap: the cost does not grow with the number of fds
+ * the parent had open. */
+static void close_all_but(int *keep, int n) {
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      if (keep[j] < keep[i]) {
+        int t = keep[i];
+        keep[i] = keep[j];
+        keep[j] = t;
+      }
+  unsigned first = 3;
+  for (int i = 0; i < n; i++) {
+    if (keep[i] < 3)
+      continue;
+    if ((unsigned)keep[i] > first)
+      syscall(SYS_close_range, first, (unsigned)keep[i] - 1, 0);
+    first = (unsigned)keep[i] + 1;
+  }
+  syscall(SYS_close_range, first, ~0u, 0);
+}
+
+int mp__start_data_fd(int index) {
+  return index >= 0 && (uint32_t)index < child.header.fd_count
+             ? child.fds[index]
+             : -1;
+}
+
+void mp__start_data_close_others(void) {
+  int n = (int)child.header.fd_count;
+  int *keep = malloc(((size_t)n + 1) * sizeof *keep);
+  if (!keep)
+    return;
+  memcpy(keep, child.fds, (size_t)n * sizeof *keep);
+  close_all_but(keep, n);
+  free(keep);
+}
+
+int mp__start_data_read(int fd, bool close_others) {
+  mp__start_header_t *h = &child.header;
+  int rc = read_all(fd, h, sizeof *h);
+  if (rc == 0 && (h->magic != START_MAGIC || h->version != START_VERSION))
+    rc = MP_EINVAL;
+  if (rc == 0 && h->fd_count > 4096)
+    rc = MP_EINVAL;
+  if (rc == 0) {
+    /* In a child of the forkserver, the server's own start data is here:
+     * it is replaced. */
+    free(child.fds);
+    free(child.payload);
+    child.fds = malloc((h->fd_count + 1) * sizeof(int));
+    child.payload = malloc(h->payload_size ? h->payload_size : 1);
+    if (!child.fds || !child.payload)
+      rc = -ENOMEM;
+  }
+  if (rc == 0)
+    rc = read_all(fd, child.fds, h->fd_count * sizeof(int));
+  if (rc == 0)
+    rc = read_all(fd, child.payload, h->payload_size);
+  close(fd);
+  if (rc == 0 && close_others)
+    mp__start_data_close_others();
+  if (rc == 0)
+    rc = mp__arena_attach(h->arena_fd, h->arena_address, h->arena_size);
+  child.error = rc;
+  return rc;
+}
+
+const mp__start_header_t *mp__start_data(void **payload, int *error) {
+  *payload = child.payload;
+  *error = child.error;
+  return &child.header;
+}
+
+/* Runs before main() in every program linked with mproc. Outside a spawned
+ * child it only looks at the environment. */
+__attribute__((constructor)) static void start_data_constructor(void) {
+  const char *marker = getenv(MP__START_ENV);
+  if (!marker)
+    return;
+  char mode = marker[0];
+  int fd = marker[1] == ':' ? atoi(marker + 2) : -1;
+  /* The marker is for this program only: not for programs it runs. */
+  unsetenv(MP__START_ENV);
+  if ((mode != 'c' && mode != 's') || fd < 3)
+    return;
+  mp__boot_set_role(mode == 's' ? MP__BOOT_SERVER : MP__BOOT_CHILD);
+  mp__start_data_read(fd, true);
+}
