@@ -21,6 +21,7 @@ demo: build
 	@scripts/demo.sh $(BUILD)
 
 test: build
+	@python3 scripts/check_layers.py $(BUILD)
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	@scripts/check_leftovers.sh
 

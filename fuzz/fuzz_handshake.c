@@ -10,7 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "conn/conn_internal.h"
+#include "conn/internal.h"
 
 #define KEY       "fuzz key"
 #define INPUT_MAX 65536 /* fits the socket buffer: the write never blocks */

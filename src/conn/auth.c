@@ -18,7 +18,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "conn/conn_internal.h"
+#include "conn/internal.h"
 #include "core/crypto.h"
 
 #define CHALLENGE        "#CHALLENGE#"

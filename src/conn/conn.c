@@ -41,7 +41,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "conn/conn_internal.h"
+#include "conn/internal.h"
 
 #define CONN_MAGIC   0x6d70636eu /* "mpcn" */
 #define FAMILY_MAGIC 0x6d706366u /* "mpcf" */

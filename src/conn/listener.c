@@ -17,7 +17,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "conn/conn_internal.h"
+#include "conn/internal.h"
 
 #define DEFAULT_BACKLOG  128
 #define ADDRESS_MAX      (sizeof(((struct sockaddr_un *)0)->sun_path) + 16)

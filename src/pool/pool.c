@@ -8,11 +8,11 @@
  *     in chunks;
  *   - workers take chunks from the queue under one robust lock, run them
  *     straight from the input array into the output array, and commit them
- *     (pool_queue.c, pool_worker.c); a worker's death anywhere, even inside
- *     the lock, loses nothing (the journal of pool_queue.c);
+ *     (queue.c, worker.c); a worker's death anywhere, even inside
+ *     the lock, loses nothing (the journal of queue.c);
  *   - the caller of map/get waits on the job's futex word, woken by the
  *     worker that completes the job: no pipe, no thread hop;
- *   - the pool thread (pool_thread.c) supervises: deaths, replacements,
+ *   - the pool thread (thread.c) supervises: deaths, replacements,
  *     task_timeout, callbacks, terminate.
  *
  * The parent's records: a request (struct mp_async) per submission, in the
@@ -26,13 +26,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "pool/pool.h"
-
-/* How long a waiter spins before it sleeps (ns). */
-#define WAIT_SPIN_NS 20000
-
-/* At most this many bytes of blocks are kept for reuse. */
-#define CACHE_MAX_BYTES (64u << 20)
+#include "pool/parent.h"
 
 static _Thread_local int last_task_code;
 
@@ -80,221 +74,6 @@ static bool on_pool_thread(const mp_pool_t *pool) {
   return pthread_equal(pthread_self(), pool->thread);
 }
 
-/* ---- Shared-memory blocks, kept for reuse -----------------------------
- * A fresh large block costs page faults in every process that touches it,
- * and a freed one is returned to the system: a pool that maps again and
- * again reuses its blocks instead. */
-
-static mp__pool_block_t block_get(mp_pool_t *pool, size_t size) {
-  mp__pool_block_t b = {NULL, 0};
-  pthread_mutex_lock(&pool->lock);
-  size_t best = SIZE_MAX;
-  for (size_t i = 0; i < pool->cache_count; i++) {
-    size_t cap = pool->cache[i].cap;
-    if (cap >= size && cap / 2 <= size &&
-        (best == SIZE_MAX || cap < pool->cache[best].cap))
-      best = i;
-  }
-  if (best != SIZE_MAX) {
-    b = pool->cache[best];
-    pool->cache[best] = pool->cache[--pool->cache_count];
-    pool->cache_bytes -= b.cap;
-  }
-  pthread_mutex_unlock(&pool->lock);
-  if (!b.ptr) {
-    b.ptr = mp__shm_alloc(size);
-    b.cap = size;
-  }
-  return b;
-}
-
-/* With pool->lock held. */
-static void block_put_locked(mp_pool_t *pool, mp__pool_block_t b) {
-  if (!b.ptr)
-    return;
-  size_t slots = sizeof pool->cache / sizeof pool->cache[0];
-  if (pool->freed || pool->cache_count == slots ||
-      pool->cache_bytes + b.cap > CACHE_MAX_BYTES) {
-    mp__shm_free(b.ptr);
-    return;
-  }
-  pool->cache[pool->cache_count++] = b;
-  pool->cache_bytes += b.cap;
-}
-
-/* ---- Requests ---------------------------------------------------------- */
-
-static bool request_ready(struct mp_async *r) {
-  if (r->has_callbacks)
-    return atomic_load(&r->callbacks_done);
-  return atomic_load(&r->job->done) == r->job->n;
-}
-
-/* Waits on the job's word until ready(arg). The waiter counts itself in
- * `waiters` before the last check, the committer bumps `seq` before it
- * reads `waiters`: either the committer wakes us or our futex_wait finds
- * seq moved. */
-static int job_wait(mp__pool_job_t *job, bool (*ready)(void *), void *arg,
-                    double timeout) {
-  if (ready(arg))
-    return 0;
-  mp__deadline_t deadline = mp__deadline_in(timeout);
-  bool spun = false;
-  for (;;) {
-    uint32_t seq = atomic_load(&job->seq);
-    if (ready(arg))
-      return 0;
-    if (mp__deadline_expired(&deadline))
-      return MP_ETIMEDOUT;
-    if (!spun) {
-      /* A short task finishes within the spin: no sleep, and the worker
-       * needs no wake-up call (waking a sleeper costs tens of us on a
-       * virtual machine). */
-      spun = true;
-      mp__pool_spin(&job->seq, seq, WAIT_SPIN_NS);
-      continue;
-    }
-    atomic_fetch_add(&job->waiters, 1);
-    if (!ready(arg))
-      mp__futex_wait(&job->seq, seq, &deadline);
-    atomic_fetch_sub(&job->waiters, 1);
-  }
-}
-
-static bool request_ready_cb(void *arg) {
-  return request_ready(arg);
-}
-
-static int request_wait(struct mp_async *r, double timeout) {
-  return job_wait(r->job, request_ready_cb, r, timeout);
-}
-
-/* The first failing item of a map, in input order. */
-static void first_failure(const mp__pool_job_t *job, int *result,
-                          int *task_code) {
-  for (uint64_t k = 0; k < job->n; k++) {
-    int32_t state = atomic_load(&job->items[k].state);
-    if (state != MP__ITEM_OK) {
-      *result = state;
-      *task_code = state == MP_ETASK ? job->items[k].task_code : 0;
-      return;
-    }
-  }
-}
-
-/* Copies the outputs of the items that succeeded to the user's array. */
-static void copy_outputs(struct mp_async *r) {
-  const mp__pool_job_t *job = r->job;
-  size_t size = job->out_size;
-  if (!r->user_out || size == 0)
-    return;
-  if (atomic_load(&job->failed) == 0) {
-    memcpy(r->user_out, job->out, job->n * size);
-    return;
-  }
-  uint64_t k = 0;
-  while (k < job->n) {
-    uint64_t start = k;
-    while (k < job->n && atomic_load(&job->items[k].state) == MP__ITEM_OK)
-      k++;
-    if (k > start)
-      memcpy((char *)r->user_out + start * size, job->out + start * size,
-             (k - start) * size);
-    k++;
-  }
-}
-
-void mp__pool_finalize(struct mp_async *r) {
-  pthread_mutex_lock(&r->lock);
-  if (!r->finalized) {
-    mp__pool_job_t *job = r->job;
-    r->result = r->task_code = 0;
-    if (atomic_load(&job->failed) > 0)
-      first_failure(job, &r->result, &r->task_code);
-    if (job->kind == MP__JOB_MAP)
-      copy_outputs(r);
-    r->finalized = true;
-  }
-  pthread_mutex_unlock(&r->lock);
-}
-
-void mp__pool_result(const struct mp_async *r, const void **result,
-                     size_t *len) {
-  const mp__pool_job_t *job = r->job;
-  if (job->kind == MP__JOB_APPLY) {
-    *result = job->out;
-    *len = atomic_load(&job->out_len);
-  } else {
-    *result = r->user_out ? r->user_out : job->out;
-    *len = job->n * job->out_size;
-  }
-}
-
-/* Frees a request nobody uses any more. */
-static void request_destroy(struct mp_async *r) {
-  mp_pool_t *pool = r->pool;
-  mp__pool_job_t *job = r->job;
-  pthread_mutex_lock(&pool->lock);
-  if (r->prev)
-    r->prev->next = r->next;
-  else
-    pool->requests = r->next;
-  if (r->next)
-    r->next->prev = r->prev;
-  if (!pool->freed && mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
-    mp__pool_purge(pool->ps, job);
-    mp__pool_unlock(pool->ps);
-  }
-  for (mp__pool_unit_t *u = job->unit.more, *next; u; u = next) {
-    next = u->more;
-    mp__shm_free(u);
-  }
-  for (int i = MP__BLOCK_COUNT - 1; i >= 0; i--)
-    block_put_locked(pool, r->blocks[i]);
-  bool last = --pool->refs == 0;
-  pthread_mutex_unlock(&pool->lock);
-  pthread_mutex_destroy(&r->lock);
-  free(r);
-  if (last) {
-    pthread_mutex_destroy(&pool->lock);
-    pthread_cond_destroy(&pool->changed);
-    free(pool);
-  }
-}
-
-void mp__pool_thread_release(struct mp_async *r) {
-  pthread_mutex_lock(&r->pool->lock);
-  r->thread_done = true;
-  bool destroy = !r->handle_alive;
-  pthread_mutex_unlock(&r->pool->lock);
-  if (destroy)
-    request_destroy(r);
-}
-
-/* The user is done with the handle. */
-static void request_release(struct mp_async *r) {
-  mp_pool_t *pool = r->pool;
-  bool destroy = true;
-  pthread_mutex_lock(&pool->lock);
-  r->handle_alive = false;
-  if (!r->thread_done && !pool->thread_exited) {
-    if (r->has_callbacks) {
-      destroy = false; /* the pool thread finishes it */
-    } else if (mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
-      /* Not complete: the pool thread is told at completion and frees it
-       * then. The flag and the completion are both under the queue lock. */
-      if (atomic_load(&r->job->done) < r->job->n) {
-        atomic_fetch_or(&r->job->flags, MP__JOB_NOTIFY);
-        destroy = false;
-      }
-      mp__pool_unlock(pool->ps);
-    }
-  }
-  pthread_mutex_unlock(&pool->lock);
-  if (destroy)
-    request_destroy(r);
-}
-
 /* ---- Submission --------------------------------------------------------- */
 
 typedef struct spec {
@@ -334,7 +113,7 @@ static int job_array(mp_pool_t *pool, struct mp_async *r, int which,
     *where = (char *)user;
     return 0;
   }
-  r->blocks[which] = block_get(pool, bytes);
+  r->blocks[which] = mp__pool_block_get(pool, bytes);
   if (!r->blocks[which].ptr)
     return -ENOMEM;
   *where = r->blocks[which].ptr;
@@ -352,7 +131,7 @@ static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
       mul_overflows(s->n, sizeof(mp__pool_item_t), &item_bytes) ||
       item_bytes > SIZE_MAX / 2)
     return -ENOMEM;
-  r->blocks[MP__BLOCK_JOB] = block_get(pool, sizeof(mp__pool_job_t));
+  r->blocks[MP__BLOCK_JOB] = mp__pool_block_get(pool, sizeof(mp__pool_job_t));
   mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
   if (!job)
     return -ENOMEM;
@@ -390,7 +169,7 @@ static int build_apply_job(mp_pool_t *pool, const spec_t *s,
   if (__builtin_add_overflow(size, s->in_size, &size) ||
       __builtin_add_overflow(size, s->out_size, &size))
     return -ENOMEM;
-  r->blocks[MP__BLOCK_JOB] = block_get(pool, size);
+  r->blocks[MP__BLOCK_JOB] = mp__pool_block_get(pool, size);
   mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
   if (!job)
     return -ENOMEM;
@@ -461,16 +240,6 @@ static int enqueue(mp_pool_t *pool, struct mp_async *r, const void *fn) {
   return rc;
 }
 
-static void request_discard(struct mp_async *r) {
-  mp_pool_t *pool = r->pool;
-  pthread_mutex_lock(&pool->lock);
-  for (int i = 0; i < MP__BLOCK_COUNT; i++)
-    block_put_locked(pool, r->blocks[i]);
-  pthread_mutex_unlock(&pool->lock);
-  pthread_mutex_destroy(&r->lock);
-  free(r);
-}
-
 static int check_spec(const spec_t *s) {
   if (!s->fn)
     return MP_EINVAL;
@@ -511,7 +280,7 @@ static int submit(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
     rc = enqueue(pool, r, s->fn);
   }
   if (rc < 0) {
-    request_discard(r);
+    mp__pool_request_discard(r);
     return rc;
   }
   uint64_t chunks = (r->job->n + r->job->unit.chunk - 1) / r->job->unit.chunk;
@@ -553,7 +322,7 @@ static int run_sync(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
   int rc = submit(pool, s, out);
   if (rc < 0)
     return rc;
-  request_wait(*out, MP_FOREVER);
+  mp__pool_request_wait(*out, MP_FOREVER);
   mp__pool_finalize(*out);
   last_task_code = (*out)->task_code;
   return 0;
@@ -576,7 +345,7 @@ int mp_pool_map(mp_pool_t *pool, int (*fn)(const void *in, void *out),
   if (rc < 0)
     return rc;
   rc = r->result;
-  request_release(r);
+  mp__pool_request_release(r);
   return rc;
 }
 
@@ -621,7 +390,7 @@ int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
     *out_len = len;
   if (rc == 0 && len)
     memcpy(out, r->job->out, len);
-  request_release(r);
+  mp__pool_request_release(r);
   return rc;
 }
 
@@ -637,11 +406,11 @@ mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
 /* ---- AsyncResult -------------------------------------------------------- */
 
 int mp_async_wait(mp_async_t *a, double timeout) {
-  return request_wait(a, timeout);
+  return mp__pool_request_wait(a, timeout);
 }
 
 bool mp_async_ready(mp_async_t *a) {
-  if (!request_ready(a))
+  if (!mp__pool_request_ready(a))
     return false;
   mp__pool_finalize(a);
   return true;
@@ -655,7 +424,7 @@ int mp_async_successful(mp_async_t *a) {
 
 int mp_async_get(mp_async_t *a, double timeout, const void **result,
                  size_t *len) {
-  int rc = request_wait(a, timeout);
+  int rc = mp__pool_request_wait(a, timeout);
   if (rc < 0)
     return rc;
   mp__pool_finalize(a);
@@ -687,7 +456,7 @@ int mp_async_item(mp_async_t *a, size_t index, int *task_code) {
 
 void mp_async_free(mp_async_t *a) {
   if (a)
-    request_release(a);
+    mp__pool_request_release(a);
 }
 
 /* ---- imap ------------------------------------------------------------------
@@ -769,14 +538,14 @@ int mp_iter_next(mp_iter_t *it, double timeout, void *out,
   if (it->delivered == job->n)
     return 0;
   if (!it->unordered) {
-    int rc = job_wait(job, next_in_order_ready, it, timeout);
+    int rc = mp__pool_job_wait(job, next_in_order_ready, it, timeout);
     if (rc < 0)
       return rc;
     deliver(it, it->delivered, out, item);
     return 1;
   }
   if (it->run_left == 0) {
-    int rc = job_wait(job, next_logged_ready, it, timeout);
+    int rc = mp__pool_job_wait(job, next_logged_ready, it, timeout);
     if (rc < 0)
       return rc;
     it->run_at = job->log[2 * it->log_pos];
@@ -791,7 +560,7 @@ int mp_iter_next(mp_iter_t *it, double timeout, void *out,
 void mp_iter_free(mp_iter_t *it) {
   if (!it)
     return;
-  request_release(it->r);
+  mp__pool_request_release(it->r);
   free(it);
 }
 

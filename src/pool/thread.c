@@ -21,7 +21,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pool/pool.h"
+#include "pool/parent.h"
 
 /* How a dead worker's running item ends: a code, or run again (the watch
  * killed it just after the task that timed out had finished). */

@@ -1,12 +1,13 @@
-/* The pool's shared state and the parts that workers and the parent share
- * (internal). See pool.c for the design.
+/* What the pool's workers see (internal): the pool's shared state, its
+ * jobs and its queue, and what the workers and the parent share. What only
+ * the parent sees is in parent.h. See pool.c for the design.
  *
  * Everything below lives in the arena, at the same address in every
  * process, so pointers to arena objects are valid everywhere. The only
  * process-local value stored here is a job's `request` (the parent's
  * bookkeeping), which only the parent reads. */
-#ifndef MPROC_POOL_INTERNAL_H
-#define MPROC_POOL_INTERNAL_H
+#ifndef MPROC_POOL_SHARED_H
+#define MPROC_POOL_SHARED_H
 
 #include "core/owner.h"
 #include "sync/lock.h"
@@ -144,7 +145,7 @@ typedef struct mp__pool_shared {
   mp__pool_slot_t slots[];
 } mp__pool_shared_t;
 
-/* ---- The queue (pool_queue.c), used by workers and the parent ---------- */
+/* ---- The queue (queue.c), used by workers and the parent ---------- */
 
 /* Fault injection for tests (sqlite's way of reaching failure paths): when
  * set (in a worker, by a test's initializer), called at each numbered
@@ -167,7 +168,7 @@ enum mp__pool_fault {
 };
 
 /* Takes the queue lock; if its holder died inside, first finishes what the
- * holder was doing (see pool_queue.c). holder: the caller's slot, or
+ * holder was doing (see queue.c). holder: the caller's slot, or
  * MP__NO_HOLDER in the parent. 0, or a negative code from the owner table
  * (the lock is then not held). */
 int mp__pool_lock(mp__pool_shared_t *ps, int32_t holder);
@@ -212,7 +213,7 @@ bool mp__pool_spin(_Atomic uint32_t *word, uint32_t value, uint64_t ns);
 /* Tells the pool thread something happened (eventfd). */
 void mp__pool_notify(const mp__pool_shared_t *ps);
 
-/* ---- The worker (pool_worker.c) ------------------------------------------ */
+/* ---- The worker (worker.c) ------------------------------------------ */
 
 /* What a worker process gets as its data block. */
 typedef struct mp__pool_worker_arg {
@@ -222,98 +223,5 @@ typedef struct mp__pool_worker_arg {
 
 /* The worker process types (Python names them ForkPoolWorker-N, ...). */
 extern const mp_process_type_t mp__pool_worker_types[MP__METHOD_COUNT];
-
-/* ---- The parent's side (pool.c, pool_thread.c) ------------------------ */
-
-#include <pthread.h>
-
-/* The parent's record of one worker slot (pool thread only). */
-typedef struct mp__pool_worker {
-  mp_process_t *proc;   /* NULL: no process in the slot */
-  uint64_t seen_busy;   /* timeout watch: the busy value seen... */
-  uint64_t seen_at;     /* ...first at this time (ns) */
-  bool killed;          /* killed by the watch for task_timeout... */
-  uint64_t kill_busy;   /* ...while this task ran */
-  uint32_t early_kills; /* workers of this slot killed before ready, in a
-                           row (kept across replacements) */
-} mp__pool_worker_t;
-
-/* A shared-memory block the parent owns, and its capacity. */
-typedef struct mp__pool_block {
-  void *ptr;
-  size_t cap;
-} mp__pool_block_t;
-
-enum {
-  MP__BLOCK_JOB,
-  MP__BLOCK_IN,
-  MP__BLOCK_OUT,
-  MP__BLOCK_ITEMS,
-  MP__BLOCK_LOG,
-  MP__BLOCK_COUNT
-};
-
-/* A submission as the parent sees it: what mp_async_t points to, and what
- * an iterator or a synchronous call keeps. The pool's lock guards the
- * links and the flags marked so; `lock` guards the finalization. */
-struct mp_async {
-  mp_pool_t *pool;
-  mp__pool_job_t *job;
-  struct mp_async *prev, *next; /* pool->requests (pool lock) */
-  mp__pool_block_t blocks[MP__BLOCK_COUNT];
-  void *user_out; /* a map's out array, when it is not job->out */
-  mp_async_opts_t opts;
-  bool has_callbacks;
-  bool handle_alive; /* pool lock: the user has not freed it */
-  bool thread_done;  /* pool lock: the pool thread is done with it */
-  _Atomic bool callbacks_done;
-  pthread_mutex_t lock;
-  bool finalized;
-  int result;
-  int task_code;
-};
-
-/* Guarded by `lock` unless said otherwise. */
-struct mp_pool {
-  mp__pool_shared_t *ps;
-  int processes;
-  double task_timeout;
-  mp_context_t *ctx;
-  enum mp__start_method method;
-  int event_fd;
-  pid_t creator;
-  pthread_t thread;           /* the pool thread */
-  mp__pool_worker_t *workers; /* pool thread only */
-  int breaking;               /* pool thread only: why the pool breaks, */
-  int break_exitcode;         /* and the exit code of the worker */
-  struct mp_pool *next_live;  /* the list of live pools (its own lock) */
-
-  pthread_mutex_t lock;
-  pthread_cond_t changed; /* the pool thread's progress */
-  int state;              /* MP__POOL_* as the user set it */
-  bool thread_started, start_failed, terminate_requested, terminated,
-      thread_exited, joining, joined, freed;
-  int error;    /* MP_EBROKEN or a start error; 0 while usable */
-  int exitcode; /* of the worker that broke it */
-  struct mp_async *requests;
-  size_t refs; /* requests in the list, and 1 until freed */
-  const void *fns[MP__POOL_FNS];
-  uint32_t fn_count;
-  mp__pool_block_t cache[16]; /* blocks kept for the next submissions */
-  size_t cache_count, cache_bytes;
-};
-
-/* pool_thread.c: starts the pool thread, which starts the workers; returns
- * once they are started, or the error. */
-int mp__pool_thread_start(mp_pool_t *pool);
-
-/* pool.c, for the pool thread: computes a map's or apply's result and
- * writes a map's outputs (once); and drops the pool thread's interest in a
- * finished request, freeing it if the user already did. */
-void mp__pool_finalize(struct mp_async *r);
-/* A finalized result's bytes: a map's output array or an apply's result. */
-void mp__pool_result(const struct mp_async *r, const void **result,
-                     size_t *len);
-void mp__pool_thread_release(struct mp_async *r);
 
 #endif

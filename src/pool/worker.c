@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool/pool.h"
+#include "pool/shared.h"
 
 /* Exit status of a worker that cannot run at all (no owner slot, or the
  * initializer is not found in this program): it dies before it is ready,

@@ -1,4 +1,4 @@
-/* What the connection files share with each other (conn.c, conn_wait.c,
+/* What the connection files share with each other (conn.c, wait.c,
  * listener.c, auth.c). */
 #ifndef MPROC_CONN_INTERNAL_H
 #define MPROC_CONN_INTERNAL_H

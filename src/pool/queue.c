@@ -26,7 +26,7 @@
  * queue consistent whenever they stop. */
 #include <unistd.h>
 
-#include "pool/pool.h"
+#include "pool/shared.h"
 
 void (*mp__pool_fault_hook)(int point);
 

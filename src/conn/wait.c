@@ -3,7 +3,7 @@
 #include <poll.h>
 #include <stdlib.h>
 
-#include "conn/conn_internal.h"
+#include "conn/internal.h"
 
 #define WAIT_STACK 16
 
