@@ -88,29 +88,39 @@ int mp__futex_waitv(const mp__futex_watch_t *watch, unsigned n,
   return 0; /* EAGAIN (a value changed) or EINTR: re-check */
 }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* The spin adapts per thread: halved (down to SPIN_MIN) after a spin that
  * saw nothing, since the other side was then most likely not running and
  * spinning only delayed our sleep; back to SPIN_MAX after one that saw the
  * change it waited for. */
 static _Thread_local MP__TLS_MODEL unsigned spin_rounds = SPIN_MAX;
 
+/* The one spin loop of the library: up to `rounds` reads of the word, a
+ * pause between two. True as soon as the word left value. */
+static inline bool spin(_Atomic uint32_t *word, uint32_t value,
+                        unsigned rounds) {
+  for (unsigned i = 0; i < rounds; i++) {
+    if (atomic_load_explicit(word, memory_order_relaxed) != value)
+      return true;
+    mp__cpu_relax();
+  }
+  return false;
+}
+
 bool mp__futex_spin(_Atomic uint32_t *word, uint32_t value) {
   unsigned rounds = spin_rounds;
-  for (unsigned i = 0; i < rounds; i++) {
-    if (atomic_load_explicit(word, memory_order_relaxed) != value) {
-      spin_rounds = SPIN_MAX;
-      return true;
-    }
-    cpu_relax();
+  if (spin(word, value, rounds)) {
+    spin_rounds = SPIN_MAX;
+    return true;
   }
   spin_rounds = rounds / 2 > SPIN_MIN ? rounds / 2 : SPIN_MIN;
   return atomic_load_explicit(word, memory_order_relaxed) != value;
+}
+
+bool mp__futex_spin_for(_Atomic uint32_t *word, uint32_t value, uint64_t ns) {
+  uint64_t start = mp__now_ns();
+  do {
+    if (spin(word, value, 64))
+      return true;
+  } while (mp__now_ns() - start < ns);
+  return false;
 }

@@ -64,6 +64,23 @@ static inline bool mp__futex_flag(_Atomic uint32_t *word, uint32_t *v,
  * to a few hundred ns. */
 bool mp__futex_spin(_Atomic uint32_t *word, uint32_t value);
 
+/* Spins for about ns nanoseconds (not adapted) while *word == value; true
+ * as soon as it changed. For waits whose other side is known to be busy
+ * on our behalf (a pool worker finishing a short task). */
+bool mp__futex_spin_for(_Atomic uint32_t *word, uint32_t value, uint64_t ns);
+
+/* The pause between two reads of a spin: lets the sibling hyperthread run
+ * (x86) or hints the core (aarch64). */
+static inline void mp__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
 /* ---- ThreadSanitizer ------------------------------------------------------
  * TSan does not know that a futex wait orders memory; the primitives say
  * where they acquire and release. */

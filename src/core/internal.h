@@ -23,6 +23,8 @@ typedef struct mp__deadline {
 } mp__deadline_t;
 
 mp__deadline_t mp__deadline_in(double timeout);
+/* A deadline that never passes, for waits that have none. */
+#define MP__NO_DEADLINE (&(const mp__deadline_t){.forever = true})
 /* True once the deadline has passed (never for forever). */
 bool mp__deadline_expired(const mp__deadline_t *d);
 /* Milliseconds left for poll(): -1 forever, 0 when expired; rounded up. */

@@ -238,18 +238,3 @@ void mp__pool_notify(const mp__pool_shared_t *ps) {
   ssize_t n = write(ps->event_fd, &one, sizeof one);
   (void)n;
 }
-
-bool mp__pool_spin(_Atomic uint32_t *word, uint32_t value, uint64_t ns) {
-  uint64_t start = mp__now_ns();
-  for (;;) {
-    for (int i = 0; i < 64; i++) {
-      if (atomic_load_explicit(word, memory_order_relaxed) != value)
-        return true;
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-    if (mp__now_ns() - start >= ns)
-      return false;
-  }
-}

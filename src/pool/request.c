@@ -83,7 +83,7 @@ int mp__pool_job_wait(mp__pool_job_t *job, bool (*ready)(void *), void *arg,
        * needs no wake-up call (waking a sleeper costs tens of us on a
        * virtual machine). */
       spun = true;
-      mp__pool_spin(&job->seq, seq, WAIT_SPIN_NS);
+      mp__futex_spin_for(&job->seq, seq, WAIT_SPIN_NS);
       continue;
     }
     atomic_fetch_add(&job->waiters, 1);

@@ -207,9 +207,6 @@ void mp__pool_wake_workers(mp__pool_shared_t *ps, int n);
 /* Wakes the threads waiting on a job (after bumping its seq). */
 void mp__pool_wake_job(mp__pool_job_t *job);
 
-/* Spins up to ns nanoseconds while *word == value; true once it changed. */
-bool mp__pool_spin(_Atomic uint32_t *word, uint32_t value, uint64_t ns);
-
 /* Tells the pool thread something happened (eventfd). */
 void mp__pool_notify(const mp__pool_shared_t *ps);
 

@@ -104,11 +104,10 @@ static uint64_t run_claim(worker_t *w) {
  * call when nobody sleeps. */
 static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
   if (spin)
-    mp__pool_spin(&w->ps->work_seq, seq, IDLE_SPIN_NS);
+    mp__futex_spin_for(&w->ps->work_seq, seq, IDLE_SPIN_NS);
   atomic_store(&w->slot->sleeping, 1);
-  mp__deadline_t forever = mp__deadline_in(MP_FOREVER);
   if (atomic_load(&w->ps->work_seq) == seq)
-    mp__futex_wait(&w->ps->work_seq, seq, &forever);
+    mp__futex_wait(&w->ps->work_seq, seq, MP__NO_DEADLINE);
   atomic_store(&w->slot->sleeping, 0);
 }
 

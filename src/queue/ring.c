@@ -282,17 +282,6 @@ static bool lock_is_held(mp__mutex_t *m) {
   return (atomic_load(&m->word) & MP__MUTEX_OWNER) != 0;
 }
 
-/* Seconds left before the deadline, for mp__mutex_acquire. */
-static double seconds_left(const mp__deadline_t *d) {
-  if (d->forever)
-    return MP_FOREVER;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  double left = (double)(d->at.tv_sec - now.tv_sec) +
-                (double)(d->at.tv_nsec - now.tv_nsec) / 1e9;
-  return left > 0 ? left : 0;
-}
-
 static mp__deadline_t earlier(const mp__deadline_t *a, mp__deadline_t b) {
   if (a->forever)
     return b;
@@ -387,8 +376,9 @@ static void put_repair(mp__ring_t *r);
 static void get_repair(mp__ring_t *r);
 
 /* Takes lock; a holder that died is repaired after. 0 or a negative code. */
-static int section_lock(mp__ring_t *r, mp__mutex_t *lock, double timeout) {
-  int rc = mp__mutex_acquire(lock, timeout);
+static int section_lock(mp__ring_t *r, mp__mutex_t *lock,
+                        const mp__deadline_t *deadline) {
+  int rc = mp__mutex_acquire_until(lock, deadline);
   if (rc != MP_EOWNERDEAD)
     return rc;
   if (lock == &r->put_lock)
@@ -399,7 +389,7 @@ static int section_lock(mp__ring_t *r, mp__mutex_t *lock, double timeout) {
 }
 
 static int put_enter(mp__ring_t *r) {
-  int rc = section_lock(r, &r->put_lock, MP_FOREVER);
+  int rc = section_lock(r, &r->put_lock, MP__NO_DEADLINE);
   if (rc == 0)
     waitlist_wake(&r->getters);
   return rc;
@@ -410,7 +400,7 @@ static void put_leave(mp__ring_t *r) {
 }
 
 static int get_enter(mp__ring_t *r) {
-  int rc = section_lock(r, &r->get_lock, MP_FOREVER);
+  int rc = section_lock(r, &r->get_lock, MP__NO_DEADLINE);
   if (rc == 0)
     waitlist_wake(&r->putters);
   return rc;
@@ -423,7 +413,7 @@ static void get_leave(mp__ring_t *r) {
 /* Waits for the holder of lock to leave (or die: then it repairs). */
 static int section_pass(mp__ring_t *r, mp__mutex_t *lock,
                         const mp__deadline_t *deadline) {
-  int rc = section_lock(r, lock, seconds_left(deadline));
+  int rc = section_lock(r, lock, deadline);
   if (rc == 0)
     mp__mutex_release(lock);
   return rc;
@@ -564,7 +554,7 @@ static void block_trim(mp__ring_t *r) {
 /* Returns a block the caller owns (READING or FILLING), or a QUEUED one
  * nobody will take any more, to the spares. */
 static void block_give_back(mp__ring_t *r, block_t *b, uint64_t expected) {
-  section_lock(r, &r->block_lock, MP_FOREVER);
+  section_lock(r, &r->block_lock, MP__NO_DEADLINE);
   waitlist_wake(&r->putters);
   atomic_compare_exchange_strong(&b->state, &expected,
                                  block_word(BLOCK_SPARE, 0));
@@ -631,7 +621,7 @@ static int block_wait(mp__ring_t *r, op_time_t *t) {
     rc = wait_progress(r, &w, &grace);
     if (rc < 0 && rc != MP_ETIMEDOUT)
       return rc;
-    int lrc = section_lock(r, &r->block_lock, MP_FOREVER);
+    int lrc = section_lock(r, &r->block_lock, MP__NO_DEADLINE);
     if (lrc < 0)
       return lrc;
   }
@@ -646,7 +636,7 @@ static int block_take(mp__ring_t *r, size_t len, op_time_t *t, block_t **out) {
   mp__owner_t me = self_token();
   if (me == MP__OWNER_NONE)
     return -EAGAIN;
-  int rc = section_lock(r, &r->block_lock, MP_FOREVER);
+  int rc = section_lock(r, &r->block_lock, MP__NO_DEADLINE);
   while (rc == 0) {
     block_choice_t c = block_survey(r, len);
     uint64_t need = c.best ? c.best->capacity : block_capacity_for(len);
@@ -1056,8 +1046,7 @@ static int wait_message(mp__ring_t *r, get_op_t *op, uint32_t seen) {
     if (op->drained)
       return MP_ECLOSED;
     op->drained = true;
-    mp__deadline_t forever = mp__deadline_in(MP_FOREVER);
-    int rc = section_pass(r, &r->put_lock, &forever);
+    int rc = section_pass(r, &r->put_lock, MP__NO_DEADLINE);
     return rc < 0 ? rc : get_enter(r);
   }
   if (op->time.timeout == 0)
@@ -1191,7 +1180,7 @@ static uint64_t unfinished_count(mp__ring_t *r) {
 }
 
 int mp__ring_task_done(mp__ring_t *r) {
-  int rc = section_lock(r, &r->join_lock, MP_FOREVER);
+  int rc = section_lock(r, &r->join_lock, MP__NO_DEADLINE);
   if (rc < 0)
     return rc;
   uint64_t w = atomic_load(&r->unfinished);

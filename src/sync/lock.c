@@ -33,14 +33,10 @@ void mp__mutex_init(mp__mutex_t *m, uint32_t magic) {
  * acquire first spins (a holder on another core usually lets go within
  * it), then checks the owner's life and the deadline, then sleeps. */
 static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
-                                               double timeout) {
-  /* Waiting forever needs no clock read (NaN waits forever too). */
-  mp__deadline_t deadline = {.forever = true};
-  if (timeout >= 0)
-    deadline = mp__deadline_in(timeout);
+                                               const mp__deadline_t *deadline) {
   /* A few spins, each until the word changes: the lock may go to a third
    * thread between two of them. None when we may not wait. */
-  int spins = timeout == 0 ? 0 : LOCK_SPINS;
+  int spins = mp__deadline_expired(deadline) ? 0 : LOCK_SPINS;
   for (;;) {
     uint32_t v = atomic_load(&m->word);
     mp__owner_t owner = v & MP__MUTEX_OWNER;
@@ -62,20 +58,33 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
         return MP_EOWNERDEAD;
       continue;
     }
-    if (mp__deadline_expired(&deadline))
+    if (mp__deadline_expired(deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
       continue;
     /* Every way back (release, death, timeout, signal) is re-checked at
      * the top of the loop. */
     mp__futex_watch_t watch = {&m->word, v};
-    mp__owner_wait(owner, &watch, 1, &deadline);
+    mp__owner_wait(owner, &watch, 1, deadline);
   }
 }
 
-/* The acquire of both kinds; inlined with `recursive` constant so that
- * the Lock fast path is one load of the thread's token and one CAS. */
+/* The slow path of an acquire given a timeout: the deadline is computed
+ * only here, so the fast path reads no clock (and waiting forever never
+ * does: NaN waits forever too). */
+static __attribute__((noinline)) int
+lock_slow_timeout(mp__mutex_t *m, mp__owner_t me, double timeout) {
+  mp__deadline_t deadline = {.forever = true};
+  if (timeout >= 0)
+    deadline = mp__deadline_in(timeout);
+  return lock_slow(m, me, &deadline);
+}
+
+/* The acquire of both kinds, until the deadline (NULL: the timeout);
+ * inlined with `recursive` constant so that the Lock fast path is one load
+ * of the thread's token and one CAS. */
 static inline int mutex_acquire(mp__mutex_t *m, double timeout,
+                                const mp__deadline_t *deadline,
                                 bool recursive) {
   mp__owner_t me;
   int rc = mp__owner_self(&me);
@@ -93,7 +102,8 @@ static inline int mutex_acquire(mp__mutex_t *m, double timeout,
   if (!atomic_compare_exchange_strong_explicit(&m->word, &unlocked, me,
                                                memory_order_acquire,
                                                memory_order_relaxed)) {
-    rc = lock_slow(m, me, timeout);
+    rc = deadline ? lock_slow(m, me, deadline)
+                  : lock_slow_timeout(m, me, timeout);
     if (rc != 0 && rc != MP_EOWNERDEAD)
       return rc;
   }
@@ -133,7 +143,12 @@ static inline int rlock_release(mp__mutex_t *m) {
 
 int mp__mutex_acquire(mp__mutex_t *m, double timeout) {
   assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
-  return mutex_acquire(m, timeout, is_recursive(m));
+  return mutex_acquire(m, timeout, NULL, is_recursive(m));
+}
+
+int mp__mutex_acquire_until(mp__mutex_t *m, const mp__deadline_t *deadline) {
+  assert(m->magic == MP__LOCK_MAGIC || m->magic == MP__RLOCK_MAGIC);
+  return mutex_acquire(m, 0, deadline, is_recursive(m));
 }
 
 int mp__mutex_release(mp__mutex_t *m) {
@@ -175,7 +190,7 @@ mp_lock_t *mp_lock_new(void) {
 
 int mp_lock_acquire(mp_lock_t *l, double timeout) {
   assert(l->mutex.magic == MP__LOCK_MAGIC);
-  return mutex_acquire(&l->mutex, timeout, false);
+  return mutex_acquire(&l->mutex, timeout, NULL, false);
 }
 
 int mp_lock_release(mp_lock_t *l) {
@@ -193,7 +208,7 @@ mp_rlock_t *mp_rlock_new(void) {
 
 int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
   assert(r->mutex.magic == MP__RLOCK_MAGIC);
-  return mutex_acquire(&r->mutex, timeout, true);
+  return mutex_acquire(&r->mutex, timeout, NULL, true);
 }
 
 int mp_rlock_release(mp_rlock_t *r) {

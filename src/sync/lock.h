@@ -30,7 +30,11 @@ struct mp_rlock {
 };
 
 void mp__mutex_init(mp__mutex_t *m, uint32_t magic);
+/* 0, MP_EOWNERDEAD (acquired from a dead holder), MP_ETIMEDOUT, or a
+ * negative code; the first form for a caller's timeout (no clock read on
+ * the fast path), the second for a deadline the caller carries. */
 int mp__mutex_acquire(mp__mutex_t *m, double timeout);
+int mp__mutex_acquire_until(mp__mutex_t *m, const mp__deadline_t *deadline);
 int mp__mutex_release(mp__mutex_t *m);
 bool mp__mutex_is_mine(const mp__mutex_t *m);
 
