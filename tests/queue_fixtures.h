@@ -10,17 +10,12 @@
 
 #include "sync_fixtures.h"
 
-/* The arena's bytes in use (src/arena.c, for leak checks). */
-uint64_t mp__arena_in_use(void);
-/* Whether a process died inside an arena call made for the queue
- * (src/ring.c): the arena is not kill-safe, so that block may be lost. */
-struct mp__ring;
-bool mp__ring_arena_interrupted(const struct mp__ring *r);
+#include "testing.h"
 
 /* Checks that freeing q returned every byte to the arena, unless a killed
  * process was inside the arena for it (then says so). */
 static inline void free_and_check_leaks(mp_queue_t *q, uint64_t base) {
-  bool interrupted = mp__ring_arena_interrupted((const struct mp__ring *)q);
+  bool interrupted = mp__ring_arena_interrupted(q);
   mp_queue_free(q);
   uint64_t now = mp__arena_in_use();
   if (interrupted)

@@ -10,10 +10,9 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "testing.h"
 
 /* Internal hooks, linked from the static library. */
-uint64_t mp__arena_in_use(void);
-int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
 
 static void test_alloc_is_zeroed_and_aligned(void **state) {
   (void)state;
@@ -185,8 +184,6 @@ static void test_allocation_after_start_is_visible(void **state) {
 }
 
 static void test_threads_allocate_concurrently(void **state);
-
-_Atomic uint32_t *mp__arena_lock_word(void);
 
 static void return_at_once(void *arg) {
   (void)arg;

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include "pool_fixtures.h"
+#include "testing.h"
 
 #define N 1000
 
@@ -537,7 +538,6 @@ static void test_bad_options(void **state) {
 /* Everything a pool puts in shared memory goes back when it and its handles
  * are freed: jobs, their arrays, the units of requeued chunks, the blocks
  * kept for reuse, the pool's own state. */
-uint64_t mp__arena_in_use(void);
 
 static void test_no_shared_memory_left(void **state) {
   (void)state;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "pool_fixtures.h"
+#include "testing.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
@@ -336,13 +337,12 @@ static void test_initializer_crashes(void **state) {
 }
 
 /* ---- Deaths inside the queue lock ---------------------------------------
- * The pool's fault hook (src/pool/shared.h) makes the first worker that reaches a
+ * The pool's fault hook (src/testing.h) makes the first worker that reaches a
  * given point inside the queue lock die there. Whatever the point, nothing
  * is lost and nothing fails: the next holder of the lock finishes the dead
  * worker's step, and the pool thread settles its chunk. */
 
-extern void (*mp__pool_fault_hook)(int point);
-#define FAULT_POINTS 11 /* enum mp__pool_fault in src/pool/shared.h */
+#define FAULT_POINTS (MP__FAULT_COUNT - 1) /* src/testing.h */
 
 typedef struct fault_arm {
   _Atomic int *armed; /* in shared memory: one death per pool */

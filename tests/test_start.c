@@ -13,10 +13,9 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "testing.h"
 
 /* Internal hooks, linked from the static library. */
-extern const char *mp__spawn_path;
-pid_t mp__forkserver_pid(void);
 
 void mpt_lib_target(void *arg); /* tests/helpers/target_lib.c */
 typedef struct lib_report {

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 
 #include "sync_fixtures.h"
+#include "testing.h"
 
 struct holder_args {
   mp_lock_t *lock;
@@ -374,7 +375,6 @@ static void test_barrier_party_killed(void **state) {
 }
 
 /* barrier.c's test hook: called by a party once its arrival is counted. */
-extern void (*mp__barrier_counted_hook)(void);
 
 static mp_event_t *counted_event; /* set by the victim from its args */
 

@@ -3,8 +3,7 @@
 #include <string.h>
 
 #include "sync_fixtures.h"
-
-uint64_t mp__arena_in_use(void);
+#include "testing.h"
 
 #define WORKERS    3
 #define INCREMENTS 2000

@@ -61,10 +61,6 @@ int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
 /* In a spawned child: maps the parent's arena at its address. */
 int mp__arena_attach(int fd, uintptr_t address, uint64_t size);
 bool mp__arena_contains(const void *ptr);
-/* The allocator's lock word (the holder's tid), for tests. */
-_Atomic uint32_t *mp__arena_lock_word(void);
-/* Bytes handed out and not yet freed, headers included (for tests). */
-uint64_t mp__arena_in_use(void);
 
 /* fds that must exist, at the same number, in every child (spawn and
  * forkserver pass them explicitly; fork inherits them anyway). The fd keeps

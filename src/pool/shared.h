@@ -14,6 +14,7 @@
 #include "mproc/pool.h"
 #include "core/fnref.h"
 #include "process/process.h"
+#include "testing.h"
 
 #define MP__POOL_MAGIC 0x504f4f4cu /* "POOL" */
 #define MP__JOB_MAGIC  0x4a4f4221u /* "JOB!" */
@@ -146,26 +147,6 @@ typedef struct mp__pool_shared {
 } mp__pool_shared_t;
 
 /* ---- The queue (queue.c), used by workers and the parent ---------- */
-
-/* Fault injection for tests (sqlite's way of reaching failure paths): when
- * set (in a worker, by a test's initializer), called at each numbered
- * point inside the queue lock, where it may end the process. NULL
- * otherwise. */
-extern void (*mp__pool_fault_hook)(int point);
-enum mp__pool_fault {
-  MP__FAULT_CLAIM_WRITTEN = 1,
-  MP__FAULT_CLAIMING,
-  MP__FAULT_CLAIM_MOVED,
-  MP__FAULT_CLAIMED,
-  MP__FAULT_COMMIT_JOURNAL,
-  MP__FAULT_COMMITTING,
-  MP__FAULT_COMMIT_LOGGED,
-  MP__FAULT_COMMIT_COUNTED,
-  MP__FAULT_COMMIT_PUSHED,
-  MP__FAULT_COMMITTED,
-  MP__FAULT_POPPED,
-  MP__FAULT_COUNT,
-};
 
 /* Takes the queue lock; if its holder died inside, first finishes what the
  * holder was doing (see queue.c). holder: the caller's slot, or

@@ -58,11 +58,6 @@ void mp__start_data_close_others(void);
  * included). */
 int mp__exec_self(char mode, int start_fd, const int *fds, int n, pid_t *pid);
 
-/* The path the spawn method executes ("/proc/self/exe"); tests only. */
-extern const char *mp__spawn_path;
-/* The pid of this process's forkserver, 0 if none (tests only). */
-pid_t mp__forkserver_pid(void);
-
 /* What the forkserver runs in each child it forks, once the child's fds are
  * in place: builds the process object from the start data and never
  * returns (main.c gives it). */

@@ -32,9 +32,4 @@ int mp__ring_task_done(mp__ring_t *r);
 int mp__ring_join(mp__ring_t *r, double timeout);
 void mp__ring_free(mp__ring_t *r);
 
-/* Whether a process died inside an arena call made for the ring (growing
- * it, taking or freeing a block): the arena may then have lost that block
- * (see ring.c). Only meaningful once every other user is gone; for tests. */
-bool mp__ring_arena_interrupted(const mp__ring_t *r);
-
 #endif

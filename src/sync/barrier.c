@@ -34,6 +34,7 @@
  * party 0 if it saw the claim) finds it dead and breaks the barrier. */
 #include <assert.h>
 
+#include "testing.h"
 #include "core/owner.h"
 #include "core/fnref.h"
 
@@ -76,7 +77,6 @@ struct mp_barrier {
 /* Tests only: called by a party once its arrival is counted (the last
  * party without an action: claimed; its release counts it), to stop it
  * there. NULL otherwise. */
-extern void (*mp__barrier_counted_hook)(void);
 void (*mp__barrier_counted_hook)(void);
 
 /* The low half of the state, for the kernel only: C code reads the whole

@@ -1,0 +1,63 @@
+/* Test hooks: what the library exposes to its own tests, and nothing else
+ * (not installed, not part of the API). Tests include this header instead
+ * of declaring internals themselves; the files that define these include it
+ * too, so that a declaration that drifts from its definition fails to
+ * compile. It includes nothing of src/, and any layer may include it. */
+#ifndef MPROC_TESTING_H
+#define MPROC_TESTING_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* ---- core/arena.c ----------------------------------------------------------
+ */
+/* Bytes handed out and not yet freed, headers included (leak checks). */
+uint64_t mp__arena_in_use(void);
+/* The allocator's lock word (the holder's tid). */
+_Atomic uint32_t *mp__arena_lock_word(void);
+/* The arena's memfd, address and size. */
+int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
+
+/* ---- process/spawn.c, process/forkserver.c ------------------------------- */
+/* The program the spawn method executes ("/proc/self/exe"): tests point it
+ * elsewhere to make the exec fail. */
+extern const char *mp__spawn_path;
+/* The pid of this process's forkserver, 0 if none. */
+pid_t mp__forkserver_pid(void);
+
+/* ---- sync/barrier.c ---------------------------------------------------------
+ */
+/* Called (when set) right after a party was counted: a test kills the
+ * party there. */
+extern void (*mp__barrier_counted_hook)(void);
+
+/* ---- queue/ring.c
+ * ------------------------------------------------------------ */
+/* Whether a process died inside an arena call made for the queue q: the
+ * block it was allocating may be lost, so leak checks are skipped. */
+bool mp__ring_arena_interrupted(const void *q);
+
+/* ---- pool/queue.c
+ * ------------------------------------------------------------- Fault injection
+ * (sqlite's way of reaching failure paths): when set (in a worker, by a test's
+ * initializer), called at each numbered point inside the pool's queue lock,
+ * where it may end the process. */
+extern void (*mp__pool_fault_hook)(int point);
+enum mp__pool_fault {
+  MP__FAULT_CLAIM_WRITTEN = 1,
+  MP__FAULT_CLAIMING,
+  MP__FAULT_CLAIM_MOVED,
+  MP__FAULT_CLAIMED,
+  MP__FAULT_COMMIT_JOURNAL,
+  MP__FAULT_COMMITTING,
+  MP__FAULT_COMMIT_LOGGED,
+  MP__FAULT_COMMIT_COUNTED,
+  MP__FAULT_COMMIT_PUSHED,
+  MP__FAULT_COMMITTED,
+  MP__FAULT_POPPED,
+  MP__FAULT_COUNT,
+};
+
+#endif
