@@ -3,7 +3,7 @@ BUILD       ?= build
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench asan tsan install clean
+.PHONY: all deps build demo test bench asan tsan debug install clean
 
 all: build
 
@@ -36,8 +36,13 @@ tsan:
 	@$(MAKE) test BUILD=build-tsan \
 	  CMAKE_FLAGS="-DMPROC_SANITIZE=thread -DMPROC_WERROR=ON"
 
+# -O0 with assertions: the lock protocols that comments state are checked.
+debug:
+	@$(MAKE) test BUILD=build-debug \
+	  CMAKE_FLAGS="-DCMAKE_BUILD_TYPE=Debug -DMPROC_WERROR=ON"
+
 install: build
 	@cmake --install $(BUILD)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-debug

@@ -34,8 +34,9 @@
  * refused from its header, before anything is read into memory; a limit on
  * the size of every message can be set for accepted connections.
  *
- * Without OpenSSL at build time, authentication is not available:
- * creating a listener or client with a key fails with ENOTSUP. */
+ * Authentication uses HMAC from OpenSSL's libcrypto, loaded at run time on
+ * first use: where no libcrypto can be loaded, creating a listener or
+ * client with a key fails with ENOTSUP. */
 #ifndef MPROC_LISTENER_H
 #define MPROC_LISTENER_H
 
@@ -67,7 +68,7 @@ typedef struct mp_listener_opts {
  * Returns NULL with errno: EINVAL (an address not of the forms above, a
  * path too long for a Unix socket), EADDRINUSE, EACCES, ENOENT (no such
  * directory), a getaddrinfo failure as EHOSTUNREACH, ENOTSUP (a key but no
- * OpenSSL), ENOMEM. */
+ * libcrypto to load), ENOMEM. */
 MP_API mp_listener_t *mp_listener_new(const char *address, const void *authkey,
                                       size_t authkey_len);
 
@@ -124,7 +125,7 @@ typedef struct mp_client_opts {
  * timeout), MP_ECLOSED (the listener closed the connection during the
  * handshake), MP_EINVAL (bad address), -ECONNREFUSED, -ENOENT (no such
  * socket file), -EHOSTUNREACH (name not resolved), -ENOTSUP (a key but no
- * OpenSSL), other -errno. */
+ * libcrypto to load), other -errno. */
 MP_API int mp_client(const char *address, const void *authkey,
                      size_t authkey_len, mp_conn_t **out);
 

@@ -600,6 +600,7 @@ static void lose_readability(mp_conn_t *c, local_t *l) {
  * recv_lock held. */
 static int frame_begin(mp_conn_t *c, local_t *l, const mp__deadline_t *d,
                        size_t *hlen, uint64_t *len) {
+  assert(mp__pthread_mutex_busy(&l->recv_lock));
   int rc = buffer_fill(c, 4, d);
   if (rc == 0 && be_load(buffer_at(c, 0), 4) == 0xffffffffu)
     rc = buffer_fill(c, FRAME_HEADER_MAX, d);

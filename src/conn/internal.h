@@ -44,8 +44,8 @@ int mp__wait_fd(int fd, short events, const mp__deadline_t *deadline);
  * Python's challenge/response over a connection. Both return 0 when both
  * sides are authenticated; MP_EAUTH (wrong key, not the protocol, a frame
  * over MP__AUTH_FRAME_MAX), MP_ETIMEDOUT (deadline), MP_ECLOSED (the peer
- * closed), -ENOTSUP (built without OpenSSL), other -errno. key may be NULL
- * only with key_len 0 (an empty key). */
+ * closed), -ENOTSUP (no libcrypto could be loaded at run time), other -errno.
+ * key may be NULL only with key_len 0 (an empty key). */
 #define MP__AUTH_FRAME_MAX 256 /* Python's recv_bytes(256) */
 
 /* The listener's side: deliver_challenge, then answer_challenge. */
@@ -54,7 +54,8 @@ int mp__auth_server(mp_conn_t *c, const void *key, size_t key_len,
 /* The client's side: answer_challenge, then deliver_challenge. */
 int mp__auth_client(mp_conn_t *c, const void *key, size_t key_len,
                     const mp__deadline_t *deadline);
-/* False when built without OpenSSL: no HMAC, no authentication. */
+/* False when no libcrypto can be loaded at run time: no HMAC, no
+ * authentication. */
 bool mp__auth_available(void);
 
 #endif

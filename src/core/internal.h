@@ -2,6 +2,8 @@
 #ifndef MPROC_INTERNAL_H
 #define MPROC_INTERNAL_H
 
+#include <assert.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -10,6 +12,17 @@
 #include "mproc.h"
 
 #define MP__UNUSED __attribute__((unused))
+
+/* Lock protocols that comments state ("with X held") are asserted in debug
+ * builds (NDEBUG unset; CI runs one). A pthread mutex does not say who
+ * holds it: this checks that somebody does, the best a default mutex
+ * allows. */
+static inline bool mp__pthread_mutex_busy(pthread_mutex_t *m) {
+  if (pthread_mutex_trylock(m) != 0)
+    return true;
+  pthread_mutex_unlock(m);
+  return false;
+}
 /* Thread-local variables read on fast paths: one load, no call. */
 #define MP__TLS_MODEL __attribute__((tls_model("initial-exec")))
 

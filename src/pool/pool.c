@@ -192,6 +192,7 @@ static int build_apply_job(mp_pool_t *pool, const spec_t *s,
 /* The function's index in the pool's table, encoded there on first use.
  * With pool->lock held. */
 static int fn_index(mp_pool_t *pool, const void *fn, uint32_t *index) {
+  assert(mp__pthread_mutex_busy(&pool->lock));
   for (uint32_t i = pool->fn_count; i-- > 0;) {
     if (pool->fns[i] == fn) {
       *index = i;
@@ -212,7 +213,8 @@ static int fn_index(mp_pool_t *pool, const void *fn, uint32_t *index) {
 }
 
 /* Whether the pool takes work. With pool->lock held. */
-static int usable(const mp_pool_t *pool) {
+static int usable(mp_pool_t *pool) {
+  assert(mp__pthread_mutex_busy(&pool->lock));
   if (pool->state != MP__POOL_RUNNING)
     return MP_ESTATE;
   return pool->error ? MP_EBROKEN : 0;
@@ -599,6 +601,7 @@ static int init_shared(mp_pool_t *pool, const mp_pool_opts_t *o) {
 /* Frees the shared state once the pool thread has ended. With pool->lock
  * held. */
 static void release_shared(mp_pool_t *pool) {
+  assert(mp__pthread_mutex_busy(&pool->lock));
   for (size_t i = 0; i < pool->cache_count; i++)
     mp__shm_free(pool->cache[i].ptr);
   pool->cache_count = pool->cache_bytes = 0;

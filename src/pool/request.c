@@ -42,6 +42,7 @@ mp__pool_block_t mp__pool_block_get(mp_pool_t *pool, size_t size) {
 
 /* With pool->lock held. */
 static void block_put_locked(mp_pool_t *pool, mp__pool_block_t b) {
+  assert(mp__pthread_mutex_busy(&pool->lock));
   if (!b.ptr)
     return;
   size_t slots = sizeof pool->cache / sizeof pool->cache[0];

@@ -61,7 +61,8 @@ int mp__exec_self(char mode, int start_fd, const int *fds, int n, pid_t *pid);
 /* What the forkserver runs in each child it forks, once the child's fds are
  * in place: builds the process object from the start data and never
  * returns (main.c gives it). */
-typedef _Noreturn void (*mp__child_runner_cb)(pid_t direct_parent);
+typedef void (*mp__child_runner_cb)(pid_t direct_parent)
+    __attribute__((noreturn));
 
 /* The forkserver's main loop (in the server process). */
 _Noreturn void mp__forkserver_main(int channel_fd, const unsigned char *key,

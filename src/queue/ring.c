@@ -612,6 +612,7 @@ static block_t *block_alloc(mp__ring_t *r, size_t len) {
  * 0: an unbounded put never fails for room). Called with block_lock held;
  * returns 0 with it held again, or an error without it. */
 static int block_wait(mp__ring_t *r, op_time_t *t) {
+  assert(mp__mutex_is_mine(&r->block_lock));
   uint32_t seen = atomic_load(&r->returns);
   int rc = MP_ETIMEDOUT;
   if (t->timeout != 0) {
@@ -780,6 +781,7 @@ static bool count_full(mp__ring_t *r) {
 /* The count is at maxsize: wait for a get. Called under put_lock; returns
  * 0 with it held again, or an error without it. */
 static int wait_count(mp__ring_t *r, put_op_t *op, uint32_t seen) {
+  assert(mp__mutex_is_mine(&r->put_lock));
   put_leave(r);
   if (op->time.timeout == 0)
     return MP_EFULL;
@@ -804,6 +806,7 @@ static bool grown(const void *arg) {
  * when they take nothing for GROW_GRACE (at once for timeout 0). Called
  * under put_lock; returns 0 with it held again, or an error without it. */
 static int wait_room(mp__ring_t *r, put_op_t *op, segment_t *s, uint32_t seen) {
+  assert(mp__mutex_is_mine(&r->put_lock));
   if (op->time.timeout == 0) {
     op->grow = true;
     return 0;
@@ -1041,6 +1044,7 @@ typedef struct get_op {
 /* Nothing at the head of s. Called under get_lock; returns 0 with it held
  * again, or a code without it. */
 static int wait_message(mp__ring_t *r, get_op_t *op, uint32_t seen) {
+  assert(mp__mutex_is_mine(&r->get_lock));
   get_leave(r);
   if (is_closed(r)) {
     /* A put that began before close may still publish: let it finish. */
