@@ -31,7 +31,7 @@ def layer(path):
     return LAYERS.index(parts[1]) if len(parts) > 2 and parts[1] in LAYERS else -1
 
 
-def symbol_edges(build):
+def symbol_edges(build, top):
     objdir = os.path.join(build, "CMakeFiles", "mproc_objects.dir")
     defs, uses = {}, {}
     for root, _, files in os.walk(objdir):
@@ -40,6 +40,8 @@ def symbol_edges(build):
                 continue
             obj = os.path.join(root, name)
             src = os.path.relpath(obj, objdir)[:-2]
+            if not os.path.exists(os.path.join(top, src)):
+                continue  # left over from a file since moved or removed
             out = subprocess.run(["nm", obj], capture_output=True, text=True,
                                  check=True).stdout
             for line in out.splitlines():
@@ -116,7 +118,7 @@ def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    edges = symbol_edges(sys.argv[1]) | include_edges(top)
+    edges = symbol_edges(sys.argv[1], top) | include_edges(top)
     bad = 0
     for a, b, why in sorted(edges):
         if layer(a) < 0 or layer(b) < 0:
