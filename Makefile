@@ -3,7 +3,7 @@ BUILD       ?= build
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench asan tsan install clean
+.PHONY: all deps build demo test bench asan tsan install docs deb clean
 
 all: build
 
@@ -38,5 +38,13 @@ tsan:
 install: build
 	@cmake --install $(BUILD)
 
+# The API reference (Doxygen, one page per header) in $(BUILD)/docs/html.
+docs:
+	@scripts/docs.sh $(BUILD)/docs
+
+# The Debian packages (runtime and -dev) in build-deb/.
+deb:
+	@scripts/deb.sh build-deb
+
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-deb

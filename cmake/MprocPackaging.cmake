@@ -20,7 +20,7 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION libs)
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
     "Python's multiprocessing for C on Linux (shared library)")
 # The shlibs file and the ldconfig trigger of a shared library package.
-set(CPACK_DEBIAN_RUNTIME_PACKAGE_GENERATE_SHLIBS ON)
+set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS ON)
 set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 # HMAC (authenticated connections, the forkserver) loads libcrypto.so.3.
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_RECOMMENDS "libssl3")
