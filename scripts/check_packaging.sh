@@ -77,6 +77,8 @@ project(embeds_mproc C)
 add_subdirectory("$src" mproc)
 add_executable(first first.c)
 target_link_libraries(first PRIVATE mproc::mproc)
+add_executable(first_static first.c)
+target_link_libraries(first_static PRIVATE mproc::mproc_static)
 CM
 
 # ---- 1. Install to a prefix ----------------------------------------------
@@ -138,13 +140,14 @@ targets=$(cmake --build cmake_subdir/build --target help |
   sed -n 's/^\.\.\. \([^ ]*\).*/\1/p' |
   grep -Ev '^(all|clean|depend|edit_cache|rebuild_cache|install.*|list_install_components|package.*|test)$|\.[ios]$' |
   sort | tr '\n' ' ')
-if [ "$targets" != "first mproc mproc_objects mproc_static " ]; then
+if [ "$targets" != "first first_static mproc mproc_objects mproc_static " ]; then
   echo "packaging: add_subdirectory adds targets beyond the library: $targets" >&2
   exit 1
 fi
 quiet cmake --build cmake_subdir/build -j "$jobs"
 expect "child got 42" env MPROC_START_METHOD=forkserver cmake_subdir/build/first
-echo "packaging: add_subdirectory ($cc_subdir -O0): only the library built (no cmocka), mproc::mproc ran"
+expect "child got 42" cmake_subdir/build/first_static
+echo "packaging: add_subdirectory ($cc_subdir -O0): only the library built (no cmocka), mproc::mproc and mproc::mproc_static ran"
 
 # ---- 3 and 4. For /usr: DESTDIR staging and the Debian packages ----------
 deb=$work/deb
