@@ -25,5 +25,5 @@ fi
 others=$(grep -c "warning" "$log" || true)
 pages=$(ls "$out/html"/*_8h.html | wc -l)
 echo "docs: $pages header pages in $out/html (start at index.html);" \
-  "every public function documented; $others other warnings (types," \
-  "fields: $log)"
+  "every public function documented; $others other warnings (struct" \
+  "fields described by their struct's comment, ...: $log)"

@@ -66,9 +66,12 @@ def statement_ends(lines, start):
 def declared_name(lines, start, end):
     """The name a statement declares: a macro's, a function's, a typedef's."""
     code = " ".join(split_code(l)[0] for l in lines[start:end + 1])
-    m = (re.match(r"\s*#define\s+(\w+)", code) or
-         re.search(r"\(\s*\*\s*(\w+)\s*\)\s*\(", code) or
-         re.search(r"(\w+)\s*\(", code) or re.search(r"(\w+)\s*;", code))
+    if code.lstrip().startswith("typedef"):
+        m = (re.search(r"\(\s*\*\s*(\w+)\s*\)\s*\(", code) or
+             re.search(r"(\w+)\s*;", code))
+    else:
+        m = (re.match(r"\s*#define\s+(\w+)", code) or
+             re.search(r"(\w+)\s*\(", code) or re.search(r"(\w+)\s*;", code))
     return m.group(1) if m else None
 
 
@@ -91,6 +94,16 @@ def doc_comment(lines, start, end):
             lines[k] = title.rstrip()
 
 
+def escape_tags(lines, start, end, col=0):
+    """In comment lines start..end (from column col on the first), writes
+    <name> (a placeholder in the prose) so that Doxygen does not read it as
+    an HTML tag."""
+    for k in range(start, end + 1):
+        head, tail = (lines[k][:col], lines[k][col:]) if k == start else (
+            "", lines[k])
+        lines[k] = head + re.sub(r"<(\w+)>", r"\\<\1\\>", tail)
+
+
 def filter_header(text):
     lines = text.split("\n")
     seen_code = False
@@ -105,9 +118,12 @@ def filter_header(text):
         if code.strip():
             # A comment after code documents that member.
             lines[k] = code + "/**<" + line[col + 2:]
-            k = comment_end(lines, k) + 1
+            end = comment_end(lines, k)
+            escape_tags(lines, k, end, col)
+            k = end + 1
             continue
         end = comment_end(lines, k)
+        escape_tags(lines, k, end)
         if not seen_code:
             # @file takes a name from the rest of its line: put it last.
             lines[k] = line[:col] + "/**" + line[col + 2:]
