@@ -3,7 +3,7 @@ BUILD       ?= build
 JOBS        ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test bench asan tsan install docs deb clean
+.PHONY: all deps build demo test bench asan tsan install clean
 
 all: build
 
@@ -38,13 +38,16 @@ tsan:
 install: build
 	@cmake --install $(BUILD)
 
+.PHONY: docs deb
+
 # The API reference (Doxygen, one page per header) in $(BUILD)/docs/html.
 docs:
 	@scripts/docs.sh $(BUILD)/docs
 
-# The Debian packages (runtime and -dev) in build-deb/.
+# The Debian packages (runtime and -dev) in build-deb/ (make clean leaves
+# it: rm -rf build-deb).
 deb:
 	@scripts/deb.sh build-deb
 
 clean:
-	rm -rf build build-asan build-tsan build-deb
+	rm -rf build build-asan build-tsan

@@ -107,11 +107,15 @@ expect "$seed_line" env MPROC_START_METHOD=forkserver ./seed_static
 # The README's command, as shown (with the prefix on PKG_CONFIG_PATH).
 quiet sh -c "$first_cmd"
 expect "child got 42" env LD_LIBRARY_PATH="$libdir" ./first
+# The README's rpath form runs without LD_LIBRARY_PATH.
+quiet cc -std=c11 first.c $(pkg-config --cflags --libs mproc) \
+  -Wl,-rpath,"$(pkg-config --variable=libdir mproc)" -o first_rpath
+expect "child got 42" ./first_rpath
 quiet cc -std=c11 -Wall -Werror wordfreq.c $(pkg-config --cflags --libs mproc) \
   -o wordfreq
 expect "the: 4" env LD_LIBRARY_PATH="$libdir" ./wordfreq
 expect "the: 4" env LD_LIBRARY_PATH="$libdir" MPROC_START_METHOD=spawn ./wordfreq
-echo "packaging: install + pkg-config: shared, static (--static), README, tutorial built and ran"
+echo "packaging: install + pkg-config: shared, static (--static), rpath, README, tutorial built and ran"
 
 quiet cmake -S cmake_find -B cmake_find/build -DCMAKE_PREFIX_PATH="$prefix"
 quiet cmake --build cmake_find/build -j "$jobs"
