@@ -44,5 +44,16 @@ debug:
 install: build
 	@cmake --install $(BUILD)
 
+.PHONY: docs deb
+
+# The API reference (Doxygen, one page per header) in $(BUILD)/docs/html.
+docs:
+	@scripts/docs.sh $(BUILD)/docs
+
+# The Debian packages (runtime and -dev) in build-deb/ (make clean leaves
+# it: rm -rf build-deb).
+deb:
+	@scripts/deb.sh build-deb
+
 clean:
 	rm -rf build build-asan build-tsan build-debug

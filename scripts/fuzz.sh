@@ -9,9 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 build=build-fuzz
-if ! command -v clang >/dev/null; then
-  echo "fuzz: clang not found (apt-get install clang)" >&2
-  exit 1
+# clang and its libFuzzer runtime are needed here only (not by make build,
+# demo or test): installed when missing.
+fuzzer_links() {
+  echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n)
+        { (void)d; (void)n; return 0; }' |
+    clang -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null
+}
+if ! command -v clang >/dev/null || ! fuzzer_links; then
+  scripts/deps.sh clang libclang-rt-dev
 fi
 CC=clang cmake -S . -B "$build" -DMPROC_FUZZ=ON -DMPROC_BUILD_TESTS=OFF \
   >/dev/null

@@ -53,6 +53,8 @@
 extern "C" {
 #endif
 
+/* One end of a pipe or of a socket connection
+ * (multiprocessing.connection.Connection); opaque. */
 typedef struct mp_conn mp_conn_t;
 
 /* multiprocessing.Pipe(duplex). duplex: a socketpair, both ends read and
@@ -167,6 +169,8 @@ typedef enum mp_waitable_kind {
   MP_WAITABLE_FD,
 } mp_waitable_kind_t;
 
+/* One object for mp_wait: kind says which member of u is set
+ * (mp_waitable_conn, mp_waitable_process and mp_waitable_fd fill it). */
 typedef struct mp_waitable {
   mp_waitable_kind_t kind;
   union {

@@ -38,6 +38,8 @@ extern "C" {
   X(EWORKER, -1011, "the worker process died while running the task")          \
   X(ETASK, -1012, "the task returned an error")
 
+/* The codes as constants (MP_ESTATE, MP_ETIMEDOUT, ...), from
+ * MP_ERROR_MAP. */
 enum mp_error {
 #define MP_ERROR_ENUM_(name, value, message) MP_##name = (value),
   MP_ERROR_MAP(MP_ERROR_ENUM_)

@@ -47,6 +47,7 @@
 extern "C" {
 #endif
 
+/* A listening socket (multiprocessing.connection.Listener); opaque. */
 typedef struct mp_listener mp_listener_t;
 
 /* The default time a connected peer has to complete the handshake. */
@@ -55,6 +56,8 @@ typedef struct mp_listener mp_listener_t;
  * CONNECTION_TIMEOUT, "a very generous timeout for local connections"). */
 #define MP_CLIENT_TIMEOUT 20.0
 
+/* Options of mp_listener_new_with_opts; a NULL pointer means all
+ * defaults. */
 typedef struct mp_listener_opts {
   int backlog;              /* listen() backlog; 0: 128 (Python: 1) */
   double handshake_timeout; /* 0: MP_HANDSHAKE_TIMEOUT; MP_FOREVER: none */
@@ -111,6 +114,7 @@ MP_API int mp_listener_close(mp_listener_t *l);
  * belongs to the process that made it; a child must not use it. */
 MP_API void mp_listener_free(mp_listener_t *l);
 
+/* Options of mp_client_with_opts; a NULL pointer means all defaults. */
 typedef struct mp_client_opts {
   double timeout;     /* to connect and authenticate; 0: MP_CLIENT_TIMEOUT,
                          MP_FOREVER: no limit (Python) */

@@ -68,8 +68,11 @@
 extern "C" {
 #endif
 
+/* A process pool (multiprocessing.Pool); opaque. */
 typedef struct mp_pool mp_pool_t;
+/* The handle of an asynchronous result (AsyncResult); opaque. */
 typedef struct mp_async mp_async_t;
+/* The iterator of mp_pool_imap and mp_pool_imap_unordered; opaque. */
 typedef struct mp_iter mp_iter_t;
 
 /* Options of mp_pool_new; a NULL pointer means all defaults. */

@@ -10,7 +10,9 @@
 extern "C" {
 #endif
 
+/* A process object (multiprocessing.Process); opaque. */
 typedef struct mp_process mp_process_t;
+/* A start method's context (multiprocessing.get_context()); opaque. */
 typedef struct mp_context mp_context_t;
 
 /* Options of a new process; a NULL pointer means all defaults. */

@@ -142,6 +142,7 @@ MP_API bool mp_simple_queue_empty(const mp_simple_queue_t *q);
 /* close(): as mp_queue_close. */
 MP_API int mp_simple_queue_close(mp_simple_queue_t *q);
 
+/* As mp_queue_free. */
 MP_API void mp_simple_queue_free(mp_simple_queue_t *q);
 
 /* ---- JoinableQueue ---------------------------------------------------------
@@ -150,6 +151,8 @@ MP_API void mp_simple_queue_free(mp_simple_queue_t *q);
  * mp_joinable_queue_* twin with the same behaviour. */
 typedef struct mp_joinable_queue mp_joinable_queue_t;
 
+/* The twins of mp_queue_new, _put, _get, _get_into, _qsize, _empty, _full,
+ * _close and _free. */
 MP_API mp_joinable_queue_t *mp_joinable_queue_new(size_t maxsize);
 MP_API int mp_joinable_queue_put(mp_joinable_queue_t *q, const void *buf,
                                  size_t len, double timeout);

@@ -55,12 +55,14 @@ MP_API int mp_lock_acquire(mp_lock_t *l, double timeout);
  * it. */
 MP_API int mp_lock_release(mp_lock_t *l);
 
+/* Frees it (NULL does nothing); see *_free at the top of this file. */
 MP_API void mp_lock_free(mp_lock_t *l);
 
 /* ---- RLock -----------------------------------------------------------------
  * multiprocessing.RLock: recursive, owned by one thread of one process. */
 typedef struct mp_rlock mp_rlock_t;
 
+/* RLock(). NULL with errno ENOMEM when shared memory is exhausted. */
 MP_API mp_rlock_t *mp_rlock_new(void);
 
 /* RLock.acquire(timeout=timeout): as mp_lock_acquire; the owner acquiring
@@ -81,6 +83,7 @@ MP_API unsigned mp_rlock_count(const mp_rlock_t *r);
  * tid is not NULL; 0 (both) when unlocked or when the holder has ended. */
 MP_API pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid);
 
+/* Frees it (NULL does nothing); see *_free at the top of this file. */
 MP_API void mp_rlock_free(mp_rlock_t *r);
 
 /* ---- Semaphore and BoundedSemaphore ----------------------------------------
@@ -107,6 +110,7 @@ MP_API int mp_semaphore_release(mp_semaphore_t *s);
 /* get_value(). */
 MP_API int mp_semaphore_value(const mp_semaphore_t *s);
 
+/* Frees it (NULL does nothing); see *_free at the top of this file. */
 MP_API void mp_semaphore_free(mp_semaphore_t *s);
 
 /* ---- Condition -------------------------------------------------------------
@@ -158,12 +162,16 @@ MP_API int mp_condition_notify(mp_condition_t *c, int n);
  * lock. */
 MP_API int mp_condition_notify_all(mp_condition_t *c);
 
+/* Frees it with its own RLock, never a lock the caller gave it (NULL does
+ * nothing); see *_free at the top of this file. */
 MP_API void mp_condition_free(mp_condition_t *c);
 
 /* ---- Event -----------------------------------------------------------------
  * multiprocessing.Event. */
 typedef struct mp_event mp_event_t;
 
+/* Event(), initially clear. NULL with errno ENOMEM when shared memory is
+ * exhausted. */
 MP_API mp_event_t *mp_event_new(void);
 
 /* set(): wakes every waiter. Always 0. */
@@ -179,6 +187,7 @@ MP_API bool mp_event_is_set(const mp_event_t *e);
  * happened while it slept, as threading.Event), MP_ETIMEDOUT otherwise. */
 MP_API int mp_event_wait(mp_event_t *e, double timeout);
 
+/* Frees it (NULL does nothing); see *_free at the top of this file. */
 MP_API void mp_event_free(mp_event_t *e);
 
 /* ---- Barrier ---------------------------------------------------------------
@@ -219,12 +228,14 @@ MP_API int mp_barrier_reset(mp_barrier_t *b);
  * until reset(). Always 0. */
 MP_API int mp_barrier_abort(mp_barrier_t *b);
 
+/* broken and parties. */
 MP_API bool mp_barrier_broken(const mp_barrier_t *b);
 MP_API unsigned mp_barrier_parties(const mp_barrier_t *b);
 
 /* n_waiting: parties waiting in the current generation (0 when broken). */
 MP_API unsigned mp_barrier_n_waiting(const mp_barrier_t *b);
 
+/* Frees it (NULL does nothing); see *_free at the top of this file. */
 MP_API void mp_barrier_free(mp_barrier_t *b);
 
 #ifdef __cplusplus
