@@ -1,0 +1,134 @@
+/* Items, intents and locks of the shared containers (store.h). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "containers/store.h"
+
+int mp__store_alloc(mp__intent_t *in, size_t size) {
+  atomic_fetch_add(&in->arena_calls, 1);
+  void *p = mp__shm_alloc(size);
+  int err = errno;
+  MP__PUT(&in->fresh, p);
+  atomic_fetch_sub(&in->arena_calls, 1);
+  return p ? 0 : -err;
+}
+
+void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot) {
+  void *p = MP__GET(slot);
+  if (!p)
+    return;
+  atomic_fetch_add(&in->arena_calls, 1);
+  MP__PUT(slot, NULL);
+  mp__shm_free(p);
+  atomic_fetch_sub(&in->arena_calls, 1);
+}
+
+int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
+                    const void *val, size_t vlen) {
+  if ((klen && !key) || (vlen && !val))
+    return MP_EINVAL;
+  size_t size = sizeof(mp__entry_t);
+  if (__builtin_add_overflow(size, klen, &size) ||
+      __builtin_add_overflow(size, vlen, &size))
+    return MP_EINVAL;
+  int rc = mp__store_alloc(in, size);
+  if (rc < 0)
+    return rc;
+  mp__entry_t *e = atomic_load_explicit(&in->fresh, memory_order_relaxed);
+  e->klen = klen;
+  e->vlen = vlen;
+  if (klen)
+    memcpy(e->bytes, key, klen);
+  if (vlen)
+    memcpy(e->bytes + klen, val, vlen);
+  return 0;
+}
+
+void mp__intent_swap(mp__intent_t *in) {
+  void *fresh = MP__GET(&in->fresh);
+  if (fresh) {
+    MP__PUT(in->target, fresh);
+    MP__PUT(&in->fresh, NULL);
+  }
+  mp__store_release(in, &in->old);
+}
+
+void mp__intent_end(mp__intent_t *in) {
+  in->target = NULL;
+  MP__PUT(&in->op, MP__INTENT_NONE);
+}
+
+void mp__intent_drop(mp__intent_t *in) {
+  mp__store_release(in, &in->fresh);
+  mp__store_release(in, &in->old);
+}
+
+int mp__store_lock(mp__mutex_t *m, void (*recover)(void *obj), void *obj) {
+  int rc = mp__mutex_acquire(m, MP_FOREVER);
+  if (rc == MP_EOWNERDEAD) {
+    recover(obj);
+    rc = 0;
+  }
+  return rc;
+}
+
+int mp__entry_copy(const mp__entry_t *e, void **buf, size_t *len) {
+  void *copy = malloc(e->vlen ? e->vlen : 1);
+  if (!copy)
+    return -ENOMEM;
+  memcpy(copy, mp__entry_value(e), e->vlen);
+  *buf = copy;
+  if (len)
+    *len = e->vlen;
+  return 0;
+}
+
+int mp__entry_copy_into(const mp__entry_t *e, void *buf, size_t cap,
+                        size_t *len) {
+  if (len)
+    *len = e->vlen;
+  if (e->vlen > cap)
+    return MP_EOVERFLOW;
+  memcpy(buf, mp__entry_value(e), e->vlen);
+  return 0;
+}
+
+/* A multiply-and-fold over 8-byte words with a final avalanche (the
+ * finaliser of splitmix64): fast for short keys, and keyed by a random seed
+ * per dict so that keys cannot be chosen to collide. */
+static uint64_t mix(uint64_t h) {
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h;
+}
+
+uint64_t mp__store_hash(uint64_t seed, const void *key, size_t len) {
+  const unsigned char *p = key;
+  uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull);
+  while (len >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdull;
+    h ^= h >> 29;
+    p += 8;
+    len -= 8;
+  }
+  uint64_t tail = 0;
+  if (len)
+    memcpy(&tail, p, len);
+  return mix(h ^ tail);
+}
+
+bool mp__store_is(const void *p, uint32_t magic) {
+  if (!p || ((uintptr_t)p & 63) || !mp__arena_contains(p))
+    return false;
+  return atomic_load((_Atomic uint32_t *)p) == magic;
+}
+
+void *mp__store_new(size_t size) {
+  mp__check_bootstrapped();
+  return mp__sync_alloc(size);
+}
