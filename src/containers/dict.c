@@ -42,8 +42,8 @@ typedef struct slot {
 } slot_t;
 
 typedef struct table {
-  uint64_t mask; /* slots - 1 */
-  uint64_t reserved;
+  uint64_t bytes; /* of the block (store.h) */
+  uint64_t mask;  /* slots - 1 */
   slot_t slots[];
 } table_t;
 
@@ -118,7 +118,7 @@ static void stripe_recover(void *obj) {
 }
 
 static int stripe_lock(shard_t *s) {
-  return mp__store_lock(&s->lock, stripe_recover, s);
+  return mp__store_lock(&s->lock, &s->intent, stripe_recover, s);
 }
 
 static void stripe_unlock(shard_t *s) {
@@ -516,7 +516,7 @@ static int snapshot(mp_dict_t *d, bool values, mp_dict_item_t **out,
       if (!is_live(e))
         continue;
       size_t len = e->klen + (values ? e->vlen : 0);
-      memcpy(at, e->bytes, len);
+      memcpy(at, e->data, len);
       items[k++] = (mp_dict_item_t){at, e->klen, values ? at + e->klen : NULL,
                                     values ? e->vlen : 0};
       at += len;
@@ -553,11 +553,12 @@ void mp_dict_free(mp_dict_t *d) {
   mp__shm_free(d);
 }
 
-/* For tests: whether a process died inside the arena for d. */
-bool mp__dict_arena_interrupted(const mp_dict_t *d);
-bool mp__dict_arena_interrupted(const mp_dict_t *d) {
+/* For tests: at most how many arena bytes processes killed inside the
+ * arena lost for d. */
+uint64_t mp__dict_arena_lost(const mp_dict_t *d);
+uint64_t mp__dict_arena_lost(const mp_dict_t *d) {
+  uint64_t lost = 0;
   for (unsigned i = 0; i < SHARDS; i++)
-    if (mp__intent_arena_interrupted(&d->shards[i].intent))
-      return true;
-  return false;
+    lost += mp__intent_arena_lost(&d->shards[i].intent);
+  return lost;
 }

@@ -31,8 +31,8 @@
 enum list_op { OP_SET = 1, OP_INSERT, OP_POP, OP_RESIZE, OP_CLEAR };
 
 typedef struct array {
+  uint64_t bytes; /* of the block (store.h) */
   uint64_t capacity;
-  uint64_t reserved;
   _Atomic(void *) items[]; /* mp__entry_t */
 } array_t;
 
@@ -149,7 +149,7 @@ static void list_recover(void *obj) {
 static int list_lock(mp_list_t *l) {
   if (!mp__store_is(l, LIST_MAGIC))
     return MP_EINVAL;
-  return mp__store_lock(&l->lock, list_recover, l);
+  return mp__store_lock(&l->lock, &l->intent, list_recover, l);
 }
 
 static void list_unlock(mp_list_t *l) {
@@ -376,8 +376,9 @@ void mp_list_free(mp_list_t *l) {
   mp__shm_free(l);
 }
 
-/* For tests: whether a process died inside the arena for l. */
-bool mp__list_arena_interrupted(const mp_list_t *l);
-bool mp__list_arena_interrupted(const mp_list_t *l) {
-  return mp__intent_arena_interrupted(&l->intent);
+/* For tests: at most how many arena bytes processes killed inside the
+ * arena lost for l. */
+uint64_t mp__list_arena_lost(const mp_list_t *l);
+uint64_t mp__list_arena_lost(const mp_list_t *l) {
+  return mp__intent_arena_lost(&l->intent);
 }

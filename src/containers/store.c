@@ -4,23 +4,47 @@
 
 #include "containers/store.h"
 
+/* What the arena counts for a block of size bytes (arena.c: a 64-byte
+ * header, power-of-two classes from 128 bytes up to 4 KiB, whole pages
+ * above): the most a death inside the arena can lose. */
+static uint64_t arena_block_bytes(uint64_t size) {
+  uint64_t total = size + 64, block = 128;
+  if (total > 4096)
+    return (total + 4095) & ~(uint64_t)4095;
+  while (block < total)
+    block *= 2;
+  return block;
+}
+
+static void arena_enter(mp__intent_t *in, uint64_t size) {
+  MP__PUT(&in->arena_bytes, arena_block_bytes(size));
+  MP__PUT(&in->in_arena, 1);
+}
+
+static void arena_leave(mp__intent_t *in) {
+  MP__PUT(&in->in_arena, 0);
+}
+
 int mp__store_alloc(mp__intent_t *in, size_t size) {
-  atomic_fetch_add(&in->arena_calls, 1);
-  void *p = mp__shm_alloc(size);
+  arena_enter(in, size);
+  uint64_t *p = mp__shm_alloc(size);
   int err = errno;
-  MP__PUT(&in->fresh, p);
-  atomic_fetch_sub(&in->arena_calls, 1);
-  return p ? 0 : -err;
+  MP__PUT(&in->fresh, (void *)p);
+  arena_leave(in);
+  if (!p)
+    return -err;
+  *p = size;
+  return 0;
 }
 
 void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot) {
-  void *p = MP__GET(slot);
+  uint64_t *p = MP__GET(slot);
   if (!p)
     return;
-  atomic_fetch_add(&in->arena_calls, 1);
+  arena_enter(in, *p);
   MP__PUT(slot, NULL);
   mp__shm_free(p);
-  atomic_fetch_sub(&in->arena_calls, 1);
+  arena_leave(in);
 }
 
 int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
@@ -38,9 +62,9 @@ int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
   e->klen = klen;
   e->vlen = vlen;
   if (klen)
-    memcpy(e->bytes, key, klen);
+    memcpy(e->data, key, klen);
   if (vlen)
-    memcpy(e->bytes + klen, val, vlen);
+    memcpy(e->data + klen, val, vlen);
   return 0;
 }
 
@@ -63,9 +87,14 @@ void mp__intent_drop(mp__intent_t *in) {
   mp__store_release(in, &in->old);
 }
 
-int mp__store_lock(mp__mutex_t *m, void (*recover)(void *obj), void *obj) {
+int mp__store_lock(mp__mutex_t *m, mp__intent_t *in, void (*recover)(void *obj),
+                   void *obj) {
   int rc = mp__mutex_acquire(m, MP_FOREVER);
   if (rc == MP_EOWNERDEAD) {
+    if (MP__GET(&in->in_arena)) {
+      atomic_fetch_add(&in->lost, MP__GET(&in->arena_bytes));
+      arena_leave(in);
+    }
     recover(obj);
     rc = 0;
   }

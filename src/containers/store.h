@@ -30,20 +30,25 @@
   atomic_store_explicit((field), (value), memory_order_release)
 #define MP__GET(field) atomic_load_explicit((field), memory_order_acquire)
 
+/* Every block the store allocates (entries, tables, arrays) starts with
+ * its size in bytes, written by mp__store_alloc: what a death while freeing
+ * it may lose. */
+
 /* An item in the arena: a dict's key then its value, or a list's item
  * (klen 0). Written once before it is published, never changed. */
 typedef struct mp__entry {
+  uint64_t bytes;
   uint64_t klen;
   uint64_t vlen;
-  unsigned char bytes[]; /* key, then value */
+  unsigned char data[]; /* key, then value */
 } mp__entry_t;
 
 static inline const void *mp__entry_key(const mp__entry_t *e) {
-  return e->bytes;
+  return e->data;
 }
 
 static inline const void *mp__entry_value(const mp__entry_t *e) {
-  return e->bytes + e->klen;
+  return e->data + e->klen;
 }
 
 #define MP__INTENT_NONE 0u
@@ -52,21 +57,26 @@ static inline const void *mp__entry_value(const mp__entry_t *e) {
  * `a` and `b` belong to the container. */
 typedef struct mp__intent {
   _Atomic uint32_t op;
-  /* Arena calls in progress for this container (see mp__store_alloc): a
-   * count left above 0 means a process died inside the arena. Not guarded
-   * by the lock (a process may allocate without it). */
-  _Atomic uint32_t arena_calls;
+  /* Set while the lock holder is inside the arena's allocator, with the
+   * bytes of the block at stake: the arena is not safe against a death
+   * there, so that block may be lost. The next holder adds what may be lost
+   * to `lost` (for leak checks in tests) and clears it. */
+  _Atomic uint32_t in_arena;
+  _Atomic uint64_t arena_bytes;
+  _Atomic uint64_t lost;
   _Atomic(void *) fresh;   /* a block the container does not own yet */
   _Atomic(void *) old;     /* a block leaving it: freed when done */
   _Atomic(void *) *target; /* where `fresh` goes (an arena address) */
   _Atomic uint64_t a, b;   /* op-specific */
 } mp__intent_t;
 
-/* Allocates size bytes into in->fresh (which must be NULL). 0 or -ENOMEM. */
+/* Allocates size bytes into in->fresh (which must be NULL) and writes size
+ * in its first 8 bytes. 0 or -ENOMEM. */
 int mp__store_alloc(mp__intent_t *in, size_t size);
 
-/* Frees the block in *slot (a field of in) and clears the field first, so
- * that a death in between can lose it but never free it twice. */
+/* Frees the block in *slot (a field of in, or a pointer the container
+ * owns) and clears the field first, so that a death in between can lose it
+ * but never free it twice. */
 void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot);
 
 /* Allocates an entry with key and value into in->fresh. 0, -ENOMEM, or
@@ -84,9 +94,10 @@ static inline void mp__intent_begin(mp__intent_t *in, uint32_t op) {
 }
 void mp__intent_end(mp__intent_t *in);
 
-/* Takes the lock; when its holder died, calls recover(obj) (with the lock
- * held) first. 0 or a code of mp__mutex_acquire. */
-int mp__store_lock(mp__mutex_t *m, void (*recover)(void *obj), void *obj);
+/* Takes the lock that guards in; when its holder died, calls recover(obj)
+ * (with the lock held) first. 0 or a code of mp__mutex_acquire. */
+int mp__store_lock(mp__mutex_t *m, mp__intent_t *in, void (*recover)(void *obj),
+                   void *obj);
 
 /* Recovery of an intent with no op: frees the block a dead process had
  * allocated and not yet used. */
@@ -110,9 +121,11 @@ bool mp__store_is(const void *p, uint32_t magic);
  * the spawned-child check passed. NULL with errno. */
 void *mp__store_new(size_t size);
 
-/* For tests: whether a process died inside the arena for this intent. */
-static inline bool mp__intent_arena_interrupted(const mp__intent_t *in) {
-  return atomic_load(&in->arena_calls) != 0;
+/* For tests: at most how many bytes of the arena processes killed inside
+ * it may have lost for this intent (see in_arena). */
+static inline uint64_t mp__intent_arena_lost(const mp__intent_t *in) {
+  return atomic_load(&in->lost) +
+         (atomic_load(&in->in_arena) ? atomic_load(&in->arena_bytes) : 0);
 }
 
 #endif
