@@ -184,7 +184,7 @@ static int stripe_resize(shard_t *s, uint64_t need) {
   while (slots / 2 < need)
     slots *= 2;
   mp__intent_t *in = &s->intent;
-  int rc = mp__store_alloc(in, sizeof(table_t) + slots * sizeof(slot_t));
+  int rc = mp__store_alloc(in, sizeof(table_t) + slots * sizeof(slot_t), true);
   if (rc < 0)
     return rc;
   table_t *fresh = MP__GET(&in->fresh);
@@ -549,6 +549,8 @@ int mp_dict_clear(mp_dict_t *d) {
 void mp_dict_free(mp_dict_t *d) {
   if (!d || mp_dict_clear(d) < 0)
     return;
+  for (unsigned i = 0; i < SHARDS; i++)
+    mp__store_free_spares(&d->shards[i].intent);
   MP__PUT(&d->magic, 0);
   mp__shm_free(d);
 }

@@ -167,7 +167,8 @@ static int list_reserve(mp_list_t *l) {
     return 0;
   uint64_t capacity = a ? a->capacity * 2 : MIN_ITEMS;
   mp__intent_t *in = &l->intent;
-  int rc = mp__store_alloc(in, sizeof(array_t) + capacity * sizeof(void *));
+  int rc =
+      mp__store_alloc(in, sizeof(array_t) + capacity * sizeof(void *), true);
   if (rc < 0)
     return rc;
   array_t *fresh = MP__GET(&in->fresh);
@@ -372,6 +373,7 @@ int mp_list_clear(mp_list_t *l) {
 void mp_list_free(mp_list_t *l) {
   if (!l || mp_list_clear(l) < 0)
     return;
+  mp__store_free_spares(&l->intent);
   MP__PUT(&l->magic, 0);
   mp__shm_free(l);
 }

@@ -25,7 +25,29 @@ static void arena_leave(mp__intent_t *in) {
   MP__PUT(&in->in_arena, 0);
 }
 
-int mp__store_alloc(mp__intent_t *in, size_t size) {
+/* In a block's capacity word: a block that must not become a spare (tables
+ * and arrays, whose users count on zeroed memory). */
+#define NOT_SPARE (1ull << 63)
+
+/* A spare of capacity for size bytes, not much larger; -1 if none. */
+static int spare_for(mp__intent_t *in, uint64_t size) {
+  for (int i = 0; i < MP__SPARES; i++) {
+    uint64_t *p = MP__GET(&in->spares[i]);
+    if (p && *p >= size && *p <= 2 * size + 64)
+      return i;
+  }
+  return -1;
+}
+
+/* Taking a spare: fresh first, then the spare slot, so that a block in both
+ * (a death in between) is a spare that fresh must not free. */
+int mp__store_alloc(mp__intent_t *in, size_t size, bool zeroed) {
+  int spare = zeroed ? -1 : spare_for(in, size);
+  if (spare >= 0) {
+    MP__PUT(&in->fresh, MP__GET(&in->spares[spare]));
+    MP__PUT(&in->spares[spare], NULL);
+    return 0;
+  }
   arena_enter(in, size);
   uint64_t *p = mp__shm_alloc(size);
   int err = errno;
@@ -33,18 +55,48 @@ int mp__store_alloc(mp__intent_t *in, size_t size) {
   arena_leave(in);
   if (!p)
     return -err;
-  *p = size;
+  *p = size | (zeroed ? NOT_SPARE : 0);
   return 0;
+}
+
+static _Atomic(void *) *spare_slot_of(mp__intent_t *in, void *p) {
+  _Atomic(void *) *empty = NULL;
+  for (int i = 0; i < MP__SPARES; i++) {
+    void *s = MP__GET(&in->spares[i]);
+    if (s == p)
+      return &in->spares[i];
+    if (!s && !empty)
+      empty = &in->spares[i];
+  }
+  return empty;
 }
 
 void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot) {
   uint64_t *p = MP__GET(slot);
   if (!p)
     return;
-  arena_enter(in, *p);
+  _Atomic(void *) *spare = *p <= MP__SPARE_MAX ? spare_slot_of(in, p) : NULL;
+  if (spare) { /* already there (a death before the clear), or an empty one */
+    MP__PUT(spare, (void *)p);
+    MP__PUT(slot, NULL);
+    return;
+  }
+  arena_enter(in, *p & ~NOT_SPARE);
   MP__PUT(slot, NULL);
   mp__shm_free(p);
   arena_leave(in);
+}
+
+void mp__store_free_spares(mp__intent_t *in) {
+  for (int i = 0; i < MP__SPARES; i++) {
+    void *p = MP__GET(&in->spares[i]);
+    if (!p)
+      continue;
+    arena_enter(in, *(uint64_t *)p & ~NOT_SPARE);
+    MP__PUT(&in->spares[i], NULL);
+    mp__shm_free(p);
+    arena_leave(in);
+  }
 }
 
 int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
@@ -55,7 +107,10 @@ int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
   if (__builtin_add_overflow(size, klen, &size) ||
       __builtin_add_overflow(size, vlen, &size))
     return MP_EINVAL;
-  int rc = mp__store_alloc(in, size);
+  /* The whole of the arena's block, so that spares fit more often. */
+  if (size <= MP__SPARE_MAX)
+    size = arena_block_bytes(size) - 64;
+  int rc = mp__store_alloc(in, size, false);
   if (rc < 0)
     return rc;
   mp__entry_t *e = atomic_load_explicit(&in->fresh, memory_order_relaxed);

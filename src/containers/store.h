@@ -31,8 +31,8 @@
 #define MP__GET(field) atomic_load_explicit((field), memory_order_acquire)
 
 /* Every block the store allocates (entries, tables, arrays) starts with
- * its size in bytes, written by mp__store_alloc: what a death while freeing
- * it may lose. */
+ * its capacity word, written by mp__store_alloc: its size in bytes (what a
+ * death while freeing it may lose) and whether it may become a spare. */
 
 /* An item in the arena: a dict's key then its value, or a list's item
  * (klen 0). Written once before it is published, never changed. */
@@ -52,6 +52,8 @@ static inline const void *mp__entry_value(const mp__entry_t *e) {
 }
 
 #define MP__INTENT_NONE 0u
+#define MP__SPARES      4
+#define MP__SPARE_MAX   (4096u - 64u) /* the arena's small classes */
 
 /* The intent record of one lock (guarded by it). `op` and the meaning of
  * `a` and `b` belong to the container. */
@@ -64,20 +66,30 @@ typedef struct mp__intent {
   _Atomic uint32_t in_arena;
   _Atomic uint64_t arena_bytes;
   _Atomic uint64_t lost;
+  /* Small blocks that left the container, kept for its next allocations so
+   * that a steady stream of changes makes no arena call (the arena has one
+   * lock for the whole family). Guarded by the lock; a block may be here
+   * and in another field at once only when a process died between the two
+   * stores that move it, which mp__store_release recognises. */
+  _Atomic(void *) spares[MP__SPARES];
   _Atomic(void *) fresh;   /* a block the container does not own yet */
   _Atomic(void *) old;     /* a block leaving it: freed when done */
   _Atomic(void *) *target; /* where `fresh` goes (an arena address) */
   _Atomic uint64_t a, b;   /* op-specific */
 } mp__intent_t;
 
-/* Allocates size bytes into in->fresh (which must be NULL) and writes size
- * in its first 8 bytes. 0 or -ENOMEM. */
-int mp__store_alloc(mp__intent_t *in, size_t size);
+/* Allocates size bytes into in->fresh (which must be NULL): zeroed from the
+ * arena, or else perhaps a spare (of old bytes). A block's first 8 bytes
+ * hold its capacity. 0 or -ENOMEM. */
+int mp__store_alloc(mp__intent_t *in, size_t size, bool zeroed);
 
-/* Frees the block in *slot (a field of in, or a pointer the container
- * owns) and clears the field first, so that a death in between can lose it
- * but never free it twice. */
+/* Gives up the block in *slot (a field of in, or a pointer the container
+ * owns): keeps it as a spare, or frees it, and clears the field. A death in
+ * between can lose it but never free it twice. */
 void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot);
+
+/* Frees the spares (when the container is freed). */
+void mp__store_free_spares(mp__intent_t *in);
 
 /* Allocates an entry with key and value into in->fresh. 0, -ENOMEM, or
  * MP_EINVAL for sizes that overflow. */
