@@ -757,6 +757,120 @@ static void test_random_kills(void **state) {
   check_level(base, lost);
 }
 
+/* ---- killed in the middle of a long change
+ * ----------------------------------- A child that repeats one change that
+ * takes long (shifting a long list, growing a stripe's table) is killed at
+ * random instants: afterwards the container is exactly as before the change or
+ * as after it. */
+#define LONG_LIST 60000
+
+struct repeat_args {
+  mp_list_t *l;
+  mp_dict_t *d;
+  _Atomic int *started;
+};
+
+static void shift_child(void *arg) {
+  struct repeat_args *a = arg;
+  atomic_store(a->started, 1);
+  for (;;) {
+    mp_list_insert(a->l, 0, "X", 1);
+    mp_list_pop(a->l, 0, NULL, NULL);
+  }
+}
+
+/* The list is 0..LONG_LIST-1, with or without an "X" in front (which the
+ * check then takes away, so that the next child starts from the same). */
+static void check_long_list(mp_list_t *l) {
+  mp_list_item_t *items;
+  size_t n, first = 0;
+  assert_mp_ok(mp_list_slice(l, 0, LONG_MAX, &items, &n));
+  assert_int_equal(n, list_len(l));
+  if (n == LONG_LIST + 1) {
+    assert_int_equal(1, items[0].len);
+    assert_memory_equal("X", items[0].buf, 1);
+    first = 1;
+  } else {
+    assert_int_equal(LONG_LIST, n);
+  }
+  for (size_t i = first; i < n; i++) {
+    unsigned v;
+    assert_int_equal(sizeof v, items[i].len);
+    memcpy(&v, items[i].buf, sizeof v);
+    assert_int_equal(i - first, v);
+  }
+  mp_free(items);
+  if (first)
+    assert_mp_ok(mp_list_pop(l, 0, NULL, NULL));
+}
+
+static void test_killed_mid_shift(void **state) {
+  (void)state;
+  rng_state = (unsigned)getpid() ^ (unsigned)time(NULL);
+  print_message("random seed %u\n", rng_state);
+  uint64_t base = arena_baseline();
+  struct repeat_args a = {mp_list_new(), NULL, shared(64)};
+  for (unsigned i = 0; i < LONG_LIST; i++)
+    assert_mp_ok(mp_list_append(a.l, &i, sizeof i));
+  for (int k = 0; k < 12; k++) {
+    atomic_store(a.started, 0);
+    mp_process_t *p = start_child(shift_child, &a, sizeof a);
+    assert_true(poll_until(flag_set, (void *)a.started));
+    sleep_us(200 + (long)rnd(3000));
+    assert_int_equal(-SIGKILL, kill_child(p));
+    check_long_list(a.l);
+  }
+  mp_raw_free((void *)a.started);
+  free_list_checked(a.l, base);
+}
+
+/* Sets keys 0, 1, 2, ... in order (each stripe's table grows many times). */
+static void grow_child(void *arg) {
+  struct repeat_args *a = arg;
+  atomic_store(a->started, 1);
+  for (unsigned i = 0;; i++) {
+    unsigned char val[256];
+    size_t len = make_value(val, i, 1);
+    mp_dict_set(a->d, &i, sizeof i, val, len);
+  }
+}
+
+/* The keys present are 0..m-1, each with its value. */
+static void check_grown(mp_dict_t *d) {
+  size_t n = dict_len(d);
+  for (unsigned i = 0; i < n + 2; i++) {
+    unsigned char val[256];
+    size_t len;
+    int rc = mp_dict_get_into(d, &i, sizeof i, val, sizeof val, &len);
+    if (i < n) {
+      assert_mp_ok(rc);
+      assert_true(value_valid(val, len, i));
+    } else {
+      assert_mp(MP_EKEY, rc);
+    }
+  }
+}
+
+static void test_killed_growing(void **state) {
+  (void)state;
+  rng_state = (unsigned)getpid() ^ (unsigned)time(NULL);
+  print_message("random seed %u\n", rng_state);
+  uint64_t base = arena_baseline();
+  struct repeat_args a = {NULL, mp_dict_new(), shared(64)};
+  for (int k = 0; k < 12; k++) {
+    atomic_store(a.started, 0);
+    mp_process_t *p = start_child(grow_child, &a, sizeof a);
+    assert_true(poll_until(flag_set, (void *)a.started));
+    sleep_us(200 + (long)rnd(8000));
+    assert_int_equal(-SIGKILL, kill_child(p));
+    check_grown(a.d);
+    if (k % 4 == 3)
+      assert_mp_ok(mp_dict_clear(a.d));
+  }
+  mp_raw_free((void *)a.started);
+  free_dict_checked(a.d, base);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       sync_test(test_dict_basics),
@@ -773,6 +887,8 @@ int main(int argc, char **argv) {
       sync_test(test_children),
       sync_test(test_killed_in_modify),
       sync_test(test_random_kills),
+      sync_test(test_killed_mid_shift),
+      sync_test(test_killed_growing),
   };
   return MPT_RUN(argc, argv, tests);
 }
