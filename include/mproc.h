@@ -19,5 +19,6 @@
 #include "mproc/queue.h"
 #include "mproc/pool.h"
 #include "mproc/containers.h"
+#include "mproc/manager.h"
 
 #endif

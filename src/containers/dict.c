@@ -26,6 +26,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "containers/remote.h"
 #include "containers/store.h"
 
 #define DICT_MAGIC 0x44494354u /* "DICT" */
@@ -329,6 +330,8 @@ mp_dict_t *mp_dict_new(void) {
 
 int mp_dict_set(mp_dict_t *d, const void *key, size_t klen, const void *val,
                 size_t vlen) {
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_set(MP__DICT_REMOTE(d), key, klen, val, vlen);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -343,6 +346,8 @@ int mp_dict_get(mp_dict_t *d, const void *key, size_t klen, void **val,
                 size_t *vlen) {
   if (!val)
     return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_get(MP__DICT_REMOTE(d), key, klen, val, vlen);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -358,6 +363,9 @@ int mp_dict_get_into(mp_dict_t *d, const void *key, size_t klen, void *buf,
                      size_t cap, size_t *vlen) {
   if (cap && !buf)
     return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_get_into(MP__DICT_REMOTE(d), key, klen, buf, cap,
+                                    vlen);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -370,6 +378,8 @@ int mp_dict_get_into(mp_dict_t *d, const void *key, size_t klen, void *buf,
 }
 
 int mp_dict_contains(mp_dict_t *d, const void *key, size_t klen) {
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_contains(MP__DICT_REMOTE(d), key, klen);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -382,6 +392,8 @@ int mp_dict_contains(mp_dict_t *d, const void *key, size_t klen) {
 /* pop and del: val NULL drops the value. */
 int mp_dict_pop(mp_dict_t *d, const void *key, size_t klen, void **val,
                 size_t *vlen) {
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_pop(MP__DICT_REMOTE(d), key, klen, val, vlen);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -407,6 +419,9 @@ int mp_dict_setdefault(mp_dict_t *d, const void *key, size_t klen,
                        size_t *vlen) {
   if (dlen && !dflt)
     return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_setdefault(MP__DICT_REMOTE(d), key, klen, dflt, dlen,
+                                      val, vlen);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -427,6 +442,8 @@ int mp_dict_modify(mp_dict_t *d, const void *key, size_t klen,
                    mp_dict_modify_cb fn, void *arg) {
   if (!fn)
     return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_modify(MP__DICT_REMOTE(d), key, klen, fn, arg);
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
@@ -452,6 +469,8 @@ int mp_dict_modify(mp_dict_t *d, const void *key, size_t klen,
 int mp_dict_len(mp_dict_t *d, size_t *n) {
   if (!n)
     return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_len(MP__DICT_REMOTE(d), MP__OP_DICT_LEN, n);
   int rc = lock_all(d);
   if (rc < 0)
     return rc;
@@ -470,6 +489,8 @@ int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n) {
   for (size_t i = 0; i < n; i++)
     if ((items[i].klen && !items[i].key) || (items[i].vlen && !items[i].val))
       return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_update(MP__DICT_REMOTE(d), items, n);
   int rc = lock_all(d);
   if (rc < 0)
     return rc;
@@ -488,6 +509,8 @@ static int snapshot(mp_dict_t *d, bool values, mp_dict_item_t **out,
                     size_t *n) {
   if (!out || !n)
     return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_items(MP__DICT_REMOTE(d), values, out, n);
   int rc = lock_all(d);
   if (rc < 0)
     return rc;
@@ -537,6 +560,8 @@ int mp_dict_keys(mp_dict_t *d, mp_dict_item_t **keys, size_t *n) {
 }
 
 int mp_dict_clear(mp_dict_t *d) {
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_simple(MP__DICT_REMOTE(d), MP__OP_DICT_CLEAR);
   int rc = lock_all(d);
   if (rc < 0)
     return rc;
@@ -547,6 +572,10 @@ int mp_dict_clear(mp_dict_t *d) {
 }
 
 void mp_dict_free(mp_dict_t *d) {
+  if (MP__DICT_REMOTE(d)) {
+    mp__remote_free(MP__DICT_REMOTE(d));
+    return;
+  }
   if (!d || mp_dict_clear(d) < 0)
     return;
   for (unsigned i = 0; i < SHARDS; i++)

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "containers/remote.h"
 #include "containers/store.h"
 
 #define LIST_MAGIC 0x4c495354u /* "LIST" */
@@ -239,6 +240,9 @@ int mp_list_append(mp_list_t *l, const void *buf, size_t len) {
 int mp_list_insert(mp_list_t *l, long index, const void *buf, size_t len) {
   if (len && !buf)
     return MP_EINVAL;
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_INSERT, index,
+                               buf, len);
   int rc = list_lock(l);
   if (rc < 0)
     return rc;
@@ -253,6 +257,8 @@ int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (items[i].len && !items[i].buf)
       return MP_EINVAL;
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_list_extend(MP__LIST_REMOTE(l), items, n);
   int rc = list_lock(l);
   if (rc < 0)
     return rc;
@@ -265,6 +271,9 @@ int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n) {
 int mp_list_get(mp_list_t *l, long index, void **buf, size_t *len) {
   if (!buf)
     return MP_EINVAL;
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_GET, index, buf,
+                                len);
   uint64_t i;
   int rc = list_lock(l);
   if (rc < 0)
@@ -279,6 +288,9 @@ int mp_list_get(mp_list_t *l, long index, void **buf, size_t *len) {
 int mp_list_set(mp_list_t *l, long index, const void *buf, size_t len) {
   if (len && !buf)
     return MP_EINVAL;
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_SET, index, buf,
+                               len);
   uint64_t i;
   int rc = list_lock(l);
   if (rc < 0)
@@ -298,6 +310,9 @@ int mp_list_set(mp_list_t *l, long index, const void *buf, size_t len) {
 }
 
 int mp_list_pop(mp_list_t *l, long index, void **buf, size_t *len) {
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_POP, index, buf,
+                                len);
   uint64_t i;
   int rc = list_lock(l);
   if (rc < 0)
@@ -320,6 +335,8 @@ int mp_list_pop(mp_list_t *l, long index, void **buf, size_t *len) {
 int mp_list_len(mp_list_t *l, size_t *n) {
   if (!n)
     return MP_EINVAL;
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_len(MP__LIST_REMOTE(l), MP__OP_LIST_LEN, n);
   int rc = list_lock(l);
   if (rc < 0)
     return rc;
@@ -332,6 +349,8 @@ int mp_list_slice(mp_list_t *l, long start, long stop, mp_list_item_t **items,
                   size_t *n) {
   if (!items || !n)
     return MP_EINVAL;
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_list_slice(MP__LIST_REMOTE(l), start, stop, items, n);
   int rc = list_lock(l);
   if (rc < 0)
     return rc;
@@ -359,6 +378,8 @@ int mp_list_slice(mp_list_t *l, long start, long stop, mp_list_item_t **items,
 }
 
 int mp_list_clear(mp_list_t *l) {
+  if (MP__LIST_REMOTE(l))
+    return mp__remote_simple(MP__LIST_REMOTE(l), MP__OP_LIST_CLEAR);
   int rc = list_lock(l);
   if (rc < 0)
     return rc;
@@ -371,6 +392,10 @@ int mp_list_clear(mp_list_t *l) {
 }
 
 void mp_list_free(mp_list_t *l) {
+  if (MP__LIST_REMOTE(l)) {
+    mp__remote_free(MP__LIST_REMOTE(l));
+    return;
+  }
   if (!l || mp_list_clear(l) < 0)
     return;
   mp__store_free_spares(&l->intent);
