@@ -342,21 +342,31 @@ int mp_dict_set(mp_dict_t *d, const void *key, size_t klen, const void *val,
   return rc;
 }
 
-int mp_dict_get(mp_dict_t *d, const void *key, size_t klen, void **val,
-                size_t *vlen) {
-  if (!val)
-    return MP_EINVAL;
-  if (MP__DICT_REMOTE(d))
-    return mp__remote_dict_get(MP__DICT_REMOTE(d), key, klen, val, vlen);
+/* get and get_into: a malloc'ed copy in *val, or else a copy into buf. */
+static int dict_read(mp_dict_t *d, const void *key, size_t klen, void **val,
+                     void *buf, size_t cap, size_t *vlen) {
   keyed_t k;
   probe_t p;
   int rc = lock_key(d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   mp__entry_t *e = found_entry(&p);
-  rc = e ? mp__entry_copy(e, val, vlen) : MP_EKEY;
+  if (!e)
+    rc = MP_EKEY;
+  else
+    rc = val ? mp__entry_copy(e, val, vlen)
+             : mp__entry_copy_into(e, buf, cap, vlen);
   stripe_unlock(k.shard);
   return rc;
+}
+
+int mp_dict_get(mp_dict_t *d, const void *key, size_t klen, void **val,
+                size_t *vlen) {
+  if (!val)
+    return MP_EINVAL;
+  if (MP__DICT_REMOTE(d))
+    return mp__remote_dict_get(MP__DICT_REMOTE(d), key, klen, val, vlen);
+  return dict_read(d, key, klen, val, NULL, 0, vlen);
 }
 
 int mp_dict_get_into(mp_dict_t *d, const void *key, size_t klen, void *buf,
@@ -366,15 +376,7 @@ int mp_dict_get_into(mp_dict_t *d, const void *key, size_t klen, void *buf,
   if (MP__DICT_REMOTE(d))
     return mp__remote_dict_get_into(MP__DICT_REMOTE(d), key, klen, buf, cap,
                                     vlen);
-  keyed_t k;
-  probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
-  if (rc < 0)
-    return rc;
-  mp__entry_t *e = found_entry(&p);
-  rc = e ? mp__entry_copy_into(e, buf, cap, vlen) : MP_EKEY;
-  stripe_unlock(k.shard);
-  return rc;
+  return dict_read(d, key, klen, NULL, buf, cap, vlen);
 }
 
 int mp_dict_contains(mp_dict_t *d, const void *key, size_t klen) {

@@ -164,26 +164,29 @@ int mp__remote_dict_setdefault(mp__remote_t *r, const void *key, size_t klen,
   return stored != 0;
 }
 
+/* Sends op with the count buffers packed as its argument. */
+static int send_packed(mp__remote_t *r, uint32_t op, const void **bufs,
+                       const size_t *lens, size_t count) {
+  size_t total;
+  void *packed =
+      bufs && lens ? mp__remote_pack(bufs, lens, count, &total) : NULL;
+  if (!packed)
+    return -ENOMEM;
+  mp__remote_req_t req = {.op = op, .a = packed, .alen = total};
+  int rc = mp__remote_do(r, req, NULL, NULL, NULL);
+  free(packed);
+  return rc;
+}
+
 int mp__remote_dict_update(mp__remote_t *r, const mp_dict_item_t *items,
                            size_t n) {
-  size_t count = 2 * n;
-  const void **bufs = malloc((count + 1) * sizeof *bufs);
-  size_t *lens = malloc((count + 1) * sizeof *lens);
-  int rc = -ENOMEM;
-  if (bufs && lens) {
-    for (size_t i = 0; i < n; i++) {
-      bufs[2 * i] = items[i].key, lens[2 * i] = items[i].klen;
-      bufs[2 * i + 1] = items[i].val, lens[2 * i + 1] = items[i].vlen;
-    }
-    size_t total;
-    void *packed = mp__remote_pack(bufs, lens, count, &total);
-    if (packed) {
-      mp__remote_req_t req = {
-          .op = MP__OP_DICT_UPDATE, .a = packed, .alen = total};
-      rc = mp__remote_do(r, req, NULL, NULL, NULL);
-      free(packed);
-    }
+  const void **bufs = malloc((2 * n + 1) * sizeof *bufs);
+  size_t *lens = malloc((2 * n + 1) * sizeof *lens);
+  for (size_t i = 0; bufs && lens && i < n; i++) {
+    bufs[2 * i] = items[i].key, lens[2 * i] = items[i].klen;
+    bufs[2 * i + 1] = items[i].val, lens[2 * i + 1] = items[i].vlen;
   }
+  int rc = send_packed(r, MP__OP_DICT_UPDATE, bufs, lens, 2 * n);
   free(bufs);
   free(lens);
   return rc;
@@ -266,19 +269,9 @@ int mp__remote_list_extend(mp__remote_t *r, const mp_list_item_t *items,
                            size_t n) {
   const void **bufs = malloc((n + 1) * sizeof *bufs);
   size_t *lens = malloc((n + 1) * sizeof *lens);
-  int rc = -ENOMEM;
-  if (bufs && lens) {
-    for (size_t i = 0; i < n; i++)
-      bufs[i] = items[i].buf, lens[i] = items[i].len;
-    size_t total;
-    void *packed = mp__remote_pack(bufs, lens, n, &total);
-    if (packed) {
-      mp__remote_req_t req = {
-          .op = MP__OP_LIST_EXTEND, .a = packed, .alen = total};
-      rc = mp__remote_do(r, req, NULL, NULL, NULL);
-      free(packed);
-    }
-  }
+  for (size_t i = 0; bufs && lens && i < n; i++)
+    bufs[i] = items[i].buf, lens[i] = items[i].len;
+  int rc = send_packed(r, MP__OP_LIST_EXTEND, bufs, lens, n);
   free(bufs);
   free(lens);
   return rc;
