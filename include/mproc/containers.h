@@ -29,6 +29,9 @@
  * until the process family exits (see queue.h: the arena is not safe against
  * that); the container itself stays consistent.
  *
+ * A manager (manager.h) gives the same types: in the server's family the
+ * objects themselves, elsewhere proxies that take the same calls.
+ *
  * Handles are checked on every call: NULL, a freed container or a pointer to
  * something else gives MP_EINVAL (-EINVAL), not a crash (a constructor sets
  * errno and returns NULL). *_free: every process must have stopped using the
