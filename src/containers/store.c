@@ -137,9 +137,11 @@ void mp__intent_end(mp__intent_t *in) {
   MP__PUT(&in->op, MP__INTENT_NONE);
 }
 
+/* Before the commit point `old` may already name the block the op would
+ * replace: it is still the container's, so it is only forgotten. */
 void mp__intent_drop(mp__intent_t *in) {
   mp__store_release(in, &in->fresh);
-  mp__store_release(in, &in->old);
+  MP__PUT(&in->old, NULL);
 }
 
 int mp__store_lock(mp__mutex_t *m, mp__intent_t *in, void (*recover)(void *obj),

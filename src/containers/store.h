@@ -112,7 +112,8 @@ int mp__store_lock(mp__mutex_t *m, mp__intent_t *in, void (*recover)(void *obj),
                    void *obj);
 
 /* Recovery of an intent with no op: frees the block a dead process had
- * allocated and not yet used. */
+ * allocated and not yet used, and forgets `old` (not freed: without an op
+ * it still belongs to the container). */
 void mp__intent_drop(mp__intent_t *in);
 
 /* A malloc'ed copy of an entry's value (at least one byte), 0 or -ENOMEM. */
