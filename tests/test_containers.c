@@ -871,6 +871,150 @@ static void test_killed_growing(void **state) {
   free_dict_checked(a.d, base);
 }
 
+/* ---- killed at every step --------------------------------------------------
+ * The store's seam (mp__store_kill_countdown) kills a child at its k-th
+ * protocol step inside one operation, for k = 1, 2, ... until the operation
+ * completes: after each death the container must be exactly as before the
+ * operation or as after it, usable, and its arena memory accounted for. */
+extern int mp__store_kill_countdown;
+
+enum step_op {
+  STEP_SET_NEW,     /* into an empty dict: its stripe's first table */
+  STEP_SET_MORE,    /* a new key into a dict of STEP_KEYS keys */
+  STEP_SET_REPLACE, /* a new value for a key */
+  STEP_DEL,
+  STEP_CLEAR,
+  STEP_INSERT_FRONT, /* shifts every item */
+  STEP_POP_FRONT,
+  STEP_APPEND_GROW, /* the array grows */
+  STEP_LIST_SET,
+  STEP_LIST_CLEAR,
+  STEP_OPS,
+};
+
+#define STEP_KEYS  100
+#define STEP_ITEMS 16
+
+struct step_args {
+  mp_dict_t *d;
+  mp_list_t *l;
+  int op, k;
+};
+
+static void step_op(mp_dict_t *d, mp_list_t *l, int op) {
+  unsigned key = STEP_KEYS, zero = 0;
+  switch (op) {
+  case STEP_SET_NEW:
+  case STEP_SET_MORE:
+    mp_dict_set(d, &key, sizeof key, "new", 3);
+    break;
+  case STEP_SET_REPLACE:
+    mp_dict_set(d, &zero, sizeof zero, "replaced", 8);
+    break;
+  case STEP_DEL:
+    mp_dict_del(d, &zero, sizeof zero);
+    break;
+  case STEP_CLEAR:
+    mp_dict_clear(d);
+    break;
+  case STEP_INSERT_FRONT:
+    mp_list_insert(l, 0, "front", 5);
+    break;
+  case STEP_POP_FRONT:
+    mp_list_pop(l, 0, NULL, NULL);
+    break;
+  case STEP_APPEND_GROW:
+    mp_list_append(l, "end", 3);
+    break;
+  case STEP_LIST_SET:
+    mp_list_set(l, 3, "three", 5);
+    break;
+  default:
+    mp_list_clear(l);
+  }
+}
+
+static void step_child(void *arg) {
+  struct step_args *a = arg;
+  mp__store_kill_countdown = a->k;
+  step_op(a->d, a->l, a->op);
+  mp__store_kill_countdown = 0;
+}
+
+/* The state an op starts from. */
+static void step_prepare(struct step_args *a) {
+  a->d = mp_dict_new();
+  a->l = mp_list_new();
+  unsigned keys = a->op == STEP_SET_NEW ? 0 : STEP_KEYS;
+  for (unsigned i = 0; i < keys; i++)
+    assert_mp_ok(mp_dict_set(a->d, &i, sizeof i, "v", 1));
+  for (unsigned i = 0; i < STEP_ITEMS; i++)
+    assert_mp_ok(mp_list_append(a->l, &i, sizeof i));
+}
+
+/* A digest of the whole state: the sorted-free sum of the items. */
+static uint64_t step_digest(mp_dict_t *d, mp_list_t *l) {
+  uint64_t h = 0;
+  mp_dict_item_t *items;
+  size_t n;
+  assert_mp_ok(mp_dict_items(d, &items, &n));
+  assert_int_equal(n, dict_len(d));
+  for (size_t i = 0; i < n; i++) {
+    uint32_t x = 0x9e3779b9u;
+    for (size_t j = 0; j < items[i].klen; j++)
+      x = mix32(x ^ ((const unsigned char *)items[i].key)[j]);
+    for (size_t j = 0; j < items[i].vlen; j++)
+      x = mix32(x + ((const unsigned char *)items[i].val)[j]);
+    h += x; /* order-free: stripes come in any order */
+  }
+  mp_free(items);
+  mp_list_item_t *list;
+  assert_mp_ok(mp_list_slice(l, 0, LONG_MAX, &list, &n));
+  assert_int_equal(n, list_len(l));
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = 0; j < list[i].len; j++)
+      h = h * 31 + ((const unsigned char *)list[i].buf)[j] + i;
+  mp_free(list);
+  return h;
+}
+
+static void test_killed_at_every_step(void **state) {
+  (void)state;
+  uint64_t base = arena_baseline();
+  for (int op = 0; op < STEP_OPS; op++) {
+    /* The two states the op may leave. */
+    struct step_args a = {NULL, NULL, op, 0};
+    step_prepare(&a);
+    uint64_t before = step_digest(a.d, a.l);
+    step_op(a.d, a.l, op);
+    uint64_t after = step_digest(a.d, a.l);
+    mp_dict_free(a.d);
+    mp_list_free(a.l);
+    int k;
+    for (k = 1;; k++) {
+      a = (struct step_args){NULL, NULL, op, k};
+      step_prepare(&a);
+      mp_process_t *p = start_child(step_child, &a, sizeof a);
+      int code = finish_child(p);
+      uint64_t now = step_digest(a.d, a.l);
+      assert_true(now == before || now == after);
+      if (now == before) /* usable: the op can be done at last */
+        step_op(a.d, a.l, op);
+      assert_int_equal(after, step_digest(a.d, a.l));
+      uint64_t lost = mp__dict_arena_lost(a.d) + mp__list_arena_lost(a.l);
+      mp_dict_free(a.d);
+      mp_list_free(a.l);
+      check_level(base, lost);
+      base = mp__arena_in_use(); /* what was lost stays lost */
+      if (code == 0)
+        break; /* the op finished before its k-th step */
+      assert_int_equal(-SIGKILL, code);
+    }
+    print_message("op %d: killed at each of its %d steps\n", op, k - 1);
+    assert_true(k > 2);
+  }
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       sync_test(test_dict_basics),
@@ -889,6 +1033,7 @@ int main(int argc, char **argv) {
       sync_test(test_random_kills),
       sync_test(test_killed_mid_shift),
       sync_test(test_killed_growing),
+      sync_test(test_killed_at_every_step),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -102,7 +102,8 @@ MP_API int mp_dict_setdefault(mp_dict_t *d, const void *key, size_t klen,
 
 /* d.update(items): stores the n pairs (val and vlen of each) as one atomic
  * change: no process sees some of them and not the others. On -ENOMEM the
- * pairs before the failing one are stored. */
+ * pairs before the failing one are stored; so are they when the calling
+ * process dies in the middle (each pair whole). */
 MP_API int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n);
 
 /* A snapshot of d.items(): an array of *n items, pointing into the same
@@ -114,7 +115,8 @@ MP_API int mp_dict_items(mp_dict_t *d, mp_dict_item_t **items, size_t *n);
 /* A snapshot of d.keys() the same way (val NULL, vlen 0). */
 MP_API int mp_dict_keys(mp_dict_t *d, mp_dict_item_t **keys, size_t *n);
 
-/* d.clear(), atomically. */
+/* d.clear(), atomically (also when the calling process dies in it: the
+ * next process to use each stripe completes the clear). */
 MP_API int mp_dict_clear(mp_dict_t *d);
 
 /* What a modify callback tells mp_dict_modify to do. */
@@ -180,7 +182,8 @@ MP_API int mp_list_insert(mp_list_t *l, long index, const void *buf,
                           size_t len);
 
 /* l.extend(items): appends the n items as one atomic change. On -ENOMEM
- * the items before the failing one are appended. */
+ * the items before the failing one are appended; so are they when the
+ * calling process dies in the middle (each item whole). */
 MP_API int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n);
 
 /* A copy of l[start:stop] (Python's slice rules with step 1: negative

@@ -50,10 +50,12 @@ typedef struct table {
 
 typedef struct shard {
   mp__mutex_t lock;
+  struct mp_dict *dict; /* set at creation */
   /* Guarded by lock: */
-  _Atomic(void *) table;  /* table_t, NULL while empty */
-  _Atomic uint64_t count; /* live entries */
-  _Atomic uint64_t used;  /* live entries and tombstones */
+  _Atomic(void *) table;          /* table_t, NULL while empty */
+  _Atomic uint64_t count;         /* live entries */
+  _Atomic uint64_t used;          /* live entries and tombstones */
+  _Atomic uint64_t cleared_epoch; /* the dict's clear this stripe did last */
   mp__intent_t intent;
 } __attribute__((aligned(64))) shard_t;
 
@@ -61,7 +63,12 @@ struct mp_dict {
   _Atomic uint32_t magic;
   uint32_t reserved;
   uint64_t seed; /* of the hash; set at creation */
-  char pad[48];
+  /* The number of the last clear (written under every stripe's lock):
+   * setting it is the commit point of a clear, and a stripe whose
+   * cleared_epoch is behind it owes that clear (a process died in the
+   * middle of mp_dict_clear; see stripe_recover). */
+  _Atomic uint64_t clear_epoch;
+  char pad[40];
   shard_t shards[SHARDS];
 };
 
@@ -110,12 +117,19 @@ static void stripe_finish(shard_t *s) {
   mp__intent_end(in);
 }
 
+static void stripe_clear(shard_t *s);
+
 static void stripe_recover(void *obj) {
   shard_t *s = obj;
   if (MP__GET(&s->intent.op) != MP__INTENT_NONE)
     stripe_finish(s);
   else
     mp__intent_drop(&s->intent);
+  uint64_t epoch = MP__GET(&s->dict->clear_epoch);
+  if (MP__GET(&s->cleared_epoch) != epoch) {
+    stripe_clear(s);
+    MP__PUT(&s->cleared_epoch, epoch);
+  }
 }
 
 static int stripe_lock(shard_t *s) {
@@ -322,8 +336,10 @@ mp_dict_t *mp_dict_new(void) {
     return NULL;
   if (getrandom(&d->seed, sizeof d->seed, GRND_NONBLOCK) != sizeof d->seed)
     d->seed = mp__now_ns() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid();
-  for (unsigned i = 0; i < SHARDS; i++)
+  for (unsigned i = 0; i < SHARDS; i++) {
     mp__mutex_init(&d->shards[i].lock, MP__LOCK_MAGIC);
+    d->shards[i].dict = d;
+  }
   MP__PUT(&d->magic, DICT_MAGIC);
   return d;
 }
@@ -567,8 +583,12 @@ int mp_dict_clear(mp_dict_t *d) {
   int rc = lock_all(d);
   if (rc < 0)
     return rc;
-  for (unsigned i = 0; i < SHARDS; i++)
+  uint64_t epoch = MP__GET(&d->clear_epoch) + 1;
+  MP__PUT(&d->clear_epoch, epoch); /* the commit point */
+  for (unsigned i = 0; i < SHARDS; i++) {
     stripe_clear(&d->shards[i]);
+    MP__PUT(&d->shards[i].cleared_epoch, epoch);
+  }
   unlock_all(d);
   return 0;
 }

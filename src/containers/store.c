@@ -2,7 +2,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <signal.h>
+#include <unistd.h>
+
 #include "containers/store.h"
+
+int mp__store_kill_countdown;
+
+void mp__store_kill_now(void) {
+  kill(getpid(), SIGKILL);
+  pause();
+}
 
 /* What the arena counts for a block of size bytes (arena.c: a 64-byte
  * header, power-of-two classes from 128 bytes up to 4 KiB, whole pages
@@ -132,9 +142,10 @@ void mp__intent_swap(mp__intent_t *in) {
   mp__store_release(in, &in->old);
 }
 
+/* The op first: a finish redone after a death needs its target. */
 void mp__intent_end(mp__intent_t *in) {
-  in->target = NULL;
   MP__PUT(&in->op, MP__INTENT_NONE);
+  in->target = NULL;
 }
 
 /* Before the commit point `old` may already name the block the op would

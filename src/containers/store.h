@@ -27,7 +27,19 @@
  * commit point is in memory before it (also against the compiler: a
  * SIGKILL stops the process between two instructions). */
 #define MP__PUT(field, value)                                                  \
-  atomic_store_explicit((field), (value), memory_order_release)
+  (mp__store_step(),                                                           \
+   atomic_store_explicit((field), (value), memory_order_release))
+
+/* The seam for tests: when set above 0, the store that brings it to 0
+ * kills the calling process (SIGKILL), so that a test can die at every
+ * step of every change in turn and check what the others find. */
+extern int mp__store_kill_countdown;
+void mp__store_kill_now(void);
+static inline void mp__store_step(void) {
+  if (__builtin_expect(mp__store_kill_countdown > 0, 0) &&
+      --mp__store_kill_countdown == 0)
+    mp__store_kill_now();
+}
 #define MP__GET(field) atomic_load_explicit((field), memory_order_acquire)
 
 /* Every block the store allocates (entries, tables, arrays) starts with
