@@ -334,7 +334,7 @@ mp_manager_t *mp_manager_connect(const char *address, const void *authkey,
   strcpy(m->address, address);
   pthread_mutex_init(&m->lock, NULL);
   m->magic = MP__MANAGER_REMOTE_MAGIC;
-  mp__remote_call = link_call;
+  __atomic_store_n(&mp__remote_call, link_call, __ATOMIC_RELEASE);
   return (mp_manager_t *)m;
 error:
   free(m);

@@ -10,11 +10,13 @@ int (*mp__remote_call)(void *link, const mp__remote_req_t *req,
 
 int mp__remote_do(mp__remote_t *r, mp__remote_req_t req, void **out,
                   size_t *out_len, int64_t *n) {
-  if (!mp__remote_call)
+  int (*call)(void *, const mp__remote_req_t *, mp__remote_reply_t *) =
+      __atomic_load_n(&mp__remote_call, __ATOMIC_ACQUIRE);
+  if (!call)
     return MP_EINVAL;
   req.id = r->id;
   mp__remote_reply_t rep = {0, 0, NULL, 0};
-  int rc = mp__remote_call(r->link, &req, &rep);
+  int rc = call(r->link, &req, &rep);
   if (n)
     *n = rep.n;
   if (rc == 0 && out) {
