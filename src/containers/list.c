@@ -217,6 +217,15 @@ static uint64_t clamp(long index, uint64_t n) {
   return (uint64_t)index > n ? n : (uint64_t)index;
 }
 
+/* Checks the handle, takes the lock and resolves index (the lock is not
+ * held after an error). */
+static int lock_index(mp_list_t *l, long index, uint64_t *i) {
+  int rc = list_lock(l);
+  if (rc == 0 && (rc = resolve(l, index, i)) < 0)
+    list_unlock(l);
+  return rc;
+}
+
 static mp__entry_t *item_at(mp_list_t *l, uint64_t i) {
   return MP__GET(&items_of(l)[i]);
 }
@@ -275,12 +284,10 @@ int mp_list_get(mp_list_t *l, long index, void **buf, size_t *len) {
     return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_GET, index, buf,
                                 len);
   uint64_t i;
-  int rc = list_lock(l);
+  int rc = lock_index(l, index, &i);
   if (rc < 0)
     return rc;
-  rc = resolve(l, index, &i);
-  if (rc == 0)
-    rc = mp__entry_copy(item_at(l, i), buf, len);
+  rc = mp__entry_copy(item_at(l, i), buf, len);
   list_unlock(l);
   return rc;
 }
@@ -292,12 +299,10 @@ int mp_list_set(mp_list_t *l, long index, const void *buf, size_t len) {
     return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_SET, index, buf,
                                len);
   uint64_t i;
-  int rc = list_lock(l);
+  int rc = lock_index(l, index, &i);
   if (rc < 0)
     return rc;
-  rc = resolve(l, index, &i);
-  if (rc == 0)
-    rc = mp__store_entry(&l->intent, NULL, 0, buf, len);
+  rc = mp__store_entry(&l->intent, NULL, 0, buf, len);
   if (rc == 0) {
     mp__intent_t *in = &l->intent;
     MP__PUT(&in->old, item_at(l, i));
@@ -314,11 +319,10 @@ int mp_list_pop(mp_list_t *l, long index, void **buf, size_t *len) {
     return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_POP, index, buf,
                                 len);
   uint64_t i;
-  int rc = list_lock(l);
+  int rc = lock_index(l, index, &i);
   if (rc < 0)
     return rc;
-  rc = resolve(l, index, &i);
-  if (rc == 0 && buf)
+  if (buf)
     rc = mp__entry_copy(item_at(l, i), buf, len);
   if (rc == 0) {
     mp__intent_t *in = &l->intent;
