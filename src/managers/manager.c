@@ -171,6 +171,20 @@ static bool copy_key(const void *authkey, size_t len, bool *has,
   return true;
 }
 
+/* The errno of a constructor that failed with rc (an MP_E* code or
+ * -errno). */
+static int errno_of(int rc) {
+  switch (rc) {
+  case MP_EAUTH:
+    return EACCES;
+  case MP_ETIMEDOUT:
+    return ETIMEDOUT;
+  case MP_ECLOSED:
+    return ECONNRESET;
+  }
+  return rc > -1000 ? -rc : EIO;
+}
+
 /* ---- the registry (family) -------------------------------------------------
  */
 
@@ -221,7 +235,7 @@ void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
   int rc = len < 0 ? len
                    : mp_dict_modify(m->registry, key, (size_t)len, open_cb, &a);
   if (rc < 0) {
-    errno = -rc;
+    errno = errno_of(rc);
     return NULL;
   }
   return a.obj;
@@ -312,7 +326,7 @@ error:
   mp_event_free(f->changed);
   atomic_store(&f->magic, 0);
   mp_raw_free(f);
-  errno = rc == MP_EAUTH ? EACCES : -rc;
+  errno = errno_of(rc);
   return NULL;
 }
 
@@ -338,7 +352,7 @@ mp_manager_t *mp_manager_connect(const char *address, const void *authkey,
   return (mp_manager_t *)m;
 error:
   free(m);
-  errno = rc == MP_EAUTH ? EACCES : rc == MP_ETIMEDOUT ? ETIMEDOUT : -rc;
+  errno = errno_of(rc);
   return NULL;
 }
 
@@ -368,7 +382,7 @@ static void *proxy_open(remote_manager_t *r, uint32_t kind, const char *name,
   free(rep.out);
   if (rc < 0) {
     free(h);
-    errno = rc == MP_ECLOSED ? ECONNRESET : -rc;
+    errno = errno_of(rc);
     return NULL;
   }
   *h = (mp__remote_t){MP__REMOTE_MAGIC, kind, r, (uint64_t)rep.n};
