@@ -83,6 +83,21 @@ static void test_family_handles(void **state) {
   mp_manager_free(m);
 }
 
+/* A process that exits without freeing its manager does not wait for the
+ * server forever: the server is a daemon, ended at the exit. */
+static void forgetful_child(void *arg) {
+  (void)arg;
+  mp_manager_t *m = mp_manager_new(NULL, KEY, sizeof KEY - 1);
+  if (!m || !mp_manager_dict(m, "d"))
+    _exit(2);
+}
+
+static void test_exit_without_free(void **state) {
+  (void)state;
+  mp_process_t *p = start_child(forgetful_child, NULL, 0);
+  assert_int_equal(0, finish_child(p));
+}
+
 /* ---- proxies
  * ------------------------------------------------------------------ */
 
@@ -375,10 +390,10 @@ static void test_clients_killed(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      sync_test(test_family_handles),     sync_test(test_proxies_unix),
-      sync_test(test_proxies_tcp),        sync_test(test_wrong_key),
-      sync_test(test_shutdown_by_client), sync_test(test_server_killed),
-      sync_test(test_clients_killed),
+      sync_test(test_family_handles), sync_test(test_exit_without_free),
+      sync_test(test_proxies_unix),   sync_test(test_proxies_tcp),
+      sync_test(test_wrong_key),      sync_test(test_shutdown_by_client),
+      sync_test(test_server_killed),  sync_test(test_clients_killed),
   };
   return MPT_RUN(argc, argv, tests);
 }

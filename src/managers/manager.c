@@ -275,7 +275,10 @@ static bool server_settled(mp__family_manager_t *f) {
 }
 
 static int start_server(mp__family_manager_t *f) {
-  f->server = mp_process_new(mp__manager_serve, &f, sizeof f, NULL);
+  /* A daemon: a program that exits without mp_manager_free does not wait
+   * for its server forever (Python finalizes its managers at exit). */
+  mp_process_opts_t opts = {.name = "Manager", .daemon = true};
+  f->server = mp_process_new(mp__manager_serve, &f, sizeof f, &opts);
   if (!f->server)
     return -errno;
   int rc = mp_process_start(f->server);
