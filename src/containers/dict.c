@@ -21,6 +21,7 @@
  *   OP_CLEAR   the stripe's table `old` was taken out (the stripe is empty):
  *              free its entries one by one, then the table. */
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -58,6 +59,9 @@ typedef struct shard {
   _Atomic uint64_t cleared_epoch; /* the dict's clear this stripe did last */
   mp__intent_t intent;
 } __attribute__((aligned(64))) shard_t;
+
+/* A change writes the lock's line and the next one (store.h). */
+_Static_assert(offsetof(shard_t, intent.fresh) == 64, "stripe layout");
 
 struct mp_dict {
   _Atomic uint32_t magic;
