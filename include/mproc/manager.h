@@ -42,6 +42,8 @@
 extern "C" {
 #endif
 
+/* A manager: the family handle made by mp_manager_new (in shared memory)
+ * or a connected handle made by mp_manager_connect (process-local). */
 typedef struct mp_manager mp_manager_t;
 
 /* Starts a manager's server process listening on address ("unix:/path",
