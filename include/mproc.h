@@ -18,5 +18,7 @@
 #include "mproc/sync.h"
 #include "mproc/queue.h"
 #include "mproc/pool.h"
+#include "mproc/containers.h"
+#include "mproc/manager.h"
 
 #endif

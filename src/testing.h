@@ -39,6 +39,12 @@ extern void (*mp__barrier_counted_hook)(void);
  * block it was allocating may be lost, so leak checks are skipped. */
 bool mp__ring_arena_interrupted(const void *q);
 
+/* ---- containers/store.c ----------------------------------------------------
+ * When set above 0, the shared-memory store (of a dict or list change) that
+ * brings it to 0 kills the calling process (SIGKILL), so that a test can
+ * die at every step of every change in turn and check what others find. */
+extern int mp__store_kill_countdown;
+
 /* ---- pool/queue.c
  * ------------------------------------------------------------- Fault injection
  * (sqlite's way of reaching failure paths): when set (in a worker, by a test's

@@ -4,6 +4,7 @@
  * in debug builds. */
 #include <assert.h>
 
+#include "queue/remote.h"
 #include "queue/ring.h"
 
 static mp__ring_t *ring_of(const void *q, enum mp__ring_kind kind) {
@@ -13,7 +14,9 @@ static mp__ring_t *ring_of(const void *q, enum mp__ring_kind kind) {
   return r;
 }
 
-#define QUEUE(q)    ring_of((q), MP__RING_QUEUE)
+#define QUEUE(q) ring_of((q), MP__RING_QUEUE)
+/* A Queue may also be a manager's remote handle (remote.h). */
+#define REMOTE(q)   mp__remote_of((q), MP__REMOTE_QUEUE)
 #define SIMPLE(q)   ring_of((q), MP__RING_SIMPLE)
 #define JOINABLE(q) ring_of((q), MP__RING_JOINABLE)
 
@@ -24,35 +27,53 @@ mp_queue_t *mp_queue_new(size_t maxsize) {
 }
 
 int mp_queue_put(mp_queue_t *q, const void *buf, size_t len, double timeout) {
+  if (REMOTE(q))
+    return mp__remote_queue_put(REMOTE(q), buf, len, timeout);
   return mp__ring_put(QUEUE(q), buf, len, timeout);
 }
 
 int mp_queue_get(mp_queue_t *q, void **buf, size_t *len, double timeout) {
+  if (REMOTE(q))
+    return mp__remote_queue_get(REMOTE(q), buf, len, timeout);
   return mp__ring_get(QUEUE(q), buf, len, timeout);
 }
 
 int mp_queue_get_into(mp_queue_t *q, void *buf, size_t cap, size_t *len,
                       double timeout) {
+  if (REMOTE(q))
+    return mp__remote_queue_get_into(REMOTE(q), buf, cap, len, timeout);
   return mp__ring_get_into(QUEUE(q), buf, cap, len, timeout);
 }
 
 size_t mp_queue_qsize(const mp_queue_t *q) {
+  if (REMOTE(q))
+    return mp__remote_queue_qsize(REMOTE(q));
   return mp__ring_qsize(QUEUE(q));
 }
 
 bool mp_queue_empty(const mp_queue_t *q) {
+  if (REMOTE(q))
+    return mp__remote_queue_qsize(REMOTE(q)) == 0;
   return mp__ring_qsize(QUEUE(q)) == 0;
 }
 
 bool mp_queue_full(const mp_queue_t *q) {
+  if (REMOTE(q))
+    return mp__remote_queue_full(REMOTE(q));
   return mp__ring_full(QUEUE(q));
 }
 
 int mp_queue_close(mp_queue_t *q) {
+  if (REMOTE(q))
+    return mp__remote_queue_close(REMOTE(q));
   return mp__ring_close(QUEUE(q));
 }
 
 void mp_queue_free(mp_queue_t *q) {
+  if (REMOTE(q)) {
+    mp__remote_free(REMOTE(q));
+    return;
+  }
   if (q)
     mp__ring_free(QUEUE(q));
 }

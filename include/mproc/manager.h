@@ -1,0 +1,93 @@
+/* mproc: managers (Python's multiprocessing.Manager() and
+ * managers.BaseManager): named dicts, lists and queues served by a server
+ * process to processes of the family and to unrelated processes, here or
+ * on another host.
+ *
+ * mp_manager_new starts the server (BaseManager(address, authkey).start()).
+ * Its handle lives in shared memory: it works in the process that made it
+ * and in its children under every start method, and for them the objects
+ * it returns are the shared-memory objects themselves (mp_dict_t,
+ * mp_list_t, mp_queue_t as made by mp_dict_new and friends): calls on them
+ * never go through the server. mp_manager_connect (BaseManager.connect())
+ * connects any process, of the family or not, to a running server over an
+ * authenticated mproc connection ("unix:" or "tcp:" address, see
+ * listener.h); the objects it returns are proxies: the same mp_dict_*,
+ * mp_list_* and mp_queue_* calls work on them, each a request and a reply.
+ *
+ * Failure is an error, never a hang:
+ *   - server killed: every call on a proxy returns MP_ECLOSED at once (and
+ *     from then on); mp_manager_* calls on a connected manager too;
+ *   - a client killed in the middle of a call: the server and the other
+ *     clients go on (the objects are the robust shared-memory ones, and the
+ *     server notices the closed connection);
+ *   - a client killed while its get waits in the server: the server notices
+ *     the closed connection within 50 ms and stops waiting, so no message
+ *     is taken for it. (A message taken in the instant the client died is
+ *     put back at the end of the queue.)
+ *
+ * Threads: a connected manager and its proxies may be used by several
+ * threads; their calls take turns on the one connection (a blocking get on
+ * a proxy makes the other threads' calls wait for it). Proxies must be
+ * freed before their manager. Names are at most 200 bytes. */
+#ifndef MPROC_MANAGER_H
+#define MPROC_MANAGER_H
+
+#include <stddef.h>
+
+#include "mproc/containers.h"
+#include "mproc/error.h"
+#include "mproc/queue.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A manager: the family handle made by mp_manager_new (in shared memory)
+ * or a connected handle made by mp_manager_connect (process-local). */
+typedef struct mp_manager mp_manager_t;
+
+/* Starts a manager's server process listening on address ("unix:/path",
+ * "unix:@name", "tcp:HOST:PORT"; NULL: a fresh private Unix socket) with
+ * authkey (NULL: the current process's authkey, as Python). Returns when
+ * the server listens. NULL with errno: the listener's errors (EADDRINUSE,
+ * EINVAL, ...), ENOMEM, ETIMEDOUT (the server did not come up). */
+MP_API mp_manager_t *mp_manager_new(const char *address, const void *authkey,
+                                    size_t authkey_len);
+
+/* Connects to a manager's server (BaseManager(address, authkey).connect()).
+ * NULL with errno: ECONNREFUSED, ENOENT, EACCES (MP_EAUTH: wrong key),
+ * ETIMEDOUT, EINVAL. */
+MP_API mp_manager_t *mp_manager_connect(const char *address,
+                                        const void *authkey,
+                                        size_t authkey_len);
+
+/* The address the server listens on (with the port the system picked for
+ * "tcp:HOST:0"). */
+MP_API const char *mp_manager_address(const mp_manager_t *m);
+
+/* The server's dict, list or queue of that name, made on first use (a
+ * queue with maxsize then; later maxsizes are ignored). Free the handle
+ * with mp_dict_free / mp_list_free / mp_queue_free: for a proxy that frees
+ * the proxy only; for a family handle it is the object itself, which the
+ * manager frees (do not free it). NULL with errno: EINVAL (bad name),
+ * ECONNRESET (server gone), ENOMEM. */
+MP_API mp_dict_t *mp_manager_dict(mp_manager_t *m, const char *name);
+MP_API mp_list_t *mp_manager_list(mp_manager_t *m, const char *name);
+MP_API mp_queue_t *mp_manager_queue(mp_manager_t *m, const char *name,
+                                    size_t maxsize);
+
+/* Stops the server (from the family handle or from a connected one):
+ * it stops accepting, and the connections of its clients close (their
+ * calls then return MP_ECLOSED). The family's shared objects stay usable
+ * until mp_manager_free. 0, MP_ECLOSED (already stopped or gone). */
+MP_API int mp_manager_shutdown(mp_manager_t *m);
+
+/* Connected handle: closes the connection. Family handle, in the process
+ * that made it: shuts the server down if needed and frees the named
+ * objects (nobody may use them any more); in other processes: nothing. */
+MP_API void mp_manager_free(mp_manager_t *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

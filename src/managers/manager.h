@@ -1,0 +1,70 @@
+/* What the manager's two sides share (manager.c: the handles and the
+ * client; server.c: the server process). */
+#ifndef MPROC_MANAGERS_H
+#define MPROC_MANAGERS_H
+
+#include <pthread.h>
+
+#include "containers/remote.h"
+
+#define MP__MANAGER_MAGIC        0x4d4e4752u /* "MNGR": a family handle */
+#define MP__MANAGER_REMOTE_MAGIC 0x4d4e4743u /* "MNGC": a connected one */
+#define MP__MANAGER_ADDRESS_MAX  256
+#define MP__MANAGER_KEY_MAX      256
+#define MP__MANAGER_NAME_MAX     200
+
+enum mp__manager_state {
+  MP__MANAGER_STARTING,
+  MP__MANAGER_RUNNING,
+  MP__MANAGER_FAILED,
+  MP__MANAGER_STOPPED,
+};
+
+/* A family handle, in the arena (valid in the family under every start
+ * method). The registry maps "<kind>:<name>" to the object's pointer. */
+typedef struct mp__family_manager {
+  _Atomic uint32_t magic;
+  _Atomic uint32_t state; /* enum mp__manager_state */
+  _Atomic int32_t error;  /* why the server failed to start */
+  _Atomic uint32_t stop;  /* the server should stop */
+  pid_t creator;          /* the process that made it (frees it) */
+  mp_process_t *server;   /* valid in the creator only */
+  bool joined;            /* the creator joined the server */
+  mp_dict_t *registry;
+  mp_event_t *changed; /* set by the server when it ran or stopped */
+  bool has_key;
+  size_t key_len;
+  unsigned char key[MP__MANAGER_KEY_MAX];
+  char address[MP__MANAGER_ADDRESS_MAX];
+} mp__family_manager_t;
+
+/* ---- registry.c: below server.c and manager.c ---------------------------- */
+
+/* The errno of a constructor that failed with rc (an MP_E* code or
+ * -errno). */
+int mp__manager_errno(int rc);
+
+/* The server's object of that kind and name, made on first use. NULL with
+ * errno. */
+void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
+                       size_t maxsize);
+
+/* Frees every named object (the creator, at free). */
+void mp__manager_registry_free(mp__family_manager_t *m);
+
+/* The wire: a request is {u32 op, u64 id, u64 alen, a, u64 blen, b, i64 n,
+ * i64 m, f64 timeout}; a reply {i32 rc, i64 n, out...}. Native byte order:
+ * both ends are mproc on the same kind of machine. */
+void *mp__wire_request(const mp__remote_req_t *req, size_t *len);
+bool mp__wire_parse_request(const void *buf, size_t len, mp__remote_req_t *req);
+void *mp__wire_reply(int rc, int64_t n, const void *out, size_t out_len,
+                     size_t *len);
+/* A reply's code, with its n and a malloc'd copy of its bytes in rep. */
+int mp__wire_parse_reply(const void *buf, size_t len, mp__remote_reply_t *rep);
+
+/* ---- server.c ---------------------------------------------------------- */
+
+/* The server process's main. */
+void mp__manager_serve(void *arg);
+
+#endif

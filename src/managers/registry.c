@@ -1,0 +1,191 @@
+/* What the manager's client and server share: the wire format of a
+ * request and its reply, and the registry of named objects (a shared dict
+ * from "<kind>:<name>" to the object's pointer, in the family's arena). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "managers/manager.h"
+
+/* ---- the wire ---------------------------------------------------------------
+ */
+
+static unsigned char *put(unsigned char *at, const void *p, size_t len) {
+  if (len)
+    memcpy(at, p, len);
+  return at + len;
+}
+
+void *mp__wire_request(const mp__remote_req_t *req, size_t *len) {
+  uint64_t alen = req->alen, blen = req->blen;
+  *len = 4 + 8 + 8 + alen + 8 + blen + 8 + 8 + 8;
+  unsigned char *buf = malloc(*len), *at = buf;
+  if (!buf)
+    return NULL;
+  at = put(at, &req->op, 4);
+  at = put(at, &req->id, 8);
+  at = put(at, &alen, 8);
+  at = put(at, req->a, alen);
+  at = put(at, &blen, 8);
+  at = put(at, req->b, blen);
+  at = put(at, &req->n, 8);
+  at = put(at, &req->m, 8);
+  put(at, &req->timeout, 8);
+  return buf;
+}
+
+/* Reads len bytes at *at (within end) into p; false if too short. */
+static bool take(const unsigned char **at, const unsigned char *end, void *p,
+                 size_t len) {
+  if ((size_t)(end - *at) < len)
+    return false;
+  memcpy(p, *at, len);
+  *at += len;
+  return true;
+}
+
+/* A byte field: its length, then its bytes (pointed to, not copied). */
+static bool take_bytes(const unsigned char **at, const unsigned char *end,
+                       const void **p, size_t *len) {
+  uint64_t l;
+  if (!take(at, end, &l, 8) || l > (uint64_t)(end - *at))
+    return false;
+  *p = *at;
+  *len = (size_t)l;
+  *at += l;
+  return true;
+}
+
+bool mp__wire_parse_request(const void *buf, size_t len,
+                            mp__remote_req_t *req) {
+  const unsigned char *at = buf, *end = at + len;
+  return take(&at, end, &req->op, 4) && take(&at, end, &req->id, 8) &&
+         take_bytes(&at, end, &req->a, &req->alen) &&
+         take_bytes(&at, end, &req->b, &req->blen) &&
+         take(&at, end, &req->n, 8) && take(&at, end, &req->m, 8) &&
+         take(&at, end, &req->timeout, 8) && at == end;
+}
+
+int mp__wire_parse_reply(const void *buf, size_t len, mp__remote_reply_t *rep) {
+  int32_t code = MP_EINVAL;
+  const unsigned char *at = buf, *end = at + len;
+  if (take(&at, end, &code, 4) && take(&at, end, &rep->n, 8)) {
+    rep->out_len = (size_t)(end - at);
+    rep->out = rep->out_len ? malloc(rep->out_len) : NULL;
+    if (rep->out_len && !rep->out)
+      code = -ENOMEM;
+    else if (rep->out_len)
+      memcpy(rep->out, at, rep->out_len);
+  }
+  return code;
+}
+
+void *mp__wire_reply(int rc, int64_t n, const void *out, size_t out_len,
+                     size_t *len) {
+  int32_t code = rc;
+  *len = 4 + 8 + out_len;
+  unsigned char *buf = malloc(*len), *at = buf;
+  if (!buf)
+    return NULL;
+  at = put(at, &code, 4);
+  at = put(at, &n, 8);
+  put(at, out, out_len);
+  return buf;
+}
+
+/* The errno of a constructor that failed with rc (an MP_E* code or
+ * -errno). */
+int mp__manager_errno(int rc) {
+  switch (rc) {
+  case MP_EAUTH:
+    return EACCES;
+  case MP_ETIMEDOUT:
+    return ETIMEDOUT;
+  case MP_ECLOSED:
+    return ECONNRESET;
+  }
+  return rc > -1000 ? -rc : EIO;
+}
+
+/* ---- the registry (family) -------------------------------------------------
+ */
+
+struct open_args {
+  uint32_t kind;
+  size_t maxsize;
+  void *obj;
+};
+
+static int open_cb(const void *old, size_t old_len, bool found,
+                   const void **new_val, size_t *new_len, void *arg) {
+  struct open_args *a = arg;
+  if (found) {
+    if (old_len != sizeof a->obj)
+      return MP_EINVAL;
+    memcpy(&a->obj, old, sizeof a->obj);
+    return MP_DICT_KEEP;
+  }
+  switch (a->kind) {
+  case MP__REMOTE_DICT:
+    a->obj = mp_dict_new();
+    break;
+  case MP__REMOTE_LIST:
+    a->obj = mp_list_new();
+    break;
+  default:
+    a->obj = mp_queue_new(a->maxsize);
+  }
+  if (!a->obj)
+    return -errno;
+  *new_val = &a->obj;
+  *new_len = sizeof a->obj;
+  return MP_DICT_STORE;
+}
+
+static int registry_key(uint32_t kind, const char *name, char *key) {
+  if (!name || strlen(name) > MP__MANAGER_NAME_MAX)
+    return MP_EINVAL;
+  return snprintf(key, MP__MANAGER_NAME_MAX + 8, "%c:%s", "?qdl"[kind & 3],
+                  name);
+}
+
+void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
+                       size_t maxsize) {
+  char key[MP__MANAGER_NAME_MAX + 8];
+  int len = registry_key(kind, name, key);
+  struct open_args a = {kind, maxsize, NULL};
+  int rc = len < 0 ? len
+                   : mp_dict_modify(m->registry, key, (size_t)len, open_cb, &a);
+  if (rc < 0) {
+    errno = mp__manager_errno(rc);
+    return NULL;
+  }
+  return a.obj;
+}
+
+/* Frees every named object (the creator, at free). */
+void mp__manager_registry_free(mp__family_manager_t *m) {
+  mp_dict_item_t *items;
+  size_t n;
+  if (mp_dict_items(m->registry, &items, &n) < 0)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    void *obj;
+    if (items[i].vlen != sizeof obj)
+      continue;
+    memcpy(&obj, items[i].val, sizeof obj);
+    switch (((const char *)items[i].key)[0]) {
+    case 'd':
+      mp_dict_free(obj);
+      break;
+    case 'l':
+      mp_list_free(obj);
+      break;
+    case 'q':
+      mp_queue_free(obj);
+      break;
+    }
+  }
+  mp_free(items);
+}
