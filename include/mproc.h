@@ -18,5 +18,6 @@
 #include "mproc/sync.h"
 #include "mproc/queue.h"
 #include "mproc/pool.h"
+#include "mproc/obj.h"
 
 #endif
