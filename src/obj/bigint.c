@@ -47,7 +47,7 @@ int mp__int_cell(mp_obj_t *cell, const unsigned char *le, size_t len) {
   if (!b)
     return -ENOMEM;
   b->kind = MP_OBJ_INT;
-  memcpy(b->data, le, len);
+  memcpy(mp__body_data(b), le, len);
   *cell = (mp_obj_t){.kind = MP_OBJ_INT, .flags = MP__CELL_BIG, .u.body = b};
   return 0;
 }
@@ -111,7 +111,7 @@ int mp__int_to_decimal(const mp_obj_t *o, char **text, size_t *len) {
   const unsigned char *src = small;
   size_t n;
   if (o->flags & MP__CELL_BIG) {
-    src = o->u.body->data;
+    src = mp__body_data(o->u.body);
     n = o->u.body->len;
   } else {
     n = mp__int64_bytes(o->u.i, small);

@@ -81,13 +81,13 @@ static bool hash_flat(const mp_obj_t *o, uint64_t *out) {
   switch (o->kind) {
   case MP_OBJ_INT: {
     bool exact;
-    double d = mp__bigint_to_double(b->data, b->len, &exact);
-    b->hash = exact ? hash_double(d) : mp__hash_bytes(b->data, b->len);
+    double d = mp__bigint_to_double(mp__body_data(b), b->len, &exact);
+    b->hash = exact ? hash_double(d) : mp__hash_bytes(mp__body_data(b), b->len);
     break;
   }
   case MP_OBJ_STR:
   case MP_OBJ_BYTES:
-    b->hash = mp__hash_bytes(b->data, b->len) ^ o->kind;
+    b->hash = mp__hash_bytes(mp__body_data(b), b->len) ^ o->kind;
     break;
   case MP_OBJ_FROZENSET: {
     /* Order-free; every element was hashed when it went in. */
@@ -203,8 +203,8 @@ static bool numbers_equal(const mp_obj_t *a, const mp_obj_t *b) {
   }
   bool big = (b->flags & MP__CELL_BIG) != 0;
   if (a->kind == MP_OBJ_FLOAT)
-    return big ? mp__bigint_equals_double(b->u.body->data, b->u.body->len,
-                                          a->u.f)
+    return big ? mp__bigint_equals_double(mp__body_data(b->u.body),
+                                          b->u.body->len, a->u.f)
                : int64_equals_double(b->u.i, a->u.f);
   bool abig = (a->flags & MP__CELL_BIG) != 0;
   if (abig != big) /* big ints never fit int64 */
@@ -212,7 +212,8 @@ static bool numbers_equal(const mp_obj_t *a, const mp_obj_t *b) {
   if (!big)
     return a->u.i == b->u.i;
   return a->u.body->len == b->u.body->len &&
-         memcmp(a->u.body->data, b->u.body->data, a->u.body->len) == 0;
+         memcmp(mp__body_data(a->u.body), mp__body_data(b->u.body),
+                a->u.body->len) == 0;
 }
 
 static bool is_set(const mp_obj_t *o) {
@@ -233,7 +234,8 @@ static enum shallow compare_shallow(const mp_obj_t *a, const mp_obj_t *b) {
   if (a->u.body->len != b->u.body->len)
     return NOT_EQUAL;
   if (a->kind == MP_OBJ_STR || a->kind == MP_OBJ_BYTES)
-    return memcmp(a->u.body->data, b->u.body->data, a->u.body->len) == 0
+    return memcmp(mp__body_data(a->u.body), mp__body_data(b->u.body),
+                  a->u.body->len) == 0
                ? EQUAL
                : NOT_EQUAL;
   return DESCEND;
@@ -317,21 +319,4 @@ bool mp_obj_equal(const mp_obj_t *a, const mp_obj_t *b) {
   if (frames != small)
     free(frames);
   return equal;
-}
-
-size_t mp__hashed_find(const mp_obj_t *c, const mp_obj_t *key, uint64_t hash) {
-  const mp__body_t *b = c->u.body;
-  if (!b->u.c.index)
-    return SIZE_MAX;
-  size_t stride = c->kind == MP_OBJ_DICT ? 2 : 1;
-  for (size_t s = hash & b->u.c.index_mask; b->u.c.index[s];
-       s = (s + 1) & b->u.c.index_mask) {
-    size_t e = b->u.c.index[s] - 1;
-    const mp_obj_t *k = &b->u.c.items[e * stride];
-    uint64_t hk = 0;
-    mp__obj_hash(k, &hk);
-    if (hk == hash && mp_obj_equal(k, key))
-      return e;
-  }
-  return SIZE_MAX;
 }

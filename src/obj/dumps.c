@@ -42,6 +42,8 @@ static unsigned char *room(writer_t *w, size_t n) {
     w->err = -ENOMEM;
     return NULL;
   }
+  if (n >= cap / 2) /* a large write into fresh memory: fault it in first */
+    mp__prefault(grown + w->len, cap - w->len);
   w->buf = grown;
   w->cap = cap;
   return w->buf + w->len;
@@ -97,7 +99,7 @@ static void dump_int(writer_t *w, const mp_obj_t *o) {
     size_t n = (o->flags & MP__CELL_BIG) ? o->u.body->len
                                          : mp__int64_bytes(o->u.i, small);
     if (o->flags & MP__CELL_BIG)
-      src = o->u.body->data;
+      src = mp__body_data(o->u.body);
     if (n < 256)
       put_sized(w, 0x8a, n, 1);
     else
@@ -359,10 +361,10 @@ static void dump_leaf(writer_t *w, const mp_obj_t *o) {
     dump_float(w, o->u.f);
     break;
   case MP_OBJ_STR:
-    dump_str(w, o->u.body->data, o->u.body->len);
+    dump_str(w, mp__body_data(o->u.body), o->u.body->len);
     break;
   case MP_OBJ_BYTES:
-    dump_bytes(w, o->u.body->data, o->u.body->len);
+    dump_bytes(w, mp__body_data(o->u.body), o->u.body->len);
     break;
   default:
     w->err = MP_EINVAL;

@@ -13,6 +13,7 @@
  * bytes() and _codecs.encode(str, "latin1") (bytes below protocol 3), and
  * set() / frozenset() (sets below protocol 4). */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -55,6 +56,7 @@ typedef struct loader {
   size_t nmarks, marks_cap;
   mp_obj_t *memo;
   size_t memo_len, memo_count;
+  size_t memo_high; /* slots below may be in use; all above are empty */
   size_t max_depth;
   uint64_t budget; /* bytes the value may still take */
 } loader_t;
@@ -196,7 +198,7 @@ static int check_item(loader_t *L, const mp_obj_t *c, const mp_obj_t *item) {
   if (item->u.body == c->u.body)
     return fail(-EPROTO, "an object inside itself (recursive objects are "
                          "not supported)");
-  if (mp__obj_is_container(item) && item->u.body->depth + 1 > L->max_depth)
+  if (mp__obj_is_container(item) && item->u.body->u.c.depth + 1 > L->max_depth)
     return fail(-E2BIG, "nesting deeper than the depth limit");
   return 0;
 }
@@ -209,6 +211,8 @@ static int fill(loader_t *L, mp_obj_t *c, size_t start) {
   bool dict = c->kind == MP_OBJ_DICT;
   if (dict && (L->n - start) % 2)
     rc = fail(-EPROTO, "odd number of items for a dict");
+  else if (mp__reserve(c->u.body, (L->n - start) / (dict ? 2 : 1)) < 0)
+    rc = no_memory();
   for (; rc == 0 && i < L->n; i += dict ? 2 : 1) {
     const mp_obj_t *item = &L->stack[i];
     rc = check_item(L, c, item);
@@ -305,7 +309,7 @@ static int push_global(loader_t *L, const char *mod, size_t mlen,
 /* _codecs.encode(s, "latin1"): each code point of s (all below 256) is a
  * byte. */
 static int encode_latin1(const mp_obj_t *s, mp_obj_t *out) {
-  const unsigned char *u = s->u.body->data;
+  const unsigned char *u = mp__body_data(s->u.body);
   size_t n = s->u.body->u.chars, j = 0;
   mp__body_t *b = mp__body_new(n);
   if (!b)
@@ -313,9 +317,10 @@ static int encode_latin1(const mp_obj_t *s, mp_obj_t *out) {
   b->kind = MP_OBJ_BYTES;
   for (size_t i = 0; i < s->u.body->len; j++) {
     if (u[i] < 0x80) {
-      b->data[j] = u[i++];
+      mp__body_data(b)[j] = u[i++];
     } else if (u[i] == 0xc2 || u[i] == 0xc3) {
-      b->data[j] = (unsigned char)((u[i] & 0x1f) << 6 | (u[i + 1] & 0x3f));
+      mp__body_data(b)[j] =
+          (unsigned char)((u[i] & 0x1f) << 6 | (u[i + 1] & 0x3f));
       i += 2;
     } else {
       free(b);
@@ -367,10 +372,10 @@ static int apply(const mp_obj_t *fn, const mp_obj_t *args, mp_obj_t *out) {
   }
   case GLOBAL_CODECS_ENCODE:
     if (argc == 2 && argv[0].kind == MP_OBJ_STR && argv[1].kind == MP_OBJ_STR &&
-        (equals((const char *)argv[1].u.body->data, argv[1].u.body->len,
-                "latin1") ||
-         equals((const char *)argv[1].u.body->data, argv[1].u.body->len,
-                "latin-1")))
+        (equals((const char *)mp__body_data(argv[1].u.body),
+                argv[1].u.body->len, "latin1") ||
+         equals((const char *)mp__body_data(argv[1].u.body),
+                argv[1].u.body->len, "latin-1")))
       return encode_latin1(&argv[0], out);
     break;
   }
@@ -412,6 +417,8 @@ static int memo_put(loader_t *L, uint64_t index) {
     L->memo = grown;
     L->memo_len = len;
   }
+  if (index >= L->memo_high)
+    L->memo_high = (size_t)index + 1;
   mp_obj_t *slot = &L->memo[index];
   if (slot->kind == EMPTY_SLOT)
     L->memo_count++;
@@ -776,8 +783,9 @@ static int step(loader_t *L, unsigned char op, bool *stop) {
       return fail(-EPROTO, "STACK_GLOBAL needs two strs");
     mp_obj_t mod = *m, name = *nm;
     L->n -= 2;
-    rc = push_global(L, (const char *)mod.u.body->data, mod.u.body->len,
-                     (const char *)name.u.body->data, name.u.body->len);
+    rc =
+        push_global(L, (const char *)mp__body_data(mod.u.body), mod.u.body->len,
+                    (const char *)mp__body_data(name.u.body), name.u.body->len);
     mp__cell_release(&mod);
     mp__cell_release(&name);
     return rc;
@@ -812,6 +820,75 @@ static int step(loader_t *L, unsigned char op, bool *stop) {
   }
 }
 
+/* ---- Scratch arrays --------------------------------------------------------
+ * The stack, marks and memo of a load are kept for the thread's next load
+ * (up to SCRATCH_KEEP bytes each): programs load many pickles, and giving
+ * a few hundred kilobytes back to the system and faulting them in again
+ * every time would cost more than the load. Freed when the thread ends. */
+#define SCRATCH_KEEP ((size_t)4 << 20)
+
+typedef struct scratch {
+  mp_obj_t *stack, *memo;
+  size_t *marks;
+  size_t stack_cap, memo_len, marks_cap;
+} scratch_t;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static bool scratch_ok;
+
+static void scratch_free(void *arg) {
+  scratch_t *s = arg;
+  free(s->stack);
+  free(s->memo);
+  free(s->marks);
+  free(s);
+}
+
+static void scratch_init(void) {
+  scratch_ok = pthread_key_create(&scratch_key, scratch_free) == 0;
+}
+
+/* Takes the thread's arrays (they are the caller's until handed back). */
+static void scratch_take(loader_t *L) {
+  pthread_once(&scratch_once, scratch_init);
+  scratch_t *s = scratch_ok ? pthread_getspecific(scratch_key) : NULL;
+  if (!s)
+    return;
+  pthread_setspecific(scratch_key, NULL);
+  L->stack = s->stack, L->cap = s->stack_cap;
+  L->marks = s->marks, L->marks_cap = s->marks_cap;
+  L->memo = s->memo, L->memo_len = s->memo_len;
+  free(s);
+}
+
+static void *keep_or_free(void *array, size_t bytes) {
+  if (bytes <= SCRATCH_KEEP)
+    return array;
+  free(array);
+  return NULL;
+}
+
+/* Hands the (emptied) arrays back to the thread, or frees them. */
+static void scratch_give(loader_t *L) {
+  scratch_t *s = scratch_ok ? malloc(sizeof *s) : NULL;
+  if (s) {
+    s->stack = keep_or_free(L->stack, L->cap * sizeof(mp_obj_t));
+    s->stack_cap = s->stack ? L->cap : 0;
+    s->marks = keep_or_free(L->marks, L->marks_cap * sizeof(size_t));
+    s->marks_cap = s->marks ? L->marks_cap : 0;
+    s->memo = keep_or_free(L->memo, L->memo_len * sizeof(mp_obj_t));
+    s->memo_len = s->memo ? L->memo_len : 0;
+    if (pthread_setspecific(scratch_key, s) == 0)
+      return;
+    L->stack = s->stack, L->marks = s->marks, L->memo = s->memo;
+    free(s);
+  }
+  free(L->stack);
+  free(L->marks);
+  free(L->memo);
+}
+
 int mp_obj_loads_limits(const void *buf, size_t len,
                         const mp_obj_limits_t *limits, mp_obj_t **out) {
   if (!out || (!buf && len))
@@ -824,15 +901,16 @@ int mp_obj_loads_limits(const void *buf, size_t len,
              : len > (UINT64_MAX - DEFAULT_BASE_SIZE) / DEFAULT_SIZE_PER_BYTE
                  ? UINT64_MAX
                  : DEFAULT_BASE_SIZE + (uint64_t)len * DEFAULT_SIZE_PER_BYTE;
+  scratch_take(&L); /* its memo slots are all empty */
   mp_obj_t result;
   int rc = run(&L, &result);
   release_from(&L, 0);
-  for (size_t i = 0; i < L.memo_len; i++)
+  for (size_t i = 0; i < L.memo_high; i++) {
     if (L.memo[i].kind != EMPTY_SLOT)
       mp__cell_release(&L.memo[i]);
-  free(L.stack);
-  free(L.marks);
-  free(L.memo);
+    L.memo[i].kind = EMPTY_SLOT;
+  }
+  scratch_give(&L);
   if (rc < 0)
     return rc;
   /* The caller owns the result: it may grow it again if nothing else

@@ -15,6 +15,7 @@
 #ifndef MPROC_OBJ_INTERNAL_H
 #define MPROC_OBJ_INTERNAL_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/internal.h"
@@ -44,26 +45,41 @@ enum mp__hash_state { MP__HASH_UNKNOWN, MP__HASH_KNOWN, MP__HASH_UNHASHABLE };
 
 typedef struct mp__body {
   uint32_t refs;
+  uint8_t kind;       /* mp_obj_kind_t of the cells pointing here */
   uint8_t sealed;     /* inside a container: can no longer change */
   uint8_t hash_state; /* enum mp__hash_state */
-  uint8_t kind;       /* mp_obj_kind_t of the cells pointing here */
-  uint32_t depth;     /* containers: 1 + the deepest item's depth */
   uint64_t hash;      /* when hash_state is MP__HASH_KNOWN */
-  uint64_t weight;    /* bytes the value takes, shared parts each time */
-  struct mp__body *next_free; /* the free worklist */
   size_t len; /* str, bytes, big int: bytes (str: of UTF-8); others: items */
   union {
+    /* Leaves: str, bytes, big int. Their bytes follow at MP__LEAF_DATA
+     * (a str's NUL-terminated; a big int's two's complement, LE). */
     size_t chars; /* str: code points */
     struct {
       size_t cap;
       mp_obj_t *items; /* tuple, list: len cells; dict: 2*len (k, v) */
-      uint32_t *index; /* dict, set: entry + 1 per slot, 0 free */
+      uint64_t *index; /* dict, set: slots, see mp__slot */
       size_t index_mask;
+      uint64_t weight; /* bytes the value takes, shared parts each time */
+      uint32_t depth;  /* 1 + the deepest item's depth */
+      struct mp__body *next_free; /* the free worklist */
     } c;
   } u;
-  /* str (NUL-terminated), bytes, big int (two's complement, LE) */
-  unsigned char data[];
 } mp__body_t;
+
+#define MP__LEAF_DATA (offsetof(mp__body_t, u) + sizeof(size_t))
+
+static inline unsigned char *mp__body_data(const mp__body_t *b) {
+  return (unsigned char *)b + MP__LEAF_DATA;
+}
+
+static inline bool mp__body_is_container(const mp__body_t *b) {
+  return b->kind >= MP_OBJ_TUPLE;
+}
+
+/* The bytes a body takes (a container: with all it holds). */
+static inline uint64_t mp__body_weight(const mp__body_t *b) {
+  return mp__body_is_container(b) ? b->u.c.weight : MP__LEAF_DATA + b->len;
+}
 
 static inline bool mp__obj_has_body(const mp_obj_t *o) {
   return (o->kind >= MP_OBJ_STR && o->kind <= MP_OBJ_FROZENSET) ||
@@ -82,11 +98,20 @@ static inline size_t mp__body_cells(const mp_obj_t *o) {
 
 /* The bytes a cell adds to the weight of what holds it. */
 static inline uint64_t mp__cell_weight(const mp_obj_t *o) {
-  return sizeof(mp_obj_t) + (mp__obj_has_body(o) ? o->u.body->weight : 0);
+  return sizeof(mp_obj_t) +
+         (mp__obj_has_body(o) ? mp__body_weight(o->u.body) : 0);
+}
+
+/* An index slot of a dict or set: the entry number + 1 (0: a free slot)
+ * in the low half, the high half of the key's hash in the high half, so a
+ * probe skips other keys without touching them. */
+static inline uint64_t mp__slot(size_t entry, uint64_t hash) {
+  return (hash & 0xffffffff00000000ull) | (uint64_t)(entry + 1);
 }
 
 /* ---- value.c ------------------------------------------------------------ */
-/* A body of kind's layout with room for n data bytes (+ a NUL), refs 1. */
+/* A leaf body (str, bytes, big int: kind still to set) with room for
+ * data_len bytes and a NUL, refs 1. */
 mp__body_t *mp__body_new(size_t data_len);
 /* Drops one reference to the cell's body, freeing what nobody holds any
  * more; iteratively, whatever the nesting. */
@@ -107,6 +132,12 @@ int mp__hashed_insert(mp_obj_t *c, const mp_obj_t *key, const mp_obj_t *value);
  * surrogates (as Python's "surrogatepass"). false when invalid. */
 bool mp__utf8_check(const unsigned char *s, size_t len, bool surrogates,
                     size_t *chars);
+/* Room for n more entries in a container body at once. 0 or -ENOMEM. */
+int mp__reserve(mp__body_t *b, size_t n);
+/* Has the kernel fault in a large fresh buffer in one go before it is
+ * written (faster than a fault per page); does nothing for small ones or
+ * where the kernel cannot. */
+void mp__prefault(void *buf, size_t len);
 
 /* ---- compare.c ---------------------------------------------------------- */
 /* The hash of a hashable value (equal values hash alike, across kinds as

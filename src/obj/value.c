@@ -1,58 +1,89 @@
 /* The value type: making, reading, growing and freeing values. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "obj/obj_internal.h"
 
 /* ---- Bodies and cells -------------------------------------------------- */
 
+/* The header every body starts with. */
+static void body_init(mp__body_t *b, size_t len) {
+  b->refs = 1;
+  b->kind = 0;
+  b->sealed = 0;
+  b->hash_state = MP__HASH_UNKNOWN;
+  b->len = len;
+}
+
 mp__body_t *mp__body_new(size_t data_len) {
-  if (data_len > SIZE_MAX - sizeof(mp__body_t) - 1) {
+  if (data_len > SIZE_MAX - MP__LEAF_DATA - 1) {
     errno = ENOMEM;
     return NULL;
   }
-  mp__body_t *b = malloc(sizeof(mp__body_t) + data_len + 1);
+  mp__body_t *b = malloc(MP__LEAF_DATA + data_len + 1);
   if (!b)
     return NULL;
-  memset(b, 0, sizeof *b);
-  b->refs = 1;
-  b->weight = sizeof(mp__body_t) + data_len;
-  b->len = data_len;
-  b->data[data_len] = 0;
+  mp__prefault(b, MP__LEAF_DATA + data_len + 1);
+  body_init(b, data_len);
+  b->u.chars = 0;
+  mp__body_data(b)[data_len] = 0;
   return b;
 }
 
-/* The cells of a container body, for the free walk. */
-static size_t body_cell_count(const mp__body_t *b) {
-  if (b->kind == MP_OBJ_DICT)
-    return 2 * b->len;
-  return b->kind >= MP_OBJ_TUPLE ? b->len : 0;
+#define PREFAULT_MIN ((size_t)1 << 20)
+
+void mp__prefault(void *buf, size_t len) {
+#ifdef MADV_POPULATE_WRITE
+  static _Atomic bool unsupported; /* kernels before 5.14: EINVAL */
+  if (len < PREFAULT_MIN ||
+      atomic_load_explicit(&unsupported, memory_order_relaxed))
+    return;
+  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+  uintptr_t start = ((uintptr_t)buf + page - 1) & ~(page - 1);
+  uintptr_t end = ((uintptr_t)buf + len) & ~(page - 1);
+  if (end > start &&
+      madvise((void *)start, end - start, MADV_POPULATE_WRITE) != 0 &&
+      errno == EINVAL)
+    atomic_store_explicit(&unsupported, true, memory_order_relaxed);
+#else
+  (void)buf;
+  (void)len;
+#endif
 }
 
 void mp__cell_release(mp_obj_t *o) {
   if (!mp__obj_has_body(o) || --o->u.body->refs > 0)
     return;
-  /* A worklist threaded through the bodies themselves: freeing needs no
-   * memory and no recursion, however deep the value. A body joins it once,
-   * when its last reference goes. */
+  if (!mp__body_is_container(o->u.body)) {
+    free(o->u.body);
+    return;
+  }
+  /* A worklist threaded through the containers themselves: freeing needs
+   * no memory and no recursion, however deep the value. A container joins
+   * it once, when its last reference goes. */
   mp__body_t *todo = o->u.body;
-  todo->next_free = NULL;
+  todo->u.c.next_free = NULL;
   while (todo) {
     mp__body_t *b = todo;
-    todo = b->next_free;
-    size_t n = body_cell_count(b);
+    todo = b->u.c.next_free;
+    size_t n = b->kind == MP_OBJ_DICT ? 2 * b->len : b->len;
     for (size_t i = 0; i < n; i++) {
       mp_obj_t *item = &b->u.c.items[i];
-      if (mp__obj_has_body(item) && --item->u.body->refs == 0) {
-        item->u.body->next_free = todo;
+      if (!mp__obj_has_body(item) || --item->u.body->refs > 0)
+        continue;
+      if (mp__body_is_container(item->u.body)) {
+        item->u.body->u.c.next_free = todo;
         todo = item->u.body;
+      } else {
+        free(item->u.body);
       }
     }
-    if (b->kind >= MP_OBJ_TUPLE) {
-      free(b->u.c.items);
-      free(b->u.c.index);
-    }
+    free(b->u.c.items);
+    free(b->u.c.index);
     free(b);
   }
 }
@@ -81,7 +112,7 @@ int mp__str_cell(mp_obj_t *cell, const char *utf8, size_t len, size_t chars) {
     return -ENOMEM;
   b->kind = MP_OBJ_STR;
   b->u.chars = chars;
-  memcpy(b->data, utf8, len);
+  memcpy(mp__body_data(b), utf8, len);
   *cell = (mp_obj_t){.kind = MP_OBJ_STR, .u.body = b};
   return 0;
 }
@@ -92,17 +123,20 @@ int mp__bytes_cell(mp_obj_t *cell, const void *buf, size_t len) {
     return -ENOMEM;
   b->kind = MP_OBJ_BYTES;
   if (len)
-    memcpy(b->data, buf, len);
+    memcpy(mp__body_data(b), buf, len);
   *cell = (mp_obj_t){.kind = MP_OBJ_BYTES, .u.body = b};
   return 0;
 }
 
 int mp__container_cell(mp_obj_t *cell, mp_obj_kind_t kind, size_t cap) {
-  mp__body_t *b = mp__body_new(0);
+  mp__body_t *b = malloc(sizeof *b);
   if (!b)
     return -ENOMEM;
+  body_init(b, 0);
   b->kind = (uint8_t)kind;
-  b->depth = 1;
+  memset(&b->u.c, 0, sizeof b->u.c);
+  b->u.c.weight = sizeof *b;
+  b->u.c.depth = 1;
   if (cap) {
     size_t cells = kind == MP_OBJ_DICT ? 2 * cap : cap;
     b->u.c.items = malloc(cells * sizeof(mp_obj_t));
@@ -253,14 +287,14 @@ mp_obj_t *mp_obj_frozenset(void) {
 
 /* ---- Growing containers ------------------------------------------------ */
 
-/* Room for one more entry in a container body (dict entries are two
- * cells). */
-static int reserve_entry(mp__body_t *b) {
-  if (b->len < b->u.c.cap)
+int mp__reserve(mp__body_t *b, size_t n) {
+  if (n <= b->u.c.cap - b->len)
     return 0;
   size_t cap = b->u.c.cap ? 2 * b->u.c.cap : 4;
+  if (cap < b->len + n)
+    cap = b->len + n;
   size_t per = b->kind == MP_OBJ_DICT ? 2 : 1;
-  if (cap > SIZE_MAX / (per * sizeof(mp_obj_t)))
+  if (b->len + n < b->len || cap > SIZE_MAX / (per * sizeof(mp_obj_t)))
     return -ENOMEM;
   mp_obj_t *items = realloc(b->u.c.items, cap * per * sizeof(mp_obj_t));
   if (!items)
@@ -275,45 +309,52 @@ static int reserve_entry(mp__body_t *b) {
 static void adopt(mp__body_t *b, mp_obj_t *slot, const mp_obj_t *item) {
   *slot = *item;
   slot->flags &= (uint8_t)~MP__CELL_ROOT;
-  b->weight += mp__cell_weight(item);
+  b->u.c.weight += mp__cell_weight(item);
   if (mp__obj_has_body(item)) {
-    item->u.body->sealed = 1;
-    if (mp__obj_is_container(item) && item->u.body->depth + 1 > b->depth)
-      b->depth = item->u.body->depth + 1;
+    mp__body_t *ib = item->u.body;
+    ib->sealed = 1;
+    if (mp__body_is_container(ib) && ib->u.c.depth + 1 > b->u.c.depth)
+      b->u.c.depth = ib->u.c.depth + 1;
   }
 }
 
 int mp__seq_push(mp_obj_t *seq, const mp_obj_t *item) {
   mp__body_t *b = seq->u.body;
-  if (reserve_entry(b) < 0)
+  if (mp__reserve(b, 1) < 0)
     return -ENOMEM;
   adopt(b, &b->u.c.items[b->len], item);
   b->len++;
   return 0;
 }
 
+static void place(uint64_t *index, size_t mask, uint64_t hash, size_t entry) {
+  size_t s = hash & mask;
+  while (index[s])
+    s = (s + 1) & mask;
+  index[s] = mp__slot(entry, hash);
+}
+
 /* Grows the open-addressing index of a dict or set to keep it at most
- * half full, re-placing every entry. */
+ * two thirds full (as Python's dicts), re-placing every entry. */
 static int grow_index(mp__body_t *b, mp_obj_t *c) {
   size_t want = b->len + 1;
-  if (b->u.c.index && want * 2 <= b->u.c.index_mask + 1)
+  if (b->u.c.index && want * 3 <= (b->u.c.index_mask + 1) * 2)
     return 0;
+  if (want < b->u.c.cap) /* room for what was reserved, in one go */
+    want = b->u.c.cap;
   if (want > UINT32_MAX / 4)
     return -ENOMEM;
   size_t slots = 8;
-  while (slots < want * 2)
+  while (slots * 2 < want * 3)
     slots *= 2;
-  uint32_t *index = calloc(slots, sizeof *index);
+  uint64_t *index = calloc(slots, sizeof *index);
   if (!index)
     return -ENOMEM;
   size_t stride = c->kind == MP_OBJ_DICT ? 2 : 1;
   for (size_t e = 0; e < b->len; e++) {
     uint64_t h = 0;
     mp__obj_hash(&b->u.c.items[e * stride], &h); /* hashable: it is in */
-    size_t s = h & (slots - 1);
-    while (index[s])
-      s = (s + 1) & (slots - 1);
-    index[s] = (uint32_t)(e + 1);
+    place(index, slots - 1, h, e);
   }
   free(b->u.c.index);
   b->u.c.index = index;
@@ -321,34 +362,56 @@ static int grow_index(mp__body_t *b, mp_obj_t *c) {
   return 0;
 }
 
+/* The entry of a dict or set body equal to key (whose hash is h), or
+ * SIZE_MAX; then *free_slot is the index slot where it would go. One probe
+ * serves both the lookup and the insertion. */
+static size_t probe(const mp__body_t *b, size_t stride, const mp_obj_t *key,
+                    uint64_t h, size_t *free_slot) {
+  uint64_t high = mp__slot(0, h) - 1, *index = b->u.c.index;
+  size_t s = h & b->u.c.index_mask;
+  for (; index[s]; s = (s + 1) & b->u.c.index_mask) {
+    if ((index[s] & 0xffffffff00000000ull) != high)
+      continue;
+    size_t e = (size_t)(index[s] & 0xffffffffu) - 1;
+    if (mp_obj_equal(&b->u.c.items[e * stride], key))
+      return e;
+  }
+  *free_slot = s;
+  return SIZE_MAX;
+}
+
+size_t mp__hashed_find(const mp_obj_t *c, const mp_obj_t *key, uint64_t hash) {
+  size_t unused;
+  if (!c->u.body->u.c.index)
+    return SIZE_MAX;
+  return probe(c->u.body, c->kind == MP_OBJ_DICT ? 2 : 1, key, hash, &unused);
+}
+
 int mp__hashed_insert(mp_obj_t *c, const mp_obj_t *key, const mp_obj_t *value) {
   mp__body_t *b = c->u.body;
   uint64_t h;
   if (!mp__obj_hash(key, &h))
     return MP_EINVAL;
-  size_t found = mp__hashed_find(c, key, h);
+  if (mp__reserve(b, 1) < 0 || grow_index(b, c) < 0)
+    return -ENOMEM;
+  size_t stride = value ? 2 : 1, slot = 0;
+  size_t found = probe(b, stride, key, h, &slot);
   if (found != SIZE_MAX) {
     /* Python keeps the first key and takes the new value. */
     mp_obj_t extra = *key;
     mp__cell_release(&extra);
     if (value) {
-      mp_obj_t *slot = &b->u.c.items[2 * found + 1];
-      b->weight -= mp__cell_weight(slot);
-      mp__cell_release(slot);
-      adopt(b, slot, value);
+      mp_obj_t *old = &b->u.c.items[2 * found + 1];
+      b->u.c.weight -= mp__cell_weight(old);
+      mp__cell_release(old);
+      adopt(b, old, value);
     }
     return 0;
   }
-  if (reserve_entry(b) < 0 || grow_index(b, c) < 0)
-    return -ENOMEM;
-  size_t stride = value ? 2 : 1;
   adopt(b, &b->u.c.items[b->len * stride], key);
   if (value)
     adopt(b, &b->u.c.items[b->len * stride + 1], value);
-  size_t s = h & b->u.c.index_mask;
-  while (b->u.c.index[s])
-    s = (s + 1) & b->u.c.index_mask;
-  b->u.c.index[s] = (uint32_t)(b->len + 1);
+  b->u.c.index[slot] = mp__slot(b->len, h);
   b->len++;
   return 0;
 }
@@ -495,7 +558,7 @@ int mp_obj_int_to_bytes(const mp_obj_t *o, void *buf, size_t cap, size_t *len) {
   const unsigned char *src = small;
   size_t n;
   if (o->flags & MP__CELL_BIG) {
-    src = o->u.body->data;
+    src = mp__body_data(o->u.body);
     n = o->u.body->len;
   } else {
     n = mp__int64_bytes(o->u.i, small);
@@ -513,7 +576,7 @@ const char *mp_obj_as_str(const mp_obj_t *o, size_t *len_bytes) {
     return NULL;
   if (len_bytes)
     *len_bytes = o->u.body->len;
-  return (const char *)o->u.body->data;
+  return (const char *)mp__body_data(o->u.body);
 }
 
 const void *mp_obj_as_bytes(const mp_obj_t *o, size_t *len) {
@@ -521,7 +584,7 @@ const void *mp_obj_as_bytes(const mp_obj_t *o, size_t *len) {
     return NULL;
   if (len)
     *len = o->u.body->len;
-  return o->u.body->data;
+  return mp__body_data(o->u.body);
 }
 
 void mp_obj_free(mp_obj_t *o) {
