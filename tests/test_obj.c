@@ -416,8 +416,13 @@ static const hostile_t hostile[] = {
     H("list inside a list inside it", "]q\0]h\0ah\0\x85\x30h\0X\0\0\0\0a.",
       -EPROTO),
     H("unhashable key", "}]Ns.", -EPROTO),
+    H("unhashable key, shared", /* found by fuzz_obj_loads: a leak */
+      "c__builtin__\nset\np0\n((lp1\nI1\naI2\ndtp2\nRp3\n.", -EPROTO),
     H("odd dict", "(Nd.", -EPROTO),
     H("mark missing", "Nt.", -EPROTO),
+    H("APPENDS below a mark", /* found by fuzz_obj_loads */
+      "]q\0(q\1(K\1K\2eh\1]q\0(q\1(K\1h\1]q\0(qla", -EPROTO),
+    H("APPEND below a mark", "](Na.", -EPROTO),
     H("stack underflow", "\x86.", -EPROTO),
 };
 

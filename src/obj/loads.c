@@ -161,8 +161,15 @@ static int push_new(loader_t *L, int rc, mp_obj_t cell) {
   return push(L, cell);
 }
 
+/* Where the items above the last MARK start. As in Python's unpickler, an
+ * opcode sees only those: none reaches below a mark, so marks never point
+ * above the stack. */
+static size_t frame_base(const loader_t *L) {
+  return L->nmarks ? L->marks[L->nmarks - 1] : 0;
+}
+
 static int need_items(loader_t *L, size_t n) {
-  return L->n < n ? fail(-EPROTO, "stack underflow") : 0;
+  return L->n - frame_base(L) < n ? fail(-EPROTO, "stack underflow") : 0;
 }
 
 static int pop_mark(loader_t *L, size_t *start) {
@@ -228,6 +235,8 @@ static int fill(loader_t *L, mp_obj_t *c, size_t start) {
       rc = fail(-EPROTO, "unhashable key");
     else if (rc < 0)
       rc = no_memory();
+    if (rc < 0)
+      break; /* item i was not taken */
   }
   /* Consumed: [start, i); the rest is released. */
   size_t consumed = i;
@@ -258,7 +267,7 @@ static int build(loader_t *L, mp_obj_kind_t kind, size_t start) {
 /* The container below stack[start] that APPENDS/SETITEMS/ADDITEMS add to. */
 static int target(loader_t *L, size_t start, mp_obj_kind_t kind, mp_obj_t **c) {
   *c = NULL;
-  if (start == 0 || start > L->n)
+  if (start <= frame_base(L) || start > L->n)
     return fail(-EPROTO, "stack underflow");
   *c = &L->stack[start - 1];
   if ((*c)->kind != kind)
@@ -399,7 +408,7 @@ static int reduce(loader_t *L) {
  * -------------------------------------------------------------------- */
 
 static int memo_put(loader_t *L, uint64_t index) {
-  if (L->n == 0)
+  if (need_items(L, 1) < 0)
     return fail(-EPROTO, "memo put with an empty stack");
   /* Python's picklers number memo entries 0, 1, 2...; gaps are allowed,
    * but not an index so large its slot array would be unbounded. */
@@ -617,7 +626,7 @@ static int run(loader_t *L, mp_obj_t *out) {
     if (rc < 0)
       return rc;
   }
-  if (L->n == 0)
+  if (L->n == frame_base(L))
     return fail(-EPROTO, "STOP with an empty stack");
   if (L->stack[L->n - 1].kind == MP__OBJ_GLOBAL)
     return fail(-EPROTO, "a global as the result");
