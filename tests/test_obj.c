@@ -4,6 +4,7 @@
  * (tests/python/obj_peer.py). Runs once: nothing here depends on the start
  * method (the Python peers are plain fork+exec). */
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -591,6 +592,83 @@ static void test_large_values(void **state) {
   mp_obj_free(list);
 }
 
+/* ---- Threads and misuse ------------------------------------------------- */
+
+typedef struct reader_arg {
+  const mp_obj_t *shared; /* read by every thread at once */
+  const void *pickle;
+  size_t len;
+  bool ok;
+} reader_arg_t;
+
+static void *reader(void *p) {
+  reader_arg_t *a = p;
+  a->ok = true;
+  for (int i = 0; i < 200 && a->ok; i++) {
+    mp_obj_t *o = NULL;
+    void *buf;
+    size_t len;
+    /* Lookups with keys taken from the shared value itself: their hashes
+     * are computed and cached by several threads at once. */
+    const mp_obj_t *key = mp_obj_dict_key(a->shared, (size_t)i % 3);
+    a->ok = mp_obj_loads(a->pickle, a->len, &o) == 0 &&
+            mp_obj_equal(o, a->shared) &&
+            mp_obj_dict_get(a->shared, key) != NULL &&
+            mp_obj_dumps(a->shared, i % 5 + 1, &buf, &len) == 0;
+    if (a->ok)
+      mp_free(buf);
+    mp_obj_free(o);
+  }
+  return NULL;
+}
+
+static void test_threads_read_one_value(void **state) {
+  (void)state;
+  mp_obj_t *shared =
+      C(MP_OBJ_DICT, 3, C(MP_OBJ_TUPLE, 2, S("a"), C(MP_OBJ_TUPLE, 1, I(1))),
+        I(1), S("b"), C(MP_OBJ_LIST, 2, F(1.5), BYTES("x", 1)),
+        C(MP_OBJ_FROZENSET, 2, S("c"), BIG("\0\0\0\0\0\0\0\0\x40", 9)),
+        mp_obj_none());
+  void *pickle;
+  size_t len;
+  assert_mp_ok(mp_obj_dumps(shared, 4, &pickle, &len));
+  mp_obj_t *fresh; /* its hashes not computed yet */
+  assert_mp_ok(mp_obj_loads(pickle, len, &fresh));
+  pthread_t t[4];
+  reader_arg_t args[4];
+  for (int i = 0; i < 4; i++) {
+    args[i] = (reader_arg_t){fresh, pickle, len, false};
+    assert_int_equal(pthread_create(&t[i], NULL, reader, &args[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(t[i], NULL);
+    assert_true(args[i].ok);
+  }
+  mp_free(pickle);
+  mp_obj_free(fresh);
+  mp_obj_free(shared);
+}
+
+/* Freeing an item that belongs to a container is caught, not a double
+ * free later. */
+static void test_free_of_an_item_aborts(void **state) {
+  (void)state;
+  mp_obj_t *list = C(MP_OBJ_LIST, 1, S("item"));
+  fflush(NULL);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, STDERR_FILENO);
+    mp_obj_free((mp_obj_t *)mp_obj_item(list, 0));
+    _exit(0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+  mp_obj_free(list);
+}
+
 /* ---- Python on the other end -----------------------------------------------
  */
 
@@ -796,6 +874,8 @@ int main(int argc, char **argv) {
       mpt_test(test_limits),
       mpt_test(test_truncated_and_damaged),
       mpt_test(test_large_values),
+      mpt_test(test_threads_read_one_value),
+      mpt_test(test_free_of_an_item_aborts),
       mpt_test(test_python_3_8),
       mpt_test(test_python_3_9),
       mpt_test(test_python_3_10),

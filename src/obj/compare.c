@@ -50,6 +50,21 @@ static uint64_t hash_double(double d) {
   return mix(bits ^ 0x5bd1e995ull);
 }
 
+/* The hash cached in a body, and its state (enum mp__hash_state). Threads
+ * reading one value at once may both compute a hash and store it: the same
+ * value, published with release and read with acquire. */
+static int cached(const mp__body_t *b, uint64_t *hash) {
+  int state = __atomic_load_n(&b->hash_state, __ATOMIC_ACQUIRE);
+  if (state == MP__HASH_KNOWN)
+    *hash = __atomic_load_n(&b->hash, __ATOMIC_RELAXED);
+  return state;
+}
+
+static void cache(mp__body_t *b, int state, uint64_t hash) {
+  __atomic_store_n(&b->hash, hash, __ATOMIC_RELAXED);
+  __atomic_store_n(&b->hash_state, (uint8_t)state, __ATOMIC_RELEASE);
+}
+
 /* A hash for values that need no walk (everything but tuples). */
 static bool hash_flat(const mp_obj_t *o, uint64_t *out) {
   switch (o->kind) {
@@ -72,40 +87,40 @@ static bool hash_flat(const mp_obj_t *o, uint64_t *out) {
     break;
   }
   mp__body_t *b = o->u.body;
-  if (b->hash_state == MP__HASH_KNOWN) {
-    *out = b->hash;
+  uint64_t h;
+  switch (cached(b, out)) {
+  case MP__HASH_KNOWN:
     return true;
-  }
-  if (b->hash_state == MP__HASH_UNHASHABLE)
+  case MP__HASH_UNHASHABLE:
     return false;
+  }
   switch (o->kind) {
   case MP_OBJ_INT: {
     bool exact;
     double d = mp__bigint_to_double(mp__body_data(b), b->len, &exact);
-    b->hash = exact ? hash_double(d) : mp__hash_bytes(mp__body_data(b), b->len);
+    h = exact ? hash_double(d) : mp__hash_bytes(mp__body_data(b), b->len);
     break;
   }
   case MP_OBJ_STR:
   case MP_OBJ_BYTES:
-    b->hash = mp__hash_bytes(mp__body_data(b), b->len) ^ o->kind;
+    h = mp__hash_bytes(mp__body_data(b), b->len) ^ o->kind;
     break;
-  case MP_OBJ_FROZENSET: {
+  case MP_OBJ_FROZENSET:
     /* Order-free; every element was hashed when it went in. */
-    uint64_t h = 0x66726f7aull + b->len;
+    h = 0x66726f7aull + b->len;
     for (size_t i = 0; i < b->len; i++) {
       uint64_t e = 0;
       mp__obj_hash(&b->u.c.items[i], &e);
       h += mix(e ^ 0x2545f4914f6cdd1dull);
     }
-    b->hash = mix(h);
+    h = mix(h);
     break;
-  }
   default: /* list, dict, set: Python's TypeError: unhashable */
-    b->hash_state = MP__HASH_UNHASHABLE;
+    cache(b, MP__HASH_UNHASHABLE, 0);
     return false;
   }
-  b->hash_state = MP__HASH_KNOWN;
-  *out = b->hash;
+  cache(b, MP__HASH_KNOWN, h);
+  *out = h;
   return true;
 }
 
@@ -121,20 +136,23 @@ static bool hash_tuple(mp__body_t *root, uint64_t *out) {
   hash_frame_t small[16], *frames = small;
   size_t n = 0, cap = 16;
   bool ok = true;
+  uint64_t h = 0;
   frames[n++] = (hash_frame_t){root, 0, 0x7475706cull};
   while (n > 0 && ok) {
     hash_frame_t *f = &frames[n - 1];
     if (f->next == f->tuple->len) {
-      f->tuple->hash = mix(f->acc ^ f->tuple->len);
-      f->tuple->hash_state = MP__HASH_KNOWN;
-      uint64_t h = f->tuple->hash;
+      h = mix(f->acc ^ f->tuple->len);
+      cache(f->tuple, MP__HASH_KNOWN, h);
       if (--n > 0)
         frames[n - 1].acc = (frames[n - 1].acc ^ h) * 0x100000001b3ull;
       continue;
     }
     const mp_obj_t *item = &f->tuple->u.c.items[f->next++];
-    if (item->kind == MP_OBJ_TUPLE &&
-        item->u.body->hash_state == MP__HASH_UNKNOWN) {
+    uint64_t ih = 0;
+    int state = item->kind == MP_OBJ_TUPLE ? cached(item->u.body, &ih)
+                : hash_flat(item, &ih)     ? MP__HASH_KNOWN
+                                           : MP__HASH_UNHASHABLE;
+    if (state == MP__HASH_UNKNOWN) { /* a tuple inside: walk it first */
       if (n == cap) {
         hash_frame_t *grown = malloc(2 * cap * sizeof *grown);
         if (!grown)
@@ -146,38 +164,32 @@ static bool hash_tuple(mp__body_t *root, uint64_t *out) {
         cap *= 2;
       }
       frames[n++] = (hash_frame_t){item->u.body, 0, 0x7475706cull};
-      continue;
-    }
-    uint64_t h;
-    if (item->kind == MP_OBJ_TUPLE
-            ? item->u.body->hash_state == MP__HASH_KNOWN &&
-                  (h = item->u.body->hash, true)
-            : hash_flat(item, &h))
-      f->acc = (f->acc ^ h) * 0x100000001b3ull;
-    else
+    } else if (state == MP__HASH_KNOWN) {
+      f->acc = (f->acc ^ ih) * 0x100000001b3ull;
+    } else {
       ok = false;
+    }
   }
   if (!ok)
     for (size_t i = 0; i < n; i++)
-      frames[i].tuple->hash_state = MP__HASH_UNHASHABLE;
+      cache(frames[i].tuple, MP__HASH_UNHASHABLE, 0);
   if (frames != small)
     free(frames);
   if (ok)
-    *out = root->hash;
+    *out = h;
   return ok;
 }
 
 bool mp__obj_hash(const mp_obj_t *o, uint64_t *hash) {
   if (o->kind != MP_OBJ_TUPLE)
     return hash_flat(o, hash);
-  mp__body_t *b = o->u.body;
-  if (b->hash_state == MP__HASH_KNOWN) {
-    *hash = b->hash;
+  switch (cached(o->u.body, hash)) {
+  case MP__HASH_KNOWN:
     return true;
-  }
-  if (b->hash_state == MP__HASH_UNHASHABLE)
+  case MP__HASH_UNHASHABLE:
     return false;
-  return hash_tuple(b, hash);
+  }
+  return hash_tuple(o->u.body, hash);
 }
 
 /* ---- Equality ------------------------------------------------------------ */
