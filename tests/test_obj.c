@@ -818,12 +818,8 @@ static void over_listener(const char *exe, const char *version, int protocol) {
 
 static void python_matrix(const char *version) {
   char exe[512];
-  if (!pypeer_find(version, exe, sizeof exe)) {
-    print_message("[  SKIPPED ] python%s not found: its interop is not "
-                  "tested\n",
-                  version);
+  if (!pypeer_find_for_test(version, exe, sizeof exe))
     skip();
-  }
   for (int p = 0; p < N_PROTOCOLS; p++)
     over_socketpair(exe, version, protocols[p]);
   over_socketpair(exe, version, VIA_SEND);

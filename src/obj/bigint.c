@@ -32,6 +32,16 @@ size_t mp__int64_bytes(int64_t v, unsigned char out[8]) {
   return shortest(out, 8);
 }
 
+const unsigned char *mp__int_bytes(const mp_obj_t *o, unsigned char small[8],
+                                   size_t *len) {
+  if (o->flags & MP__CELL_BIG) {
+    *len = o->u.body->len;
+    return mp__body_data(o->u.body);
+  }
+  *len = mp__int64_bytes(o->u.i, small);
+  return small;
+}
+
 int mp__int_cell(mp_obj_t *cell, const unsigned char *le, size_t len) {
   len = shortest(le, len);
   if (len <= 8) {
@@ -108,14 +118,8 @@ int mp__int_from_decimal(mp_obj_t *cell, const char *text, size_t len) {
 
 int mp__int_to_decimal(const mp_obj_t *o, char **text, size_t *len) {
   unsigned char small[8];
-  const unsigned char *src = small;
   size_t n;
-  if (o->flags & MP__CELL_BIG) {
-    src = mp__body_data(o->u.body);
-    n = o->u.body->len;
-  } else {
-    n = mp__int64_bytes(o->u.i, small);
-  }
+  const unsigned char *src = mp__int_bytes(o, small, &n);
   if (n * 8 > MAX_DIGITS * 3.33) /* more than 4300 digits: Python refuses */
     return MP_EINVAL;
   bool negative = n && (src[n - 1] & 0x80);

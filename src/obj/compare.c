@@ -135,7 +135,7 @@ typedef struct hash_frame {
 static bool hash_tuple(mp__body_t *root, uint64_t *out) {
   hash_frame_t small[16], *frames = small;
   size_t n = 0, cap = 16;
-  bool ok = true;
+  bool ok = true, no_memory = false;
   uint64_t h = 0;
   frames[n++] = (hash_frame_t){root, 0, 0x7475706cull};
   while (n > 0 && ok) {
@@ -153,15 +153,11 @@ static bool hash_tuple(mp__body_t *root, uint64_t *out) {
                 : hash_flat(item, &ih)     ? MP__HASH_KNOWN
                                            : MP__HASH_UNHASHABLE;
     if (state == MP__HASH_UNKNOWN) { /* a tuple inside: walk it first */
-      if (n == cap) {
-        hash_frame_t *grown = malloc(2 * cap * sizeof *grown);
-        if (!grown)
-          return false; /* treated as unhashable; nothing cached */
-        memcpy(grown, frames, n * sizeof *grown);
-        if (frames != small)
-          free(frames);
-        frames = grown;
-        cap *= 2;
+      if (n == cap &&
+          !mp__frames_grow((void **)&frames, small, &cap, sizeof *frames)) {
+        ok = false; /* unhashable for now; nothing cached */
+        no_memory = true;
+        break;
       }
       frames[n++] = (hash_frame_t){item->u.body, 0, 0x7475706cull};
     } else if (state == MP__HASH_KNOWN) {
@@ -170,7 +166,7 @@ static bool hash_tuple(mp__body_t *root, uint64_t *out) {
       ok = false;
     }
   }
-  if (!ok)
+  if (!ok && !no_memory)
     for (size_t i = 0; i < n; i++)
       cache(frames[i].tuple, MP__HASH_UNHASHABLE, 0);
   if (frames != small)
@@ -313,17 +309,10 @@ bool mp_obj_equal(const mp_obj_t *a, const mp_obj_t *b) {
     if (s == NOT_EQUAL) {
       equal = false;
     } else if (s == DESCEND) {
-      if (n == cap) {
-        eq_frame_t *grown = malloc(2 * cap * sizeof *grown);
-        if (!grown) {
-          equal = false; /* cannot tell without memory: say unequal */
-          break;
-        }
-        memcpy(grown, frames, n * sizeof *grown);
-        if (frames != small)
-          free(frames);
-        frames = grown;
-        cap *= 2;
+      if (n == cap &&
+          !mp__frames_grow((void **)&frames, small, &cap, sizeof *frames)) {
+        equal = false; /* cannot tell without memory: say unequal */
+        break;
       }
       frames[n++] = (eq_frame_t){x, y, 0};
     }

@@ -95,11 +95,8 @@ static void dump_int(writer_t *w, const mp_obj_t *o) {
   }
   if (w->proto >= 2) { /* LONG1 / LONG4: two's complement bytes */
     unsigned char small[8];
-    const unsigned char *src = small;
-    size_t n = (o->flags & MP__CELL_BIG) ? o->u.body->len
-                                         : mp__int64_bytes(o->u.i, small);
-    if (o->flags & MP__CELL_BIG)
-      src = mp__body_data(o->u.body);
+    size_t n;
+    const unsigned char *src = mp__int_bytes(o, small, &n);
     if (n < 256)
       put_sized(w, 0x8a, n, 1);
     else
@@ -405,17 +402,10 @@ static void dump_value(writer_t *w, const mp_obj_t *root) {
       before_entry(w, o, c / per);
     const mp_obj_t *item = &o->u.body->u.c.items[c];
     if (mp__obj_is_container(item)) {
-      if (n == cap) {
-        frame_t *grown = malloc(2 * cap * sizeof *grown);
-        if (!grown) {
-          w->err = -ENOMEM;
-          break;
-        }
-        memcpy(grown, frames, n * sizeof *grown);
-        if (frames != small)
-          free(frames);
-        frames = grown;
-        cap *= 2;
+      if (n == cap &&
+          !mp__frames_grow((void **)&frames, small, &cap, sizeof *frames)) {
+        w->err = -ENOMEM;
+        break;
       }
       open_container(w, item);
       frames[n++] = (frame_t){item, 0};

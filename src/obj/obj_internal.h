@@ -109,6 +109,13 @@ static inline uint64_t mp__slot(size_t entry, uint64_t hash) {
   return (hash & 0xffffffff00000000ull) | (uint64_t)(entry + 1);
 }
 
+/* The walks over nested values keep their frames in a local array of
+ * `small` entries first and on the heap beyond. Called when *frames (n ==
+ * *cap entries of elem bytes) is full: doubles it. false (nothing changed)
+ * without memory. */
+bool mp__frames_grow(void **frames, const void *small, size_t *cap,
+                     size_t elem);
+
 /* ---- value.c ------------------------------------------------------------ */
 /* A leaf body (str, bytes, big int: kind still to set) with room for
  * data_len bytes and a NUL, refs 1. */
@@ -155,6 +162,10 @@ int mp__int_cell(mp_obj_t *cell, const unsigned char *le, size_t len);
 /* The shortest two's complement LE bytes of an int64 (0: none) into
  * out[8]; returns the count. */
 size_t mp__int64_bytes(int64_t v, unsigned char out[8]);
+/* An int's (or bool's) shortest two's complement LE bytes and their count:
+ * in its body, or written into small. */
+const unsigned char *mp__int_bytes(const mp_obj_t *o, unsigned char small[8],
+                                   size_t *len);
 /* Decimal text (optional sign, digits) to an int cell. -EPROTO when not
  * a number or over 4300 digits (Python's limit). */
 int mp__int_from_decimal(mp_obj_t *cell, const char *text, size_t len);

@@ -10,6 +10,21 @@
 
 /* ---- Bodies and cells -------------------------------------------------- */
 
+bool mp__frames_grow(void **frames, const void *small, size_t *cap,
+                     size_t elem) {
+  if (*cap > SIZE_MAX / 2 / elem)
+    return false;
+  void *grown = malloc(2 * *cap * elem);
+  if (!grown)
+    return false;
+  memcpy(grown, *frames, *cap * elem);
+  if (*frames != small)
+    free(*frames);
+  *frames = grown;
+  *cap *= 2;
+  return true;
+}
+
 /* The header every body starts with. */
 static void body_init(mp__body_t *b, size_t len) {
   b->refs = 1;
@@ -555,14 +570,8 @@ int mp_obj_int_to_bytes(const mp_obj_t *o, void *buf, size_t cap, size_t *len) {
       (!buf && cap))
     return MP_EINVAL;
   unsigned char small[8];
-  const unsigned char *src = small;
   size_t n;
-  if (o->flags & MP__CELL_BIG) {
-    src = mp__body_data(o->u.body);
-    n = o->u.body->len;
-  } else {
-    n = mp__int64_bytes(o->u.i, small);
-  }
+  const unsigned char *src = mp__int_bytes(o, small, &n);
   *len = n;
   if (n > cap)
     return MP_EOVERFLOW;

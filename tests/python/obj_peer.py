@@ -22,6 +22,8 @@ import pickle
 import sys
 from multiprocessing.connection import Client, Connection
 
+from listener_peer import py_address  # mproc's address strings
+
 x = [1, 2]
 SAMPLES = [
     # The first ones are built in C too (test_obj.c, c_samples): keep them
@@ -105,15 +107,6 @@ def run(reader, writer, proto):
         checked += 1
     print("ECHOED %d CHECKED %d" % (len(SAMPLES), checked), flush=True)
     return 1 if bad else 0
-
-
-def py_address(address):
-    if address.startswith("unix:@"):
-        return "\0" + address[len("unix:@"):]
-    if address.startswith("unix:"):
-        return address[len("unix:"):]
-    host, port = address[len("tcp:"):].rsplit(":", 1)
-    return (host.strip("[]"), int(port))
 
 
 def main(argv):
