@@ -601,13 +601,12 @@ static int load_sized(loader_t *L, int width, bool str) {
     return rc;
   const unsigned char *at = L->p;
   L->p += n;
+  /* Over the size limit: refused before it is copied (push would only
+   * find out after). */
+  if (n > L->budget)
+    return charge(L, n);
   if (str)
     return load_str(L, at, n);
-  /* Charge first: a large bytes is refused before it is copied. */
-  rc = charge(L, sizeof(mp__body_t) + n);
-  if (rc < 0)
-    return rc;
-  L->budget += sizeof(mp__body_t) + n;
   mp_obj_t cell;
   return push_new(L, mp__bytes_cell(&cell, at, n), cell);
 }
