@@ -30,8 +30,9 @@ uint64_t mp__hash_bytes(const void *buf, size_t len) {
     memcpy(&w, p + i, 8);
     h = (h ^ mix(w)) * 0x100000001b3ull;
   }
-  uint64_t tail = 0;
-  memcpy(&tail, p + i, len - i);
+  uint64_t tail = 0; /* short keys end here: no call to memcpy */
+  for (size_t k = 0; i + k < len; k++)
+    tail |= (uint64_t)p[i + k] << (8 * k);
   return mix(h ^ tail ^ (uint64_t)(len - i) << 56);
 }
 

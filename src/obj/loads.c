@@ -145,7 +145,13 @@ static int push(loader_t *L, mp_obj_t cell) {
     mp__cell_release(&cell);
     return rc;
   }
-  L->stack[L->n++] = cell;
+  /* Field by field: a cell just written by its maker, copied as one
+   * 16-byte load, would stall on store forwarding. */
+  mp_obj_t *top = &L->stack[L->n++];
+  top->kind = cell.kind;
+  top->flags = cell.flags;
+  top->extra = cell.extra;
+  top->u.i = cell.u.i;
   return 0;
 }
 
