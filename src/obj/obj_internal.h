@@ -18,7 +18,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/internal.h"
 #include "mproc/obj.h"
 
 /* Cell flags. */
