@@ -28,6 +28,14 @@ def main(address):
         print(arr)  # => array('i', [42, 1729, 0, 0, 0])
         conn.send_bytes(b"how are you, C?")
         print(conn.recv_bytes())  # => b'HOW ARE YOU, C?'
+        # Objects, as any Python program sends them (pickled by Python,
+        # read and written by mproc in C):
+        conn.send({"op": "sum", "numbers": [1, 2, 3.5]})
+        print(conn.recv())  # => {'sum': 6.5, 'count': 3}
+        value = ("echo", None, True, 2**70, b"\x00raw", {1.5: [frozenset({1})]})
+        conn.send(value)
+        back = conn.recv()
+        print(back == value, back)  # => True ('echo', None, True, ...)
     return 0
 
 

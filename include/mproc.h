@@ -20,5 +20,6 @@
 #include "mproc/pool.h"
 #include "mproc/containers.h"
 #include "mproc/manager.h"
+#include "mproc/obj.h"
 
 #endif

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer target (fuzz/fuzz_handshake.c) with clang in
-# build-fuzz/ and runs it on a seed corpus of valid handshakes and frames.
+# Builds the libFuzzer targets with clang in build-fuzz/ and runs each on a
+# seed corpus: fuzz/fuzz_handshake.c (valid handshakes and frames) and
+# fuzz/fuzz_obj_loads.c (Python's pickles of basic values, protocols 0-5).
 #   scripts/fuzz.sh [SECONDS]
-# SECONDS defaults to 30 (the short run for CI). A longer run, e.g. before a
-# release: scripts/fuzz.sh 3600 (the corpus in build-fuzz/fuzz/corpus grows
-# across runs; crashes are saved as build-fuzz/fuzz/crash-*).
+# SECONDS (the whole run, split between the targets) defaults to 30 (the
+# short run for CI). A longer run, e.g. before a release: scripts/fuzz.sh
+# 3600 (the corpora in build-fuzz/fuzz/corpus*/ grow across runs; crashes
+# are saved as build-fuzz/fuzz/crash-*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
@@ -21,7 +23,8 @@ if ! command -v clang >/dev/null || ! fuzzer_links; then
 fi
 CC=clang cmake -S . -B "$build" -DMPROC_FUZZ=ON -DMPROC_BUILD_TESTS=OFF \
   >/dev/null
-cmake --build "$build" -j "$(nproc)" --target fuzz_handshake >/dev/null
+cmake --build "$build" -j "$(nproc)" --target fuzz_handshake fuzz_obj_loads \
+  >/dev/null
 
 corpus="$build/fuzz/corpus"
 mkdir -p "$corpus"
@@ -49,6 +52,29 @@ for name, data in seeds.items():
     with open(os.path.join(d, "seed-" + name), "wb") as f:
         f.write(data)
 PY
+
+obj_corpus="$build/fuzz/corpus-obj"
+mkdir -p "$obj_corpus"
+# Seeds: Python's own pickles of every kind, in every protocol.
+python3 - "$obj_corpus" <<'PY'
+import os, pickle, sys
+d = sys.argv[1]
+x = [1, 2]
+values = [None, True, False, 0, -1, 255, 65536, -2**31, 2**63, -2**70, 1.5,
+          float("nan"), "", "a\\b\n\u20ac\U0001f600", b"", b"\x00\xff",
+          (), (1,), (1, 2, 3, 4), [], [1, [2, (3,)]], {}, {"a": 1, (1, 2): [3]},
+          set(), {1, 2}, frozenset(), frozenset({"a", (1,)}), [x, x],
+          list(range(1003)), {i: i for i in range(1003)}]
+for p in range(6):
+    with open(os.path.join(d, "seed-all-%d" % p), "wb") as f:
+        f.write(pickle.dumps(values, protocol=p))
+    for i, v in enumerate(values):
+        with open(os.path.join(d, "seed-%d-%d" % (i, p)), "wb") as f:
+            f.write(pickle.dumps(v, protocol=p))
+PY
 cd "$build/fuzz"
-./fuzz_handshake -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+half=$(( (seconds + 1) / 2 ))
+./fuzz_handshake -max_total_time="$half" -max_len=4096 -timeout=10 \
   -print_final_stats=1 corpus
+./fuzz_obj_loads -max_total_time="$half" -max_len=65536 -timeout=10 \
+  -print_final_stats=1 corpus-obj

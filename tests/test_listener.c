@@ -641,12 +641,8 @@ static void python_listener_c_client(const char *exe, const char *version,
 
 static void python_matrix(const char *version) {
   char exe[512];
-  if (!pypeer_find(version, exe, sizeof exe)) {
-    print_message("[  SKIPPED ] python%s not found: its interop is not "
-                  "tested\n",
-                  version);
+  if (!pypeer_find_for_test(version, exe, sizeof exe))
     skip();
-  }
   for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
     c_listener_python_client(exe, version, &families[i], KEY);
     python_listener_c_client(exe, version, &families[i], KEY);

@@ -110,6 +110,19 @@ static inline bool pypeer_find(const char *version, char *out, size_t cap) {
   return false;
 }
 
+/* pypeer_find for a test of one version: when there is no such Python,
+ * says that its interop is not tested and returns false (the test then
+ * skips). */
+static inline bool pypeer_find_for_test(const char *version, char *out,
+                                        size_t cap) {
+  if (pypeer_find(version, out, cap))
+    return true;
+  print_message("[  SKIPPED ] python%s not found: its interop is not "
+                "tested\n",
+                version);
+  return false;
+}
+
 /* A started Python process. */
 typedef struct pypeer {
   pid_t pid;
