@@ -36,6 +36,8 @@ typedef struct mp__pool_unit {
   _Atomic uint64_t cursor; /* next item to hand out */
   uint64_t end;
   uint64_t chunk;
+  uint32_t losses; /* a backend's lost runs of these items (pool_backend.c) */
+  uint32_t pad;
   struct mp__pool_unit *_Atomic next; /* the queue's link */
   struct mp__pool_unit *more;         /* the job's extra units (parent) */
 } mp__pool_unit_t;
@@ -199,6 +201,12 @@ void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job);
 /* Under the lock: whether any unit still has items to hand out. */
 bool mp__pool_has_work(mp__pool_shared_t *ps);
 
+/* Under the lock: puts items [from, to) of job back at the head of the
+ * queue, as a unit whose items were lost `losses` times. false without
+ * memory for the unit (nothing queued). */
+bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
+                      uint64_t to, uint32_t losses);
+
 /* Wakes the workers sleeping for work (up to n). */
 void mp__pool_wake_workers(mp__pool_shared_t *ps, int n);
 
@@ -272,10 +280,29 @@ struct mp_async {
   int task_code;
 };
 
+/* A backend runs some of the pool's work elsewhere (the MPI library: on
+ * other hosts), claiming chunks through slots of its own after the
+ * workers' (pool_backend.h); a closed pool ends once these slots hold no
+ * claim either. The pool calls the backend at these points: */
+typedef struct mp__pool_backend {
+  /* Work was queued (any thread). */
+  void (*wake)(void *arg);
+  /* Terminate or break (the pool thread, before it settles the claims):
+   * returns once the backend holds no claim and touches no job. */
+  void (*stop)(void *arg);
+  /* mp_pool_free, after the pool thread ended: the backend ends and frees
+   * arg. */
+  void (*release)(void *arg);
+} mp__pool_backend_t;
+
 /* Guarded by `lock` unless said otherwise. */
 struct mp_pool {
   mp__pool_shared_t *ps;
   int processes;
+  int chunk_processes; /* what automatic chunk sizes divide among */
+  uint32_t backend_slots;
+  const mp__pool_backend_t *backend; /* NULL: the local pool */
+  void *backend_arg;
   double task_timeout;
   mp_context_t *ctx;
   enum mp__start_method method;

@@ -1,0 +1,453 @@
+/* The pool on MPI, run by mpirun (tests/mpi/run.sh). One program, a
+ * sub-command per scenario; rank 0 checks and prints "mpi-test: PASS" as
+ * its last line when every check held (the launcher's exit status is
+ * checked separately: after a lost rank it must be a failure).
+ *
+ *   equal METHOD      every pool call across ranks gives what the local
+ *                     pool gives, per-item errors included (MP_ETASK with
+ *                     codes, MP_EWORKER, MP_ETIMEDOUT), under METHOD
+ *   loss RETRIES      rank 2 dies during a map (mpirun --enable-recovery):
+ *                     with retries every item is right, without them its
+ *                     items fail with MP_ELOST; finalize says MP_ELOST
+ *   rootloss          rank 0 dies while the others serve: they end
+ *   abort             rank 2 dies under the default launcher: the job ends
+ *   build             ranks run different builds (MPT_OTHER_BUILD): refused
+ *   hold              a map whose rank-2 items never end (the network test
+ *                     cuts rank 2's link): they are lost, the rest right */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mproc.h"
+#include "mproc/mpi.h"
+
+static int failures;
+/* What mp_mpi_finalize said: after a loss the program exits nonzero, as
+ * the guide tells programs to (mpirun --enable-recovery reports a job
+ * whose ranks ended well as a success otherwise). */
+static int finalized = 0;
+
+static int finalize(void) {
+  finalized = mp_mpi_finalize();
+  return finalized;
+}
+
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
+      fprintf(stderr, "mpi-test: %s:%d: check failed: %s\n", __FILE__,         \
+              __LINE__, #cond);                                                \
+      failures++;                                                              \
+    }                                                                          \
+  } while (0)
+
+#define CHECK_RC(expected, actual)                                             \
+  do {                                                                         \
+    int rc_ = (actual);                                                        \
+    if (rc_ != (expected)) {                                                   \
+      fprintf(stderr, "mpi-test: %s:%d: %s gave %s, expected %s\n", __FILE__,  \
+              __LINE__, #actual, mp_errname(rc_), mp_errname(expected));       \
+      failures++;                                                              \
+    }                                                                          \
+  } while (0)
+
+/* The rank a task runs on, from the launcher's environment (inherited by
+ * the workers under every start method). */
+static int64_t task_rank(void) {
+  const char *r = getenv("OMPI_COMM_WORLD_RANK");
+  if (!r)
+    r = getenv("PMI_RANK");
+  return r ? atoll(r) : -1;
+}
+
+typedef struct out_item {
+  int64_t value;
+  int64_t rank;
+} out_item_t;
+
+static int square(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in;
+  *(int64_t *)out = x * x;
+  return 0;
+}
+
+static int square_where(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in;
+  out_item_t *o = out;
+  o->value = x * x;
+  o->rank = task_rank();
+  usleep(20000);
+  return 0;
+}
+
+/* Fails some items in each way the pool reports (the item's value decides,
+ * so that the local pool and the MPI pool fail the same items). */
+static int mixed(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in;
+  if (x % 11 == 3)
+    return (int)(x % 50) + 1; /* MP_ETASK with this code */
+  if (x == 40)
+    raise(SIGKILL); /* MP_EWORKER */
+  if (x == 61)
+    sleep(30); /* MP_ETIMEDOUT */
+  *(int64_t *)out = x + 1000;
+  return 0;
+}
+
+static int status_only(const void *in, void *out) {
+  (void)out;
+  return *(const int64_t *)in % 5 == 0 ? 7 : 0;
+}
+
+/* The bytes form: the input reversed; code 9 for an input starting '!'. */
+static int reverse(const void *in, size_t in_len, void *out, size_t out_cap,
+                   size_t *out_len) {
+  const char *s = in;
+  if (in_len && s[0] == '!')
+    return 9;
+  *out_len = in_len;
+  if (in_len > out_cap)
+    return 0;
+  for (size_t i = 0; i < in_len; i++)
+    ((char *)out)[i] = s[in_len - 1 - i];
+  return 0;
+}
+
+static int64_t *iota(size_t n) {
+  int64_t *a = malloc(n * sizeof *a);
+  for (size_t i = 0; i < n; i++)
+    a[i] = (int64_t)i;
+  return a;
+}
+
+/* ---- equal -----------------------------------------------------------------
+ */
+
+/* A map_async on both pools: the same result, item by item. */
+static void compare_map(mp_pool_t *local, mp_pool_t *mpi, mp_pool_map_fn fn,
+                        size_t n, size_t chunk, size_t out_size) {
+  int64_t *in = iota(n);
+  char *a = calloc(n ? n : 1, out_size ? out_size : 1);
+  char *b = calloc(n ? n : 1, out_size ? out_size : 1);
+  mp_async_t *ra =
+      mp_pool_map_async(local, fn, in, sizeof *in, a, out_size, n, chunk, NULL);
+  mp_async_t *rb =
+      mp_pool_map_async(mpi, fn, in, sizeof *in, b, out_size, n, chunk, NULL);
+  CHECK(ra && rb);
+  if (ra && rb) {
+    CHECK_RC(mp_async_get(ra, MP_FOREVER, NULL, NULL),
+             mp_async_get(rb, MP_FOREVER, NULL, NULL));
+    CHECK_RC(mp_async_task_code(ra), mp_async_task_code(rb));
+    for (size_t k = 0; k < n; k++) {
+      int ca = 0, cb = 0;
+      int ea = mp_async_item(ra, k, &ca), eb = mp_async_item(rb, k, &cb);
+      CHECK_RC(ea, eb);
+      CHECK(ca == cb);
+      if (ea == 0 && eb == 0 && out_size)
+        CHECK(memcmp(a + k * out_size, b + k * out_size, out_size) == 0);
+    }
+  }
+  mp_async_free(ra);
+  mp_async_free(rb);
+  free(in);
+  free(a);
+  free(b);
+}
+
+static void check_map(mp_pool_t *pool) {
+  size_t n = 100000;
+  int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+  CHECK_RC(0,
+           mp_pool_map(pool, square, in, sizeof *in, out, sizeof *out, n, 0));
+  for (size_t k = 0; k < n; k++)
+    CHECK(out[k] == (int64_t)(k * k) || (k = n, false));
+  CHECK_RC(0,
+           mp_pool_map(pool, square, in, sizeof *in, out, sizeof *out, 0, 0));
+  free(in);
+  free(out);
+}
+
+/* Items run on more than one rank (slow items, so that every rank's slots
+ * fill at the first hand-out). */
+static void check_spread(mp_pool_t *pool) {
+  size_t n = 48;
+  int64_t *in = iota(n);
+  out_item_t *out = calloc(n, sizeof *out);
+  CHECK_RC(0, mp_pool_map(pool, square_where, in, sizeof *in, out, sizeof *out,
+                          n, 1));
+  bool seen[3] = {false};
+  for (size_t k = 0; k < n; k++) {
+    CHECK(out[k].value == (int64_t)(k * k));
+    if (out[k].rank >= 0 && out[k].rank < 3)
+      seen[out[k].rank] = true;
+  }
+  CHECK(seen[1] || seen[2]);
+  free(in);
+  free(out);
+}
+
+static void check_imap(mp_pool_t *pool, bool unordered) {
+  size_t n = 500;
+  int64_t *in = iota(n);
+  bool *got = calloc(n, 1);
+  mp_iter_t *it =
+      unordered
+          ? mp_pool_imap_unordered(pool, square, in, sizeof *in,
+                                   sizeof(int64_t), n, 16)
+          : mp_pool_imap(pool, square, in, sizeof *in, sizeof(int64_t), n, 16);
+  CHECK(it != NULL);
+  int64_t v;
+  mp_iter_item_t item;
+  size_t count = 0;
+  while (it && mp_iter_next(it, MP_FOREVER, &v, &item) == 1) {
+    CHECK(item.error == 0 && item.index < n && !got[item.index]);
+    CHECK(unordered || item.index == count);
+    CHECK(v == (int64_t)(item.index * item.index));
+    got[item.index] = true;
+    count++;
+  }
+  CHECK(count == n);
+  mp_iter_free(it);
+  free(got);
+  free(in);
+}
+
+static void check_apply(mp_pool_t *pool) {
+  char out[64];
+  size_t len = 0;
+  CHECK_RC(0, mp_pool_apply(pool, reverse, "hello", 5, out, sizeof out, &len));
+  CHECK(len == 5 && memcmp(out, "olleh", 5) == 0);
+  CHECK_RC(MP_EOVERFLOW,
+           mp_pool_apply(pool, reverse, "hello", 5, out, 3, &len));
+  CHECK(len == 5);
+  CHECK_RC(MP_ETASK,
+           mp_pool_apply(pool, reverse, "!x", 2, out, sizeof out, &len));
+  CHECK(mp_pool_task_code() == 9);
+  enum { N = 24 };
+  mp_async_t *a[N];
+  char text[N][16];
+  for (int i = 0; i < N; i++) {
+    snprintf(text[i], sizeof text[i], "item-%02d", i);
+    a[i] = mp_pool_apply_async(pool, reverse, text[i], strlen(text[i]), NULL);
+    CHECK(a[i] != NULL);
+  }
+  for (int i = 0; i < N; i++) {
+    const void *res = NULL;
+    size_t rlen = 0;
+    if (!a[i])
+      continue;
+    CHECK_RC(0, mp_async_get(a[i], MP_FOREVER, &res, &rlen));
+    CHECK(rlen == strlen(text[i]) && ((const char *)res)[0] == text[i][6]);
+    mp_async_free(a[i]);
+  }
+}
+
+static _Atomic int callbacks;
+static void on_result(void *arg, const void *result, size_t len) {
+  (void)arg;
+  if (len == 64 * sizeof(int64_t) && ((const int64_t *)result)[63] == 63 * 63)
+    atomic_fetch_add(&callbacks, 1);
+}
+
+static void check_callbacks(mp_pool_t *pool) {
+  int64_t *in = iota(64), out[64];
+  mp_async_opts_t o = {.callback = on_result};
+  mp_async_t *a = mp_pool_map_async(pool, square, in, sizeof *in, out,
+                                    sizeof *out, 64, 1, &o);
+  CHECK(a != NULL);
+  CHECK_RC(0, mp_async_get(a, MP_FOREVER, NULL, NULL));
+  CHECK(atomic_load(&callbacks) == 1);
+  mp_async_free(a);
+  free(in);
+}
+
+static int run_equal(const char *method) {
+  mp_pool_opts_t po = {.ctx = mp_get_context(method), .task_timeout = 2.0};
+  mp_mpi_opts_t mo = {.local_processes = 2};
+  mp_pool_t *pool = mp_pool_new_mpi(&po, &mo);
+  if (mp_mpi_rank() != 0) {
+    int served = pool == NULL && errno == 0;
+    return finalize() == 0 && served ? 0 : 1;
+  }
+  CHECK(pool != NULL);
+  if (!pool)
+    return 1;
+  po.processes = 2;
+  mp_pool_t *local = mp_pool_new(&po);
+  CHECK(local != NULL);
+  check_map(pool);
+  check_spread(pool);
+  compare_map(local, pool, square, 10000, 0, sizeof(int64_t));
+  compare_map(local, pool, square, 1001, 7, sizeof(int64_t));
+  compare_map(local, pool, mixed, 120, 4, sizeof(int64_t));
+  compare_map(local, pool, status_only, 300, 0, 0);
+  check_imap(pool, false);
+  check_imap(pool, true);
+  check_apply(pool);
+  check_callbacks(pool);
+  mp_pool_close(pool);
+  CHECK_RC(0, mp_pool_join(pool));
+  mp_pool_free(pool);
+  mp_pool_free(local);
+  CHECK_RC(0, finalize());
+  return failures;
+}
+
+/* ---- losses -------------------------------------------------------------- */
+
+/* On rank 2 the task kills its rank (the worker's parent), once. */
+static int square_or_kill_rank(const void *in, void *out) {
+  if (task_rank() == 2) {
+    kill(getppid(), SIGKILL);
+    pause(); /* ends with the rank */
+  }
+  usleep(2000);
+  return square(in, out);
+}
+
+static int run_loss(int retries) {
+  mp_pool_opts_t po = {.ctx = mp_get_context("fork")};
+  mp_mpi_opts_t mo = {.local_processes = 1, .max_retries = retries};
+  mp_pool_t *pool = mp_pool_new_mpi(&po, &mo);
+  if (mp_mpi_rank() != 0)
+    return finalize() == MP_ELOST ? 0 : 1;
+  CHECK(pool != NULL);
+  if (!pool)
+    return 1;
+  size_t n = 400;
+  int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+  mp_async_t *a = mp_pool_map_async(pool, square_or_kill_rank, in, sizeof *in,
+                                    out, sizeof *out, n, 10, NULL);
+  CHECK(a != NULL);
+  int rc = mp_async_get(a, MP_FOREVER, NULL, NULL);
+  size_t lost = 0;
+  for (size_t k = 0; k < n; k++) {
+    int e = mp_async_item(a, k, NULL);
+    CHECK(e == 0 || e == MP_ELOST);
+    lost += e == MP_ELOST;
+    if (e == 0)
+      CHECK(out[k] == (int64_t)(k * k));
+  }
+  if (retries >= 0) {
+    CHECK_RC(0, rc);
+    CHECK(lost == 0);
+  } else {
+    CHECK_RC(MP_ELOST, rc);
+    CHECK(lost > 0);
+  }
+  mp_async_free(a);
+  /* The pool goes on with the ranks it has. */
+  CHECK_RC(0,
+           mp_pool_map(pool, square, in, sizeof *in, out, sizeof *out, n, 0));
+  mp_pool_free(pool);
+  CHECK_RC(MP_ELOST, finalize());
+  free(in);
+  free(out);
+  return failures;
+}
+
+static int run_rootloss(void) {
+  mp_mpi_opts_t mo = {.local_processes = 1, .liveness_timeout = 2.0};
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+  if (mp_mpi_rank() == 0) {
+    /* The verdict first: what is checked is that the others end. */
+    printf("mpi-test: PASS\n");
+    fflush(stdout);
+    raise(SIGKILL);
+  }
+  (void)pool;
+  return 1; /* never: the rank ends when rank 0 is lost */
+}
+
+static int run_abort(void) {
+  mp_mpi_opts_t mo = {.local_processes = 1};
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+  if (mp_mpi_rank() != 0)
+    return 1; /* killed by the launcher */
+  printf("mpi-test: PASS\n");
+  fflush(stdout);
+  size_t n = 400;
+  int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+  mp_pool_map(pool, square_or_kill_rank, in, sizeof *in, out, sizeof *out, n,
+              10);
+  return 1; /* the launcher ends the job first */
+}
+
+static int run_build(void) {
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, NULL);
+  int ok = pool == NULL && errno == ENOEXEC;
+#ifdef MPT_OTHER_BUILD
+  /* Another build: a different program text, so a different build id. */
+  fprintf(stderr, "mpi-test: rank %d is the other build\n", mp_mpi_rank());
+#endif
+  if (mp_mpi_rank() == 0)
+    CHECK(ok);
+  mp_pool_free(pool);
+  CHECK_RC(0, finalize());
+  return ok ? failures : 1;
+}
+
+/* The items on rank 2 never end: the network test cuts its link. */
+static int square_hold_on_2(const void *in, void *out) {
+  if (task_rank() == 2)
+    pause();
+  usleep(2000);
+  return square(in, out);
+}
+
+static int run_hold(void) {
+  mp_mpi_opts_t mo = {
+      .local_processes = 1, .max_retries = -1, .liveness_timeout = 2.0};
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+  if (mp_mpi_rank() != 0)
+    return finalize() == MP_ELOST ? 0 : 1;
+  size_t n = 200;
+  int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+  printf("mpi-test: mapping\n");
+  fflush(stdout);
+  mp_async_t *a = mp_pool_map_async(pool, square_hold_on_2, in, sizeof *in, out,
+                                    sizeof *out, n, 5, NULL);
+  CHECK_RC(MP_ELOST, mp_async_get(a, MP_FOREVER, NULL, NULL));
+  for (size_t k = 0; k < n; k++) {
+    int e = mp_async_item(a, k, NULL);
+    CHECK(e == 0 || e == MP_ELOST);
+    if (e == 0)
+      CHECK(out[k] == (int64_t)(k * k));
+  }
+  mp_async_free(a);
+  mp_pool_free(pool);
+  CHECK_RC(MP_ELOST, finalize());
+  return failures;
+}
+
+int main(int argc, char **argv) {
+  mp_main(argc, argv);
+  if (mp_mpi_init(&argc, &argv) != 0 || argc < 2) {
+    fprintf(stderr, "usage: mpirun ... %s equal|loss|rootloss|abort|build\n",
+            argv[0]);
+    return 2;
+  }
+  const char *what = argv[1];
+  int rc = 2;
+  if (strcmp(what, "equal") == 0)
+    rc = run_equal(argc > 2 ? argv[2] : "fork");
+  else if (strcmp(what, "loss") == 0)
+    rc = run_loss(argc > 2 ? atoi(argv[2]) : 0);
+  else if (strcmp(what, "rootloss") == 0)
+    rc = run_rootloss();
+  else if (strcmp(what, "abort") == 0)
+    rc = run_abort();
+  else if (strcmp(what, "build") == 0)
+    rc = run_build();
+  else if (strcmp(what, "hold") == 0)
+    rc = run_hold();
+  if (mp_mpi_rank() == 0 && rc == 0) {
+    printf("mpi-test: PASS\n");
+    fflush(stdout);
+  }
+  return rc ? rc : finalized == MP_ELOST ? 3 : 0;
+}
