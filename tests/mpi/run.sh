@@ -17,6 +17,9 @@ tag="mpt-$$-$RANDOM"
 launcher=(mpirun --oversubscribe --bind-to none -x MPT_TAG)
 [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
 [ "$np" != 0 ] && launcher+=(-np "$np")
+for v in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS LSAN_OPTIONS; do
+  [ -n "${!v:-}" ] && launcher+=(-x "$v")
+done
 
 limit=${MPT_TIMEOUT:-100}
 start=$SECONDS
