@@ -45,7 +45,8 @@ foreach(src ${PROJECT_SOURCE_DIR}/examples/mpi/mpi_pool_demo.c
   get_filename_component(dir ${dir} NAME)
   add_executable(${name} ${src})
   target_link_libraries(${name} PRIVATE mproc::mpi)
-  target_compile_definitions(${name} PRIVATE _GNU_SOURCE)
+  target_compile_definitions(${name} PRIVATE _GNU_SOURCE
+                             MPROC_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
   set_target_properties(${name} PROPERTIES
     RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/${dir})
 endforeach()

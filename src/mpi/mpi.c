@@ -58,9 +58,9 @@ int mp_mpi_finalize(void) {
 /* ---- Waiting ----------------------------------------------------------------
  */
 
-#define SPIN_ROUNDS 64
-#define SLEEP_MIN   20000LL  /* ns */
-#define SLEEP_MAX   500000LL /* ns */
+#define SPIN_ROUNDS 256
+#define SLEEP_MIN   10000LL  /* ns */
+#define SLEEP_MAX   200000LL /* ns */
 
 int64_t mp__backoff_next(mp__backoff_t *b) {
   uint32_t r = b->round++;

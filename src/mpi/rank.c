@@ -13,15 +13,25 @@
 
 #define PIECE (1u << 30)
 
+/* Shared-memory buffers kept for the next chunks: a fresh one costs page
+ * faults in the rank and in every worker that touches it. */
+#define SPARE_MAX 8
+typedef struct buffer {
+  char *ptr;
+  uint64_t cap;
+} buffer_t;
+
 typedef struct run {
   task_msg_t msg;
-  char *in, *out;
+  buffer_t in, out;
   mp_async_t *async; /* NULL when it failed before it ran */
   int error;
 } run_t;
 
 typedef struct server {
   mp_pool_t *pool;
+  buffer_t spare[SPARE_MAX];
+  unsigned spare_count;
   run_t **runs;
   size_t count, cap;
   bool stopping;
@@ -87,10 +97,33 @@ static void *resolve(server_t *s, const task_msg_t *m, int *error) {
   return NULL;
 }
 
-static void run_free(run_t *r) {
+static buffer_t buffer_get(server_t *s, uint64_t size) {
+  size = size ? size : 1;
+  for (unsigned i = 0; i < s->spare_count; i++) {
+    buffer_t b = s->spare[i];
+    if (b.cap >= size && b.cap / 2 <= size) {
+      s->spare[i] = s->spare[--s->spare_count];
+      return b;
+    }
+  }
+  buffer_t b = {mp_raw_alloc(size), size};
+  if (!b.ptr)
+    abort(); /* the protocol cannot skip a message */
+  return b;
+}
+
+static void buffer_put(server_t *s, buffer_t b) {
+  if (s->spare_count == SPARE_MAX) {
+    mp_raw_free(s->spare[0].ptr); /* the oldest goes */
+    s->spare[0] = s->spare[--s->spare_count];
+  }
+  s->spare[s->spare_count++] = b;
+}
+
+static void run_free(server_t *s, run_t *r) {
   mp_async_free(r->async);
-  mp_raw_free(r->in);
-  mp_raw_free(r->out);
+  buffer_put(s, r->in);
+  buffer_put(s, r->out);
   free(r);
 }
 
@@ -104,11 +137,9 @@ static void start_task(server_t *s) {
   MPI_Recv(&r->msg, sizeof r->msg, MPI_BYTE, 0, TAG_TASK, mp__mpi.comm,
            MPI_STATUS_IGNORE);
   const task_msg_t *m = &r->msg;
-  r->in = mp_raw_alloc(in_bytes(m) ? in_bytes(m) : 1);
-  r->out = mp_raw_alloc(out_bytes(m) ? out_bytes(m) : 1);
-  if (!r->in || !r->out)
-    abort();
-  recv_root(r->in, in_bytes(m), TAG_INPUT);
+  r->in = buffer_get(s, in_bytes(m));
+  r->out = buffer_get(s, out_bytes(m));
+  recv_root(r->in.ptr, in_bytes(m), TAG_INPUT);
   s->runs[s->count++] = r;
   void *fn = resolve(s, m, &r->error);
   if (!fn)
@@ -117,11 +148,12 @@ static void start_task(server_t *s) {
     /* result_max 0 would mean the default: a capacity of 0 gets 1, and a
      * longer result is an overflow as at the root. */
     mp_async_opts_t o = {.result_max = m->out_size ? m->out_size : 1};
-    r->async = mp_pool_apply_async(s->pool, (mp_pool_task_fn)fn, r->in,
+    r->async = mp_pool_apply_async(s->pool, (mp_pool_task_fn)fn, r->in.ptr,
                                    m->in_size, &o);
   } else {
-    r->async = mp_pool_map_async(s->pool, (mp_pool_map_fn)fn, r->in, m->in_size,
-                                 r->out, m->out_size, m->n, 0, NULL);
+    r->async =
+        mp_pool_map_async(s->pool, (mp_pool_map_fn)fn, r->in.ptr, m->in_size,
+                          r->out.ptr, m->out_size, m->n, 0, NULL);
   }
   if (!r->async)
     r->error = errno == EINVAL ? MP_EINVAL : -errno;
@@ -146,7 +178,7 @@ static void send_result(run_t *r) {
   result_msg_t res = {
       .id = m->id, .slot = m->slot, .error = r->error, .n = m->n};
   mp__pool_outcome_t one, *outcomes = &one;
-  const void *output = r->out;
+  const void *output = r->out.ptr;
   if (!r->error && m->apply) {
     size_t len = 0;
     int rc = mp_async_get(r->async, 0, &output, &len);
@@ -208,7 +240,7 @@ static bool finish(server_t *s) {
       continue;
     }
     send_result(r);
-    run_free(r);
+    run_free(s, r);
     s->runs[i] = s->runs[--s->count];
     any = true;
   }
@@ -239,6 +271,9 @@ int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
     progress |= finish(&s);
     if (progress)
       mp__backoff_reset(&b);
+    else if (s.count > 0 && s.runs[0]->async)
+      /* Woken at once when the oldest run finishes (a futex, no poll). */
+      mp_async_wait(s.runs[0]->async, (double)mp__backoff_next(&b) / 1e9);
     else
       sleep_ns(mp__backoff_next(&b));
   }
@@ -247,6 +282,8 @@ int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   mp__liveness_wait_closed(l);
   mp__liveness_free(l);
   mp_pool_free(s.pool);
+  for (unsigned i = 0; i < s.spare_count; i++)
+    mp_raw_free(s.spare[i].ptr);
   free(s.runs);
   return 0;
 }
