@@ -14,12 +14,9 @@ opts=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do opts+=("$1"); shift; done
 shift
 tag="mpt-$$-$RANDOM"
-launcher=(mpirun --oversubscribe --bind-to none -x MPT_TAG)
-[ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
+. "$(dirname "$0")/lib.sh"
+mpt_launcher
 [ "$np" != 0 ] && launcher+=(-np "$np")
-for v in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS LSAN_OPTIONS; do
-  [ -n "${!v:-}" ] && launcher+=(-x "$v")
-done
 
 limit=${MPT_TIMEOUT:-100}
 start=$SECONDS
@@ -29,23 +26,8 @@ status=$?
 elapsed=$((SECONDS - start))
 echo "$out"
 
-leftovers() {
-  grep -las "MPT_TAG=$tag" /proc/[0-9]*/environ 2>/dev/null |
-    sed -e 's#/proc/##' -e 's#/environ##' | grep -vx "$$" || true
-}
-left=""
-for _ in $(seq 100); do
-  left=$(leftovers)
-  [ -z "$left" ] && break
-  sleep 0.1
-done
 fail=0
-if [ -n "$left" ]; then
-  echo "run.sh: processes left behind: $(echo $left)"
-  ps -o pid,ppid,stat,args -p $(echo $left | tr ' ' ,) || true
-  kill -9 $left 2>/dev/null
-  fail=1
-fi
+mpt_check_leftovers "$tag" || fail=1
 if [ "$elapsed" -ge "$limit" ]; then
   echo "run.sh: timed out"
   fail=1
