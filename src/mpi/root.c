@@ -41,7 +41,6 @@ typedef struct hub {
   uint32_t retries;
   uint32_t nslots;
   flight_t *flights;
-  uint64_t next_id;
   bool *bye; /* per rank: said goodbye (its connection may end) */
   int wake_fd;
   pthread_t thread;
@@ -53,6 +52,10 @@ typedef struct hub {
   mp__build_id_t module_id;
   bool module_known;
 } hub_t;
+
+/* Ids of the runs of chunks, unique in the process (across pools): a
+ * result is taken only for the run it answers. */
+static uint64_t last_id;
 
 static int slot_rank(const hub_t *h, uint32_t slot) {
   return 1 + (int)(slot % (uint32_t)(h->size - 1));
@@ -156,7 +159,7 @@ static void send_chunk(hub_t *h, uint32_t slot) {
   flight_t *f = &h->flights[slot];
   const mp__pool_chunk_t *c = &f->chunk;
   int rank = slot_rank(h, slot);
-  f->msg = (task_msg_t){.id = ++h->next_id,
+  f->msg = (task_msg_t){.id = ++last_id,
                         .slot = slot,
                         .apply = c->apply,
                         .in_size = c->in_size,
@@ -220,7 +223,9 @@ static bool discard(hub_t *h, int rank, uint64_t len, int tag) {
     ok = recv_from(h, rank, scratch, piece, tag);
     len -= piece;
   }
-  free(scratch);
+  /* After a loss the receive stays posted into scratch: it is kept. */
+  if (ok || !scratch)
+    free(scratch);
   return ok;
 }
 
@@ -253,43 +258,52 @@ static void take_result(hub_t *h, int rank, const result_msg_t *m) {
   free(outcomes);
 }
 
-/* Handles the results and goodbyes that arrived. true if any. */
+/* Handles one message of a live rank: a result or its goodbye. */
+static void collect_one(hub_t *h, int rank, int tag) {
+  if (tag == TAG_BYE) {
+    MPI_Recv(NULL, 0, MPI_BYTE, rank, TAG_BYE, mp__mpi.comm, MPI_STATUS_IGNORE);
+    h->bye[rank] = true;
+    return;
+  }
+  result_msg_t m;
+  if (tag != TAG_RESULT)
+    abort(); /* only our own messages travel on our communicator */
+  if (MPI_Recv(&m, sizeof m, MPI_BYTE, rank, TAG_RESULT, mp__mpi.comm,
+               MPI_STATUS_IGNORE) != MPI_SUCCESS)
+    return; /* the rank is failing: its liveness tells */
+  const flight_t *f = m.slot < h->nslots ? &h->flights[m.slot] : NULL;
+  bool current = f && f->busy && f->msg.id == m.id &&
+                 slot_rank(h, m.slot) == rank && m.n == f->chunk.n &&
+                 m.out_bytes <= chunk_out_bytes(&f->chunk);
+  if (current) {
+    take_result(h, rank, &m);
+    return;
+  }
+  /* Stale (given back or dropped): read and forget. */
+  uint64_t outcomes = m.failed ? m.n * sizeof(mp__pool_outcome_t) : 0;
+  if (discard(h, rank, outcomes, TAG_OUTCOMES))
+    discard(h, rank, m.out_bytes, TAG_OUTPUT);
+}
+
+/* Handles the results and goodbyes that arrived from the live ranks. A
+ * lost rank's messages are never read: one that arrives late (a link that
+ * healed) must not be taken for a result of now. true if any came. */
 static bool collect(hub_t *h) {
   bool any = false;
-  for (;;) {
-    int flag = 0;
-    MPI_Status st;
-    if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
-            MPI_SUCCESS ||
-        !flag)
-      return any;
-    any = true;
-    int rank = st.MPI_SOURCE;
-    if (st.MPI_TAG == TAG_BYE) {
-      MPI_Recv(NULL, 0, MPI_BYTE, rank, TAG_BYE, mp__mpi.comm,
-               MPI_STATUS_IGNORE);
-      h->bye[rank] = true;
-      continue;
+  for (int rank = 1; rank < h->size; rank++) {
+    for (;;) {
+      int flag = 0;
+      MPI_Status st;
+      if (mp__liveness_lost(h->live, rank) ||
+          MPI_Iprobe(rank, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
+              MPI_SUCCESS ||
+          !flag)
+        break;
+      any = true;
+      collect_one(h, rank, st.MPI_TAG);
     }
-    result_msg_t m;
-    if (st.MPI_TAG != TAG_RESULT ||
-        MPI_Recv(&m, sizeof m, MPI_BYTE, rank, TAG_RESULT, mp__mpi.comm,
-                 MPI_STATUS_IGNORE) != MPI_SUCCESS)
-      abort(); /* only our own messages travel on our communicator */
-    const flight_t *f = m.slot < h->nslots ? &h->flights[m.slot] : NULL;
-    bool current = f && f->busy && f->msg.id == m.id &&
-                   slot_rank(h, m.slot) == rank && m.n == f->chunk.n &&
-                   m.out_bytes <= chunk_out_bytes(&f->chunk);
-    if (current) {
-      take_result(h, rank, &m);
-      continue;
-    }
-    /* Stale (given back or dropped): read and forget. A loss meanwhile
-     * leaves the rest unread, as the rank is gone. */
-    uint64_t outcomes = m.failed ? m.n * sizeof(mp__pool_outcome_t) : 0;
-    if (discard(h, rank, outcomes, TAG_OUTCOMES))
-      discard(h, rank, m.out_bytes, TAG_OUTPUT);
   }
+  return any;
 }
 
 /* ---- The thread ------------------------------------------------------------
