@@ -98,6 +98,17 @@ static int mixed(const void *in, void *out) {
   return 0;
 }
 
+/* Fails every item: with its rank + 1 as the task's code, or by killing
+ * its worker. */
+static int fail_where(const void *in, void *out) {
+  (void)out;
+  int64_t x = *(const int64_t *)in;
+  usleep(10000);
+  if (x % 16 == 5)
+    raise(SIGKILL);
+  return (int)task_rank() + 1;
+}
+
 static int status_only(const void *in, void *out) {
   (void)out;
   return *(const int64_t *)in % 5 == 0 ? 7 : 0;
@@ -186,6 +197,36 @@ static void check_spread(mp_pool_t *pool) {
       seen[out[k].rank] = true;
   }
   CHECK(seen[1] || seen[2]);
+  free(in);
+  free(out);
+}
+
+/* Per-item errors made on the other ranks come back as they were made. */
+static void check_remote_errors(mp_pool_t *pool) {
+  size_t n = 48;
+  int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+  mp_async_t *a = mp_pool_map_async(pool, fail_where, in, sizeof *in, out,
+                                    sizeof *out, n, 1, NULL);
+  CHECK(a != NULL);
+  if (!a)
+    return;
+  CHECK_RC(MP_ETASK, mp_async_get(a, MP_FOREVER, NULL, NULL));
+  CHECK(mp_async_task_code(a) == 1 || mp_async_task_code(a) == 2 ||
+        mp_async_task_code(a) == 3);
+  bool remote = false;
+  for (size_t k = 0; k < n; k++) {
+    int code = 0;
+    int e = mp_async_item(a, k, &code);
+    if (k % 16 == 5) {
+      CHECK_RC(MP_EWORKER, e);
+      continue;
+    }
+    CHECK_RC(MP_ETASK, e);
+    CHECK(code >= 1 && code <= 3);
+    remote |= code > 1;
+  }
+  CHECK(remote);
+  mp_async_free(a);
   free(in);
   free(out);
 }
@@ -285,6 +326,7 @@ static int run_equal(const char *method) {
   compare_map(local, pool, square, 1001, 7, sizeof(int64_t));
   compare_map(local, pool, mixed, 120, 4, sizeof(int64_t));
   compare_map(local, pool, status_only, 300, 0, 0);
+  check_remote_errors(pool);
   check_imap(pool, false);
   check_imap(pool, true);
   check_apply(pool);
