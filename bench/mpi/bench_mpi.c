@@ -20,7 +20,7 @@
 #define TRIVIAL_N 1000000
 #define CPU_TASKS 64
 #define CPU_MS    50
-#define REPS      5
+#define REPS      9
 
 static int square(const void *in, void *out) {
   int64_t x = *(const int64_t *)in;

@@ -61,6 +61,13 @@ static int slot_rank(const hub_t *h, uint32_t slot) {
   return 1 + (int)(slot % (uint32_t)(h->size - 1));
 }
 
+/* MPI_Waitall, one by one: GCC 12 misreads MPICH's access attributes on
+ * MPI_Waitall for arrays it cannot size. */
+static void wait_all(MPI_Request *req, int n) {
+  for (int i = 0; i < n; i++)
+    MPI_Wait(&req[i], MPI_STATUS_IGNORE);
+}
+
 static uint64_t chunk_in_bytes(const mp__pool_chunk_t *c) {
   return c->apply ? c->in_size : c->n * c->in_size;
 }
@@ -252,7 +259,7 @@ static void take_result(hub_t *h, int rank, const result_msg_t *m) {
   }
   for (uint64_t k = 0; m->error && k < c->n; k++)
     outcomes[k] = (mp__pool_outcome_t){m->error, 0};
-  MPI_Waitall(f->nreq, f->req, MPI_STATUSES_IGNORE);
+  wait_all(f->req, f->nreq);
   f->busy = false;
   mp__pool_backend_commit(h->pool, m->slot, outcomes, m->out_len);
   free(outcomes);
@@ -350,7 +357,7 @@ static void shutdown_ranks(hub_t *h) {
       wait_events(h, mp__backoff_next(&b));
   }
   if (!atomic_load(&mp__mpi.lost))
-    MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE);
+    wait_all(req, nreq);
 }
 
 static void *hub_main(void *arg) {

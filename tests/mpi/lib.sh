@@ -1,13 +1,21 @@
 # Shared by run.sh and netns.sh (sourced).
 
-# The launcher's options every run gets.
+# The launcher (MPT_MPIEXEC, the one CMake found; default mpirun) with the
+# options every run gets: Open MPI's, or MPICH's (Hydra) when it is that.
 mpt_launcher() {
-  launcher=(mpirun --oversubscribe --bind-to none -x MPT_TAG)
-  [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
-  local v
+  local exe=${MPT_MPIEXEC:-mpirun} v vars=MPT_TAG
   for v in ASAN_OPTIONS UBSAN_OPTIONS TSAN_OPTIONS LSAN_OPTIONS; do
-    [ -n "${!v:-}" ] && launcher+=(-x "$v")
+    [ -n "${!v:-}" ] && vars+=",$v"
   done
+  if "$exe" --version 2>&1 | grep -q HYDRA; then
+    mpt_hydra=1
+    launcher=("$exe" -genvlist "$vars")
+    return 0
+  fi
+  mpt_hydra=0
+  launcher=("$exe" --oversubscribe --bind-to none)
+  for v in ${vars//,/ }; do launcher+=(-x "$v"); done
+  [ "$(id -u)" = 0 ] && launcher+=(--allow-run-as-root)
   return 0
 }
 
