@@ -6,7 +6,7 @@
  *   equal METHOD      every pool call across ranks gives what the local
  *                     pool gives, per-item errors included (MP_ETASK with
  *                     codes, MP_EWORKER, MP_ETIMEDOUT), under METHOD
- *   loss RETRIES      rank 2 dies during a map (mpirun --enable-recovery):
+ *   loss RETRIES [METHOD]  rank 2 dies during a map (mpirun --enable-recovery):
  *                     with retries every item is right, without them its
  *                     items fail with MP_ELOST; finalize says MP_ELOST
  *   rootloss          rank 0 dies while the others serve: they end
@@ -341,18 +341,26 @@ static int run_equal(const char *method) {
 
 /* ---- losses -------------------------------------------------------------- */
 
-/* On rank 2 the task kills its rank (the worker's parent), once. */
+/* The rank's own pid, for its workers under every start method (set before
+ * the pool, so that a forkserver inherits it too). */
+static void export_rank_pid(void) {
+  char pid[32];
+  snprintf(pid, sizeof pid, "%d", (int)getpid());
+  setenv("MPT_RANK_PID", pid, 1);
+}
+
+/* On rank 2 the task kills its rank, once. */
 static int square_or_kill_rank(const void *in, void *out) {
   if (task_rank() == 2) {
-    kill(getppid(), SIGKILL);
+    kill((pid_t)atoi(getenv("MPT_RANK_PID")), SIGKILL);
     pause(); /* ends with the rank */
   }
   usleep(2000);
   return square(in, out);
 }
 
-static int run_loss(int retries) {
-  mp_pool_opts_t po = {.ctx = mp_get_context("fork")};
+static int run_loss(int retries, const char *method) {
+  mp_pool_opts_t po = {.ctx = mp_get_context(method)};
   mp_mpi_opts_t mo = {.local_processes = 1, .max_retries = retries};
   mp_pool_t *pool = mp_pool_new_mpi(&po, &mo);
   if (mp_mpi_rank() != 0)
@@ -468,6 +476,7 @@ static int run_hold(void) {
 
 int main(int argc, char **argv) {
   mp_main(argc, argv);
+  export_rank_pid();
   if (mp_mpi_init(&argc, &argv) != 0 || argc < 2) {
     fprintf(stderr, "usage: mpirun ... %s equal|loss|rootloss|abort|build\n",
             argv[0]);
@@ -478,7 +487,7 @@ int main(int argc, char **argv) {
   if (strcmp(what, "equal") == 0)
     rc = run_equal(argc > 2 ? argv[2] : "fork");
   else if (strcmp(what, "loss") == 0)
-    rc = run_loss(argc > 2 ? atoi(argv[2]) : 0);
+    rc = run_loss(argc > 2 ? atoi(argv[2]) : 0, argc > 3 ? argv[3] : "fork");
   else if (strcmp(what, "rootloss") == 0)
     rc = run_rootloss();
   else if (strcmp(what, "abort") == 0)
