@@ -307,7 +307,7 @@ static void check_callbacks(mp_pool_t *pool) {
 }
 
 static int run_equal(const char *method) {
-  mp_pool_opts_t po = {.ctx = mp_get_context(method), .task_timeout = 2.0};
+  mp_pool_opts_t po = {.ctx = mp_get_context(method), .task_timeout = 5.0};
   mp_mpi_opts_t mo = {.local_processes = 2};
   mp_pool_t *pool = mp_pool_new_mpi(&po, &mo);
   if (mp_mpi_rank() != 0) {
