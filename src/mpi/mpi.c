@@ -58,7 +58,7 @@ int mp_mpi_finalize(void) {
 /* ---- Waiting ----------------------------------------------------------------
  */
 
-#define SPIN_ROUNDS 256
+#define SPIN_ROUNDS 32
 #define SLEEP_MIN   10000LL  /* ns */
 #define SLEEP_MAX   200000LL /* ns */
 
