@@ -172,6 +172,21 @@ static uint64_t map_outcomes(run_t *r, mp__pool_outcome_t *o) {
   return failed;
 }
 
+/* With failures, only the outputs of the items that succeeded go back,
+ * packed in order: the others' are left as they were at the root, as the
+ * local pool leaves them. Returns the packed length. */
+static uint64_t pack_outputs(run_t *r, const mp__pool_outcome_t *o) {
+  uint64_t size = r->msg.out_size, at = 0;
+  for (uint64_t k = 0; k < r->msg.n; k++) {
+    if (o[k].state != MP__ITEM_OK)
+      continue;
+    if (at != k)
+      memmove(r->out.ptr + at * size, r->out.ptr + k * size, size);
+    at++;
+  }
+  return at * size;
+}
+
 /* Sends a finished run's result. */
 static void send_result(run_t *r) {
   const task_msg_t *m = &r->msg;
@@ -196,7 +211,7 @@ static void send_result(run_t *r) {
       abort();
     mp_async_get(r->async, 0, NULL, NULL);
     res.failed = map_outcomes(r, outcomes);
-    res.out_bytes = out_bytes(m);
+    res.out_bytes = res.failed ? pack_outputs(r, outcomes) : out_bytes(m);
   }
   MPI_Send(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
   if (res.failed)

@@ -236,6 +236,26 @@ static bool discard(hub_t *h, int rank, uint64_t len, int tag) {
   return ok;
 }
 
+/* A map's outputs when some items failed: those of the items that
+ * succeeded, packed (rank.c), put in their places; the failed items'
+ * places stay as they were. */
+static bool take_packed(hub_t *h, int rank, const result_msg_t *m,
+                        const mp__pool_outcome_t *outcomes) {
+  const mp__pool_chunk_t *c = &h->flights[m->slot].chunk;
+  char *packed = malloc(m->out_bytes);
+  if (!packed)
+    return false;
+  if (!recv_from(h, rank, packed, m->out_bytes, TAG_OUTPUT))
+    return false; /* lost meanwhile: the receive stays posted, packed kept */
+  uint64_t at = 0;
+  for (uint64_t k = 0; k < c->n && (at + 1) * c->out_size <= m->out_bytes; k++)
+    if (outcomes[k].state == MP__ITEM_OK)
+      memcpy(c->out + k * c->out_size, packed + at++ * c->out_size,
+             c->out_size);
+  free(packed);
+  return true;
+}
+
 /* The rest of a result for a chunk still out: outcomes then output, then
  * the commit. */
 static void take_result(hub_t *h, int rank, const result_msg_t *m) {
@@ -249,7 +269,9 @@ static void take_result(hub_t *h, int rank, const result_msg_t *m) {
   }
   if (ok && m->failed > 0)
     ok = recv_from(h, rank, outcomes, c->n * sizeof *outcomes, TAG_OUTCOMES);
-  if (ok && m->out_bytes > 0)
+  if (ok && m->out_bytes > 0 && m->failed > 0 && !c->apply)
+    ok = take_packed(h, rank, m, outcomes);
+  else if (ok && m->out_bytes > 0)
     ok = recv_from(h, rank, c->out, m->out_bytes, TAG_OUTPUT);
   if (!ok) {
     free(outcomes);
