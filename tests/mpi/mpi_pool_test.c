@@ -9,6 +9,8 @@
  *   loss RETRIES [METHOD]  rank 2 dies during a map (mpirun --enable-recovery):
  *                     with retries every item is right, without them its
  *                     items fail with MP_ELOST; finalize says MP_ELOST
+ *   lifecycle         close/join and terminate with chunks out on the
+ *                     ranks; then a second pool on the same ranks
  *   rootloss          rank 0 dies while the others serve: they end
  *   abort             rank 2 dies under the default launcher: the job ends
  *   build             ranks run different builds (MPT_OTHER_BUILD): refused
@@ -357,6 +359,62 @@ static int run_equal(const char *method) {
   return failures;
 }
 
+/* ---- life cycle -----------------------------------------------------------
+ */
+
+static int slow_square(const void *in, void *out) {
+  usleep(30000);
+  return square(in, out);
+}
+
+/* close then join with chunks out on other ranks: join waits for them and
+ * every item is done; terminate with chunks out: what was not done fails
+ * with MP_ECLOSED, nothing hangs, and the ranks are free for a new pool. */
+static int run_lifecycle(void) {
+  mp_mpi_opts_t mo = {.local_processes = 1};
+  for (int round = 0; round < 2; round++) {
+    mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+    if (mp_mpi_rank() != 0) {
+      if (pool || errno != 0)
+        return 1;
+      continue;
+    }
+    CHECK(pool != NULL);
+    if (!pool)
+      return 1;
+    size_t n = 60;
+    int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+    mp_async_t *a = mp_pool_map_async(pool, slow_square, in, sizeof *in, out,
+                                      sizeof *out, n, 1, NULL);
+    CHECK(a != NULL);
+    if (round == 0) {
+      CHECK_RC(0, mp_pool_close(pool));
+      CHECK_RC(0, mp_pool_join(pool));
+      CHECK(mp_async_ready(a));
+      CHECK_RC(0, mp_async_get(a, 0, NULL, NULL));
+      for (size_t k = 0; k < n; k++)
+        CHECK(out[k] == (int64_t)(k * k));
+    } else {
+      usleep(100000); /* some items done, some out on the ranks */
+      CHECK_RC(0, mp_pool_terminate(pool));
+      int rc = mp_async_get(a, MP_FOREVER, NULL, NULL);
+      CHECK(rc == MP_ECLOSED || rc == 0);
+      for (size_t k = 0; k < n; k++) {
+        int e = mp_async_item(a, k, NULL);
+        CHECK(e == 0 || e == MP_ECLOSED);
+        if (e == 0)
+          CHECK(out[k] == (int64_t)(k * k));
+      }
+    }
+    mp_async_free(a);
+    mp_pool_free(pool);
+    free(in);
+    free(out);
+  }
+  CHECK_RC(0, finalize());
+  return failures;
+}
+
 /* ---- losses -------------------------------------------------------------- */
 
 /* The rank's own pid, for its workers under every start method (set before
@@ -506,6 +564,8 @@ int main(int argc, char **argv) {
     rc = run_equal(argc > 2 ? argv[2] : "fork");
   else if (strcmp(what, "loss") == 0)
     rc = run_loss(argc > 2 ? atoi(argv[2]) : 0, argc > 3 ? argv[3] : "fork");
+  else if (strcmp(what, "lifecycle") == 0)
+    rc = run_lifecycle();
   else if (strcmp(what, "rootloss") == 0)
     rc = run_rootloss();
   else if (strcmp(what, "abort") == 0)
