@@ -120,6 +120,9 @@ static int root_accept(mp__liveness_t *l) {
     l->conns[rank] = c;
     got++;
   }
+  /* Every rank is in: nobody else may connect. */
+  mp_listener_free(l->listener);
+  l->listener = NULL;
   return 0;
 }
 
