@@ -44,6 +44,12 @@ typedef struct hub {
   bool *bye; /* per rank: said goodbye (its connection may end) */
   int wake_fd;
   pthread_t thread;
+  /* Held by the thread that talks MPI and uses the flights: the hub,
+   * except while it sleeps idle, or a submitting thread that hands out
+   * the first chunks itself instead of waiting for the hub to wake (on a
+   * host whose CPUs the workers fill, that wake-up can take
+   * milliseconds). MPI_THREAD_SERIALIZED is all this needs. */
+  pthread_mutex_t mpi_lock;
   pthread_mutex_t lock;
   pthread_cond_t cond;
   bool running, stop_requested, stop_done, release_requested;
@@ -95,8 +101,9 @@ static void rank_lost(hub_t *h, int rank) {
 }
 
 /* Waits up to ns for a heartbeat, a lost rank or a wake-up, and handles
- * what came. */
-static void wait_events(hub_t *h, int64_t ns) {
+ * what came. idle: the hub's own sleep, during which a submitting thread
+ * may take mpi_lock. */
+static void wait_events(hub_t *h, int64_t ns, bool idle) {
   struct pollfd fds[1 + h->size];
   int live_fds[h->size];
   mp__liveness_fds(h->live, live_fds);
@@ -107,7 +114,11 @@ static void wait_events(hub_t *h, int64_t ns) {
   if (ns > period)
     ns = period;
   struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
+  if (idle)
+    pthread_mutex_unlock(&h->mpi_lock);
   int n = ppoll(fds, (nfds_t)(1 + h->size), &ts, NULL);
+  if (idle)
+    pthread_mutex_lock(&h->mpi_lock);
   bool readable[h->size];
   for (int r = 0; r < h->size; r++)
     readable[r] = n > 0 && fds[1 + r].revents != 0;
@@ -140,7 +151,7 @@ static bool recv_from(hub_t *h, int rank, void *buf, uint64_t len, int tag) {
         return false;
       if (done)
         break;
-      wait_events(h, mp__backoff_next(&b));
+      wait_events(h, mp__backoff_next(&b), false);
       if (mp__liveness_lost(h->live, rank))
         return false; /* the request is left: its peer is gone */
     }
@@ -376,7 +387,7 @@ static void shutdown_ranks(hub_t *h) {
     if (collect(h))
       mp__backoff_reset(&b);
     else
-      wait_events(h, mp__backoff_next(&b));
+      wait_events(h, mp__backoff_next(&b), false);
   }
   if (!atomic_load(&mp__mpi.lost))
     wait_all(req, nreq);
@@ -385,6 +396,7 @@ static void shutdown_ranks(hub_t *h) {
 static void *hub_main(void *arg) {
   hub_t *h = arg;
   mp__backoff_t b = {0};
+  pthread_mutex_lock(&h->mpi_lock);
   for (;;) {
     pthread_mutex_lock(&h->lock);
     bool stop = h->stop_requested, release = h->release_requested;
@@ -403,19 +415,29 @@ static void *hub_main(void *arg) {
       continue;
     }
     /* Idle: until a submission, a heartbeat or a lost rank. */
-    wait_events(h, any_busy(h) ? mp__backoff_next(&b) : INT64_MAX);
+    wait_events(h, any_busy(h) ? mp__backoff_next(&b) : INT64_MAX, true);
   }
   shutdown_ranks(h);
+  pthread_mutex_unlock(&h->mpi_lock);
   return NULL;
 }
 
 /* ---- The backend's entry points ---------------------------------------- */
 
-static void hub_wake(void *arg) {
-  hub_t *h = arg;
+static void signal_hub(hub_t *h) {
   uint64_t one = 1;
   ssize_t n = write(h->wake_fd, &one, sizeof one);
   (void)n;
+}
+
+/* Work was queued: hands it out at once if the hub sleeps, and wakes it. */
+static void hub_wake(void *arg) {
+  hub_t *h = arg;
+  if (pthread_mutex_trylock(&h->mpi_lock) == 0) {
+    dispatch(h);
+    pthread_mutex_unlock(&h->mpi_lock);
+  }
+  signal_hub(h);
 }
 
 static void hub_stop(void *arg) {
@@ -423,7 +445,7 @@ static void hub_stop(void *arg) {
   pthread_mutex_lock(&h->lock);
   if (h->running) {
     h->stop_requested = true;
-    hub_wake(h);
+    signal_hub(h);
     while (!h->stop_done)
       pthread_cond_wait(&h->cond, &h->lock);
   }
@@ -435,6 +457,7 @@ static void hub_free(hub_t *h) {
   if (h->wake_fd >= 0)
     close(h->wake_fd);
   pthread_mutex_destroy(&h->lock);
+  pthread_mutex_destroy(&h->mpi_lock);
   pthread_cond_destroy(&h->cond);
   free(h->flights);
   free(h->bye);
@@ -449,7 +472,7 @@ static void hub_release(void *arg) {
   h->release_requested = true;
   pthread_mutex_unlock(&h->lock);
   if (running) {
-    hub_wake(h);
+    signal_hub(h);
     pthread_join(h->thread, NULL);
   }
   hub_free(h);
@@ -473,6 +496,7 @@ static hub_t *hub_new(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   h->bye = calloc((size_t)h->size, sizeof *h->bye);
   h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   pthread_mutex_init(&h->lock, NULL);
+  pthread_mutex_init(&h->mpi_lock, NULL);
   pthread_cond_init(&h->cond, NULL);
   if (!h->flights || !h->bye || h->wake_fd < 0) {
     h->live = NULL;
