@@ -32,7 +32,8 @@ struct mp__liveness {
   int64_t *last_seen;      /* per rank (others: [0]) */
   bool *lost;
   int64_t next_beat;
-  pthread_t thread; /* others: the watch */
+  pthread_t thread;          /* others: the watch */
+  pthread_mutex_t send_lock; /* others: the watch's heartbeats, the pokes */
   int stop_fd;
   bool watching;
 };
@@ -162,6 +163,7 @@ int mp__liveness_new(double timeout, mp__liveness_t **out) {
     l->rank = mp__mpi.rank;
     l->size = mp__mpi.size;
     l->stop_fd = -1;
+    pthread_mutex_init(&l->send_lock, NULL);
     l->timeout_ns = (int64_t)(timeout * 1e9);
     l->period_ns =
         l->timeout_ns / 4 > MIN_PERIOD ? l->timeout_ns / 4 : MIN_PERIOD;
@@ -288,7 +290,10 @@ static void *watch(void *arg) {
       root_lost(l, "silent for the liveness timeout");
     if (now >= l->next_beat) {
       l->next_beat = now + l->period_ns;
-      if (mp_conn_send_bytes(c, BEAT, 1) < 0)
+      pthread_mutex_lock(&l->send_lock);
+      int rc = mp_conn_send_bytes(c, BEAT, 1);
+      pthread_mutex_unlock(&l->send_lock);
+      if (rc < 0)
         root_lost(l, "its connection failed");
     }
   }
@@ -315,6 +320,13 @@ void mp__liveness_stop_watch(mp__liveness_t *l) {
   l->watching = false;
 }
 
+void mp__liveness_poke(mp__liveness_t *l) {
+  /* A failure here is the watch's to find. */
+  pthread_mutex_lock(&l->send_lock);
+  mp_conn_send_bytes(l->conns[0], BEAT, 1);
+  pthread_mutex_unlock(&l->send_lock);
+}
+
 void mp__liveness_wait_closed(mp__liveness_t *l) {
   mp_conn_t *c = l->conns[0];
   int64_t deadline = now_ns() + l->timeout_ns;
@@ -337,5 +349,6 @@ void mp__liveness_free(mp__liveness_t *l) {
   free(l->conns);
   free(l->last_seen);
   free(l->lost);
+  pthread_mutex_destroy(&l->send_lock);
   free(l);
 }

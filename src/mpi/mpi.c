@@ -59,16 +59,15 @@ int mp_mpi_finalize(void) {
  */
 
 #define SPIN_ROUNDS 32
-#define SLEEP_MIN   10000LL  /* ns */
-#define SLEEP_MAX   200000LL /* ns */
+#define SLEEP_MIN   10000LL /* ns */
 
-int64_t mp__backoff_next(mp__backoff_t *b) {
-  uint32_t r = b->round++;
+int64_t mp__backoff_next(mp__backoff_t *b, int64_t cap) {
+  uint32_t r = b->round < UINT32_MAX ? b->round++ : b->round;
   if (r < SPIN_ROUNDS)
     return 0;
   r -= SPIN_ROUNDS;
-  int64_t ns = r >= 5 ? SLEEP_MAX : SLEEP_MIN << r;
-  return ns > SLEEP_MAX ? SLEEP_MAX : ns;
+  int64_t ns = r >= 20 ? cap : SLEEP_MIN << r;
+  return ns > cap ? cap : ns;
 }
 
 /* ---- Set-up

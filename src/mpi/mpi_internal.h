@@ -25,6 +25,11 @@
 #include "mproc/mpi.h"
 #include "pool/pool_backend.h"
 
+/* The chunks the root keeps out on each other rank: one running, one
+ * waiting, so that a rank has its next chunk while it sends back the last.
+ * A rank that holds this many expects no message before it answers one. */
+#define MP__MPI_SLOTS_PER_RANK 2
+
 enum {
   TAG_TASK = 0x4d50, /* "MP" */
   TAG_INPUT,
@@ -110,8 +115,14 @@ typedef struct mp__backoff {
 static inline void mp__backoff_reset(mp__backoff_t *b) {
   b->round = 0;
 }
-/* The time to sleep next (ns; 0: spin again). */
-int64_t mp__backoff_next(mp__backoff_t *b);
+/* The time to sleep next (ns; 0: spin again), growing up to cap ns. */
+int64_t mp__backoff_next(mp__backoff_t *b, int64_t cap);
+
+/* Caps: while a reply is due any moment, and while nothing is expected
+ * soon (a wake-up comes another way, or latency matters less than the
+ * CPU that polling takes from the workers). */
+#define MP__BACKOFF_SHORT 200000LL  /* 0.2 ms */
+#define MP__BACKOFF_LONG  5000000LL /* 5 ms */
 
 /* ---- Liveness (liveness.c) ----------------------------------------------
  * Each rank connects to a listener of the root (tcp:, authenticated with a
@@ -138,6 +149,9 @@ int64_t mp__liveness_period_ns(const mp__liveness_t *l);
  * the root is lost. Stopped before the rank says goodbye. */
 int mp__liveness_watch_root(mp__liveness_t *l);
 void mp__liveness_stop_watch(mp__liveness_t *l);
+/* Other ranks: a byte to the root that wakes its hub at once (sent when a
+ * result goes out, so that the hub need not poll MPI often). */
+void mp__liveness_poke(mp__liveness_t *l);
 /* Other ranks, after their goodbye: waits until the root closes the
  * connection (so that the root never takes the close for a loss), at most
  * the timeout. */

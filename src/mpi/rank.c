@@ -30,6 +30,7 @@ typedef struct run {
 
 typedef struct server {
   mp_pool_t *pool;
+  mp__liveness_t *live;
   buffer_t spare[SPARE_MAX];
   unsigned spare_count;
   run_t **runs;
@@ -187,8 +188,10 @@ static uint64_t pack_outputs(run_t *r, const mp__pool_outcome_t *o) {
   return at * size;
 }
 
-/* Sends a finished run's result. */
-static void send_result(run_t *r) {
+/* Sends a finished run's result. The root's hub is poked between the
+ * header (which MPI delivers at once) and the bytes (which wait for the
+ * hub to take them). */
+static void send_result(server_t *s, run_t *r) {
   const task_msg_t *m = &r->msg;
   result_msg_t res = {
       .id = m->id, .slot = m->slot, .error = r->error, .n = m->n};
@@ -214,6 +217,7 @@ static void send_result(run_t *r) {
     res.out_bytes = res.failed ? pack_outputs(r, outcomes) : out_bytes(m);
   }
   MPI_Send(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
+  mp__liveness_poke(s->live);
   if (res.failed)
     send_root(outcomes, m->n * sizeof *outcomes, TAG_OUTCOMES);
   send_root(output, res.out_bytes, TAG_OUTPUT);
@@ -254,7 +258,7 @@ static bool finish(server_t *s) {
       i++;
       continue;
     }
-    send_result(r);
+    send_result(s, r);
     run_free(s, r);
     s->runs[i] = s->runs[--s->count];
     any = true;
@@ -270,7 +274,7 @@ static void sleep_ns(int64_t ns) {
 }
 
 int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
-  server_t s = {.pool = mp_pool_new(&setup->local)};
+  server_t s = {.pool = mp_pool_new(&setup->local), .live = l};
   int rc = mp__mpi_agree(s.pool ? 0 : -errno);
   if (rc < 0) {
     mp_pool_free(s.pool);
@@ -284,13 +288,21 @@ int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   while (!s.stopping || s.count > 0) {
     bool progress = receive(&s);
     progress |= finish(&s);
-    if (progress)
+    if (progress) {
       mp__backoff_reset(&b);
-    else if (s.count > 0 && s.runs[0]->async)
-      /* Woken at once when the oldest run finishes (a futex, no poll). */
-      mp_async_wait(s.runs[0]->async, (double)mp__backoff_next(&b) / 1e9);
-    else
-      sleep_ns(mp__backoff_next(&b));
+    } else if (s.count >= MP__MPI_SLOTS_PER_RANK && s.runs[0]->async) {
+      /* Nothing comes before this rank answers (but the stop): wait on
+       * the oldest run, woken at once when it finishes (a futex). */
+      mp_async_wait(s.runs[0]->async, (double)MP__BACKOFF_LONG / 1e9);
+    } else if (s.count > 0 && s.runs[0]->async) {
+      mp_async_wait(s.runs[0]->async,
+                    (double)mp__backoff_next(&b, MP__BACKOFF_SHORT) / 1e9);
+    } else {
+      /* Idle: the next map's first chunk may wait a little; an idle rank
+       * should cost nothing. */
+      sleep_ns(mp__backoff_next(&b, b.round > 2000 ? MP__BACKOFF_LONG
+                                                   : MP__BACKOFF_SHORT));
+    }
   }
   mp__liveness_stop_watch(l);
   MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_BYE, mp__mpi.comm);

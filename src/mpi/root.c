@@ -21,7 +21,6 @@
 
 #include "mpi/mpi_internal.h"
 
-#define PER_RANK 2
 /* MPI counts are int: larger buffers travel in pieces. */
 #define PIECE      (1u << 30)
 #define PIECES_MAX 16
@@ -151,7 +150,7 @@ static bool recv_from(hub_t *h, int rank, void *buf, uint64_t len, int tag) {
         return false;
       if (done)
         break;
-      wait_events(h, mp__backoff_next(&b), false);
+      wait_events(h, mp__backoff_next(&b, MP__BACKOFF_SHORT), false);
       if (mp__liveness_lost(h->live, rank))
         return false; /* the request is left: its peer is gone */
     }
@@ -387,7 +386,7 @@ static void shutdown_ranks(hub_t *h) {
     if (collect(h))
       mp__backoff_reset(&b);
     else
-      wait_events(h, mp__backoff_next(&b), false);
+      wait_events(h, mp__backoff_next(&b, MP__BACKOFF_SHORT), false);
   }
   if (!atomic_load(&mp__mpi.lost))
     wait_all(req, nreq);
@@ -415,7 +414,11 @@ static void *hub_main(void *arg) {
       continue;
     }
     /* Idle: until a submission, a heartbeat or a lost rank. */
-    wait_events(h, any_busy(h) ? mp__backoff_next(&b) : INT64_MAX, true);
+    /* A rank pokes the liveness connection as it sends a result: the
+     * wait ends then, and the backoff only bounds a lost poke. */
+    wait_events(
+        h, any_busy(h) ? mp__backoff_next(&b, MP__BACKOFF_LONG) : INT64_MAX,
+        true);
   }
   shutdown_ranks(h);
   pthread_mutex_unlock(&h->mpi_lock);
@@ -491,7 +494,7 @@ static hub_t *hub_new(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   h->live = l;
   h->size = mp__mpi.size;
   h->retries = setup->retries;
-  h->nslots = (uint32_t)(h->size - 1) * PER_RANK;
+  h->nslots = (uint32_t)(h->size - 1) * MP__MPI_SLOTS_PER_RANK;
   h->flights = calloc(h->nslots ? h->nslots : 1, sizeof *h->flights);
   h->bye = calloc((size_t)h->size, sizeof *h->bye);
   h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
