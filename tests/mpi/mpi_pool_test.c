@@ -14,8 +14,11 @@
  *   rootloss          rank 0 dies while the others serve: they end
  *   abort             rank 2 dies under the default launcher: the job ends
  *   build             ranks run different builds (MPT_OTHER_BUILD): refused
+ *   plugin PATH       a task's library is another build on ranks 1 and 2
+ *                     (plugin.sh): their items fail with -ENOEXEC
  *   hold              a map whose rank-2 items never end (the network test
  *                     cuts rank 2's link): they are lost, the rest right */
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -550,6 +553,43 @@ static int run_hold(void) {
   return failures;
 }
 
+/* A task in a library loaded with dlopen at the same path everywhere, but
+ * another build of it on ranks 1 and 2 (plugin.sh): the items there fail
+ * with -ENOEXEC instead of running the wrong code; rank 0's run. */
+static int run_plugin(const char *path) {
+  void *lib = dlopen(path, RTLD_NOW);
+  mp_pool_map_fn fn =
+      lib ? (mp_pool_map_fn)dlsym(lib, "mpt_plugin_square") : NULL;
+  mp_mpi_opts_t mo = {.local_processes = 1};
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+  if (mp_mpi_rank() != 0)
+    return finalize() == 0 ? 0 : 1;
+  CHECK(fn != NULL && pool != NULL);
+  if (!fn || !pool)
+    return 1;
+  size_t n = 48;
+  int64_t *in = iota(n), *out = calloc(n, sizeof *out);
+  mp_async_t *a =
+      mp_pool_map_async(pool, fn, in, sizeof *in, out, sizeof *out, n, 1, NULL);
+  CHECK(a != NULL);
+  CHECK_RC(-ENOEXEC, mp_async_get(a, MP_FOREVER, NULL, NULL));
+  size_t refused = 0;
+  for (size_t k = 0; k < n; k++) {
+    int e = mp_async_item(a, k, NULL);
+    CHECK(e == 0 || e == -ENOEXEC);
+    refused += e == -ENOEXEC;
+    if (e == 0)
+      CHECK(out[k] == (int64_t)(k * k)); /* rank 0's build */
+  }
+  CHECK(refused > 0);
+  mp_async_free(a);
+  mp_pool_free(pool);
+  free(in);
+  free(out);
+  CHECK_RC(0, finalize());
+  return failures;
+}
+
 int main(int argc, char **argv) {
   mp_main(argc, argv);
   export_rank_pid();
@@ -572,6 +612,8 @@ int main(int argc, char **argv) {
     rc = run_abort();
   else if (strcmp(what, "build") == 0)
     rc = run_build();
+  else if (strcmp(what, "plugin") == 0 && argc > 2)
+    rc = run_plugin(argv[2]);
   else if (strcmp(what, "hold") == 0)
     rc = run_hold();
   if (mp_mpi_rank() == 0 && rc == 0) {
