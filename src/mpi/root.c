@@ -1,17 +1,23 @@
 /* Rank 0: the pool, and its hub thread, the pool's backend (see
- * src/pool/pool_backend.h). The hub is the only thread that calls MPI
- * while the pool exists. Each other rank has two backend slots, so that
- * a rank has its next chunk while it sends back the last; the hub claims
- * a chunk for an idle slot, sends it with nonblocking calls straight from
- * the job's input, receives the result straight into the job's output, and
- * commits it. Between messages it waits in ppoll() on the liveness
- * connections and its wake-up eventfd, with a short backoff while chunks
- * are out (MPI's blocking calls would spin on a CPU the workers need).
+ * src/pool/pool_backend.h). MPI is called under mpi_lock only: by the hub,
+ * or by a submitting thread that hands out the first chunks while the hub
+ * sleeps. Each other rank has MP__MPI_SLOTS_PER_RANK backend slots, so that
+ * a rank has its next chunk while it sends back the last; a chunk is
+ * claimed for an idle slot, sent with nonblocking calls straight from the
+ * job's input, its result received straight into the job's output and
+ * committed. Between messages the hub waits in ppoll() on the liveness
+ * connections and its wake-up eventfd: a rank pokes its connection as it
+ * sends a result, so the hub need not poll MPI (whose blocking calls
+ * would spin on a CPU the workers need).
  *
  * A rank found lost (liveness.c) gives back its chunks: the pool queues
  * them again (up to the retries) or fails them with MP_ELOST. A result
  * that arrives for a chunk no longer out (given back, or dropped by
- * terminate) is read and discarded: each run of a chunk has its own id. */
+ * terminate) is read and discarded: each run of a chunk has its own id; a
+ * lost rank's messages are never read at all. One case is not covered: a
+ * rank lost in the middle of sending a result leaves its receive posted
+ * into the job's output; if its link came back and the rest arrived after
+ * the job was freed, it would land in freed shared memory. */
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
