@@ -72,8 +72,9 @@ MP_API int mp_mpi_rank(void);
 MP_API int mp_mpi_size(void);
 
 /* Collective: every rank calls it with the same options. Rank 0 gets the
- * pool (opts as mp_pool_new: processes 0 means mpi_opts->local_processes;
- * the context and initializer apply on every rank; task_timeout too). The
+ * pool (opts as mp_pool_new, on every rank: the context, initializer and
+ * task_timeout; each rank's workers are mpi_opts->local_processes, else
+ * opts->processes, else the host's CPUs shared among its ranks). The
  * other ranks serve until rank 0 frees it, then get NULL with errno 0.
  * NULL with errno on every rank: EINVAL (bad options), ENOEXEC (ranks run
  * different builds), ESTATE's positive value (mp_mpi_init not called, or
