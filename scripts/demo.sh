@@ -15,6 +15,15 @@ run seed_subclass
 run seed_daemon
 run lock_counter
 run pool_demo
+# The pool on MPI, when the MPI library was built: 3 ranks on this host.
+if [ -x "$build/examples/mpi_pool_demo" ] && command -v mpirun >/dev/null; then
+  echo "==== examples/mpi/mpi_pool_demo.c (mpirun -np 3)"
+  root=()
+  [ "$(id -u)" = 0 ] && root=(--allow-run-as-root)
+  mpirun "${root[@]}" --oversubscribe --bind-to none -np 3 \
+    "$build/examples/mpi_pool_demo" | cat
+  echo
+fi
 for script in scripts/demo_*.sh; do
   [ -x "$script" ] || continue
   echo "==== $script"

@@ -23,11 +23,27 @@ static void test_system_codes(void **state) {
   assert_string_equal(mp_strerror(-99999), "unknown error");
 }
 
+/* Every code of the map is its own: two areas adding codes at once must
+ * not pick the same number. */
+static void test_codes_are_distinct(void **state) {
+  (void)state;
+#define MPT_CODE_(name, value, message) value,
+  const int codes[] = {MP_ERROR_MAP(MPT_CODE_)};
+#undef MPT_CODE_
+  size_t n = sizeof codes / sizeof codes[0];
+  for (size_t i = 0; i < n; i++)
+    for (size_t j = i + 1; j < n; j++)
+      if (codes[i] == codes[j])
+        fail_msg("%s and %s are both %d", mp_errname(codes[i]),
+                 mp_errname(codes[j]), codes[i]);
+}
+
 static void test_codes_are_distinct_from_errno(void **state) {
   (void)state;
   const int codes[] = {MP_ESTATE,    MP_ETIMEDOUT,  MP_EEMPTY,  MP_EFULL,
                        MP_EOVERFLOW, MP_ENOTOWNER,  MP_EBROKEN, MP_ECLOSED,
-                       MP_EAUTH,     MP_EOWNERDEAD, MP_EWORKER, MP_ETASK};
+                       MP_EAUTH,     MP_EOWNERDEAD, MP_EWORKER, MP_ETASK,
+                       MP_EKEY,      MP_EINDEX,     MP_ELOST};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     assert_null(strerrorname_np(-codes[i]));
     assert_true(strncmp(mp_errname(codes[i]), "MP_E", 4) == 0);
@@ -38,6 +54,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_names_and_messages),
       mpt_test(test_system_codes),
+      mpt_test(test_codes_are_distinct),
       mpt_test(test_codes_are_distinct_from_errno),
   };
   return MPT_RUN(argc, argv, tests);

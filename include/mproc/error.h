@@ -38,7 +38,9 @@ extern "C" {
   X(EWORKER, -1011, "the worker process died while running the task")          \
   X(ETASK, -1012, "the task returned an error")                               \
   X(EKEY, -1013, "no such key")                                                \
-  X(EINDEX, -1014, "index out of range")
+  X(EINDEX, -1014, "index out of range")                                         \
+  X(ELOST, -1015, "the host (MPI rank) running it was lost, retries spent")
+
 
 /* The codes as constants (MP_ESTATE, MP_ETIMEDOUT, ...), from
  * MP_ERROR_MAP. */

@@ -56,10 +56,29 @@ struct mp_async {
   int task_code;
 };
 
+/* A backend runs some of the pool's work elsewhere (the MPI library: on
+ * other hosts), claiming chunks through slots of its own after the
+ * workers' (pool/backend.h); a closed pool ends once these slots hold no
+ * claim either. The pool calls the backend at these points: */
+typedef struct mp__pool_backend {
+  /* Work was queued (any thread). */
+  void (*wake)(void *arg);
+  /* Terminate or break (the pool thread, before it settles the claims):
+   * returns once the backend holds no claim and touches no job. */
+  void (*stop)(void *arg);
+  /* mp_pool_free, after the pool thread ended: the backend ends and frees
+   * arg. */
+  void (*release)(void *arg);
+} mp__pool_backend_t;
+
 /* Guarded by `lock` unless said otherwise. */
 struct mp_pool {
   mp__pool_shared_t *ps;
   int processes;
+  int chunk_processes; /* what automatic chunk sizes divide among */
+  uint32_t backend_slots;
+  const mp__pool_backend_t *backend; /* NULL: the local pool */
+  void *backend_arg;
   double task_timeout;
   mp_context_t *ctx;
   enum mp__start_method method;

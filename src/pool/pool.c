@@ -26,7 +26,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "pool/parent.h"
+#include "pool/backend.h"
 
 static _Thread_local int last_task_code;
 
@@ -159,7 +159,8 @@ static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
   job->out_size = s->out_size;
   job->n = s->n;
   job->unit.end = s->n;
-  job->unit.chunk = s->chunk ? s->chunk : auto_chunksize(s->n, pool->processes);
+  job->unit.chunk =
+      s->chunk ? s->chunk : auto_chunksize(s->n, pool->chunk_processes);
   return 0;
 }
 
@@ -287,6 +288,8 @@ static int submit(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
   }
   uint64_t chunks = (r->job->n + r->job->unit.chunk - 1) / r->job->unit.chunk;
   mp__pool_wake_workers(pool->ps, chunks > INT_MAX ? INT_MAX : (int)chunks);
+  if (pool->backend)
+    pool->backend->wake(pool->backend_arg);
   *out = r;
   return 0;
 }
@@ -570,8 +573,8 @@ void mp_iter_free(mp_iter_t *it) {
  */
 
 static int init_shared(mp_pool_t *pool, const mp_pool_opts_t *o) {
-  size_t size = sizeof(mp__pool_shared_t) +
-                (size_t)pool->processes * sizeof(mp__pool_slot_t);
+  size_t nslots = (size_t)pool->processes + pool->backend_slots;
+  size_t size = sizeof(mp__pool_shared_t) + nslots * sizeof(mp__pool_slot_t);
   /* mp__sync_alloc: the owner table of the queue's robust mutex exists
    * before the workers start. */
   mp__pool_shared_t *ps = mp__sync_alloc(size);
@@ -579,7 +582,7 @@ static int init_shared(mp_pool_t *pool, const mp_pool_opts_t *o) {
     return -errno;
   pool->ps = ps;
   ps->magic = MP__POOL_MAGIC;
-  ps->nslots = (uint32_t)pool->processes;
+  ps->nslots = (uint32_t)nslots;
   ps->maxtasks = o->maxtasksperchild;
   ps->event_fd = pool->event_fd;
   atomic_init(&ps->state, MP__POOL_RUNNING);
@@ -646,10 +649,12 @@ static int pool_init(mp_pool_t *pool, const mp_pool_opts_t *o) {
   return mp__pool_thread_start(pool);
 }
 
-mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
+mp_pool_t *mp__pool_new_backend(const mp_pool_opts_t *opts, uint32_t slots,
+                                int chunk_processes,
+                                const mp__pool_backend_t *backend, void *arg) {
   mp__check_bootstrapped();
   mp_pool_opts_t o = opts ? *opts : (mp_pool_opts_t){0};
-  if (check_opts(&o) < 0) {
+  if (check_opts(&o) < 0 || slots > INT_MAX / 2 || chunk_processes < 0) {
     errno = EINVAL;
     return NULL;
   }
@@ -659,6 +664,10 @@ mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
     return NULL;
   }
   pool->processes = o.processes ? o.processes : mp_cpu_count();
+  pool->chunk_processes = chunk_processes ? chunk_processes : pool->processes;
+  pool->backend_slots = backend ? slots : 0;
+  pool->backend = backend;
+  pool->backend_arg = arg;
   pool->task_timeout = o.task_timeout > 0 ? o.task_timeout : 0;
   pool->ctx = o.ctx ? o.ctx : mp_get_context(NULL);
   pool->method = pool->ctx->method;
@@ -679,6 +688,10 @@ mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
   }
   live_add(pool);
   return pool;
+}
+
+mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
+  return mp__pool_new_backend(opts, 0, 0, NULL, NULL);
 }
 
 int mp_pool_processes(const mp_pool_t *pool) {
@@ -777,6 +790,8 @@ void mp_pool_free(mp_pool_t *pool) {
   if (!joined)
     mp_pool_terminate(pool);
   mp_pool_join(pool);
+  if (pool->backend)
+    pool->backend->release(pool->backend_arg);
   pthread_mutex_lock(&pool->lock);
   pool->freed = true;
   release_shared(pool);

@@ -197,6 +197,22 @@ void mp__pool_enqueue(mp__pool_shared_t *ps, mp__pool_unit_t *unit,
   atomic_fetch_add(&ps->work_seq, 1);
 }
 
+bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
+                      uint64_t to, uint32_t losses) {
+  mp__pool_unit_t *u = mp__shm_alloc(sizeof *u);
+  if (!u)
+    return false;
+  u->job = job;
+  atomic_store(&u->cursor, from);
+  u->end = to;
+  u->chunk = job->unit.chunk;
+  u->losses = losses;
+  u->more = job->unit.more; /* freed with the job */
+  job->unit.more = u;
+  mp__pool_enqueue(ps, u, true);
+  return true;
+}
+
 void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job) {
   mp__pool_unit_t *prev = NULL, *u = GET(&ps->head);
   while (u) {

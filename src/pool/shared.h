@@ -39,6 +39,8 @@ typedef struct mp__pool_unit {
   _Atomic uint64_t cursor; /* next item to hand out */
   uint64_t end;
   uint64_t chunk;
+  uint32_t losses; /* a backend's lost runs of these items (backend.c) */
+  uint32_t pad;
   struct mp__pool_unit *_Atomic next; /* the queue's link */
   struct mp__pool_unit *more;         /* the job's extra units (parent) */
 } mp__pool_unit_t;
@@ -181,6 +183,12 @@ void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job);
 
 /* Under the lock: whether any unit still has items to hand out. */
 bool mp__pool_has_work(mp__pool_shared_t *ps);
+
+/* Under the lock: puts items [from, to) of job back at the head of the
+ * queue, as a unit whose items were lost `losses` times. false without
+ * memory for the unit (nothing queued). */
+bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
+                      uint64_t to, uint32_t losses);
 
 /* Wakes the workers sleeping for work (up to n). */
 void mp__pool_wake_workers(mp__pool_shared_t *ps, int n);

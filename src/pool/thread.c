@@ -112,22 +112,14 @@ static void commit_and_wake(mp__pool_shared_t *ps, mp__pool_job_t *job,
 
 /* Under the lock: puts items [from, to) of job back at the head of the
  * queue. Without memory for a unit they fail with `reason` instead. */
-static void requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
+static void requeue(mp__pool_shared_t *ps, mp__pool_unit_t *unit, uint64_t from,
                     uint64_t to, int reason) {
-  mp__pool_unit_t *u = mp__shm_alloc(sizeof *u);
-  if (!u) {
-    for (uint64_t k = from; k < to; k++)
-      set_item(&job->items[k], reason == RUN_AGAIN ? MP_EWORKER : reason);
-    commit_and_wake(ps, job, from, to - from, to - from);
+  mp__pool_job_t *job = unit->job;
+  if (mp__pool_requeue(ps, job, from, to, unit->losses))
     return;
-  }
-  u->job = job;
-  atomic_store(&u->cursor, from);
-  u->end = to;
-  u->chunk = job->unit.chunk;
-  u->more = job->unit.more; /* freed with the job */
-  job->unit.more = u;
-  mp__pool_enqueue(ps, u, true);
+  for (uint64_t k = from; k < to; k++)
+    set_item(&job->items[k], reason == RUN_AGAIN ? MP_EWORKER : reason);
+  commit_and_wake(ps, job, from, to - from, to - from);
 }
 
 /* Under the lock: the claim of a dead worker. The items it finished are
@@ -157,7 +149,7 @@ static void settle_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
   /* Queue the rest before the commit: the commit may complete the job,
    * which its owner may then free at once. */
   if (count < n && requeue_rest)
-    requeue(ps, job, first + count, first + n, reason);
+    requeue(ps, atomic_load(&slot->unit), first + count, first + n, reason);
   if (count > 0)
     commit_and_wake(ps, job, first, count, failed);
   atomic_store(&slot->phase, MP__PHASE_IDLE);
@@ -216,6 +208,8 @@ static void fail_pending(mp__pool_shared_t *ps, mp__pool_job_t *job, int code) {
  * that every submission is either failed here or refused. */
 static void stop_all(mp_pool_t *pool, int code) {
   mp__pool_shared_t *ps = pool->ps;
+  if (pool->backend)
+    pool->backend->stop(pool->backend_arg);
   if (mp__pool_lock(ps, MP__NO_HOLDER) < 0)
     return;
   atomic_store(&ps->state, MP__POOL_TERMINATING);
@@ -352,6 +346,16 @@ static void wait_and_reap(mp_pool_t *pool) {
     mp__pool_wake_workers(pool->ps, INT_MAX);
 }
 
+/* Whether a backend's slot still holds a claim. Its commit makes the slot
+ * idle before it tells the pool thread. */
+static bool backend_claims(const mp_pool_t *pool) {
+  const mp__pool_shared_t *ps = pool->ps;
+  for (uint32_t i = (uint32_t)pool->processes; i < ps->nslots; i++)
+    if (atomic_load(&ps->slots[i].phase) != MP__PHASE_IDLE)
+      return true;
+  return false;
+}
+
 static int respawn(mp_pool_t *pool, bool closed) {
   if (closed && !has_work(pool->ps))
     return 0;
@@ -396,7 +400,8 @@ static void run(mp_pool_t *pool) {
         mp__pool_notify(pool->ps);
       }
     }
-    if ((closed || stopped) && live_workers(pool) == 0 && !has_work(pool->ps)) {
+    if ((closed || stopped) && live_workers(pool) == 0 && !has_work(pool->ps) &&
+        !backend_claims(pool)) {
       if (closed || terminate || pool->terminated) {
         drain_completed(pool);
         return;

@@ -1,0 +1,165 @@
+/* The pool on MPI against the local pool (and mpi4py.futures when Debian's
+ * python3-mpi4py is installed), on 1, 2 and 3 ranks of this host.
+ *
+ * Run without a launcher (as `make bench` does), it runs itself under
+ * mpirun for each rank count, then the Python twin (bench_mpi.py). Rows:
+ *   - a trivial map of 1M items (x -> x*x): the MPI pool's whole map
+ *     against the local pool's (goal: within 2x);
+ *   - a CPU-bound map of 64 tasks of 50 ms: the MPI pool's time against
+ *     the local pool's on the same CPUs (the local pool's efficiency is
+ *     bench_pool's; goal: the MPI pool's at least 0.9). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mproc.h"
+#include "mproc/mpi.h"
+#include "../bench_common.h"
+
+#define TRIVIAL_N 1000000
+#define CPU_TASKS 64
+#define CPU_MS    50
+#define REPS      9
+
+static int square(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in;
+  *(int64_t *)out = x * x;
+  return 0;
+}
+
+/* The input is the loop count, so every rank does the same work. */
+static int spin(const void *in, void *out) {
+  uint64_t loops = *(const uint64_t *)in, x = 1;
+  for (uint64_t i = 0; i < loops; i++)
+    x = x * 6364136223846793005u + 1442695040888963407u;
+  *(uint64_t *)out = x;
+  return 0;
+}
+
+static uint64_t calibrate(void) {
+  uint64_t loops = 1000000;
+  volatile uint64_t out; /* kept: the loop must run */
+  for (;;) {
+    uint64_t t0 = bench_now_ns();
+    uint64_t x;
+    spin(&loops, &x);
+    out = x;
+    uint64_t ns = bench_now_ns() - t0;
+    if (ns > 20000000u)
+      return (uint64_t)((double)loops * CPU_MS * 1e6 / (double)ns) + 0 * out;
+    loops *= 4;
+  }
+}
+
+typedef struct job {
+  mp_pool_t *pool;
+  mp_pool_map_fn fn;
+  void *in, *out;
+  size_t n, chunk;
+} job_t;
+
+static double run_map(void *arg, int iterations) {
+  job_t *j = arg;
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < iterations; i++)
+    if (mp_pool_map(j->pool, j->fn, j->in, 8, j->out, 8, j->n, j->chunk) != 0)
+      fprintf(stderr, "bench_mpi: map failed\n");
+  return (double)(bench_now_ns() - t0) / iterations;
+}
+
+static int bench(bool quick) {
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, NULL);
+  if (mp_mpi_rank() != 0)
+    return mp_mpi_finalize() == 0 ? 0 : 1;
+  if (!pool) {
+    fprintf(stderr, "bench_mpi: mp_pool_new_mpi: %s\n", strerror(errno));
+    return 1;
+  }
+  int ranks = mp_mpi_size();
+  mp_pool_t *local = mp_pool_new(NULL);
+  int64_t *in = malloc(TRIVIAL_N * sizeof *in);
+  int64_t *out = malloc(TRIVIAL_N * sizeof *out);
+  for (int64_t i = 0; i < TRIVIAL_N; i++)
+    in[i] = i;
+  job_t a = {pool, square, in, out, TRIVIAL_N, 0};
+  job_t b = {local, square, in, out, TRIVIAL_N, 0};
+  run_map(&a, 1); /* warm-up: the blocks, the workers' pages */
+  run_map(&b, 1);
+  double mine, ref;
+  bench_pair(run_map, &a, run_map, &b, 1, REPS, &mine, &ref);
+  char op[96];
+  snprintf(op, sizeof op, "mpi map 1M x->x*x, %d rank%s (whole map)", ranks,
+           ranks > 1 ? "s" : "");
+  bench_row(op, mine, ref, "local pool, same host");
+
+  if (quick)
+    goto done;
+  /* CPU-bound: against the local pool on the same CPUs, in alternation
+   * (the machine is shared: an ideal time from one serial run would move
+   * with the load). */
+  uint64_t loops[CPU_TASKS], res[CPU_TASKS];
+  uint64_t l = calibrate();
+  for (int i = 0; i < CPU_TASKS; i++)
+    loops[i] = l;
+  job_t c = {pool, spin, loops, res, CPU_TASKS, 1};
+  job_t d = {local, spin, loops, res, CPU_TASKS, 1};
+  double t, t_local;
+  bench_pair(run_map, &c, run_map, &d, 1, 3, &t, &t_local);
+  snprintf(op, sizeof op, "mpi map %d CPU tasks of %d ms, %d rank%s", CPU_TASKS,
+           CPU_MS, ranks, ranks > 1 ? "s" : "");
+  bench_row(op, t, t_local, "local pool, same host");
+  fprintf(stderr,
+          "bench_mpi: %d rank(s): trivial map %.2f ms (local %.2f ms, "
+          "%.2fx); CPU-bound %.3f s (local %.3f s: efficiency relative to "
+          "the local pool %.3f)\n",
+          ranks, mine / 1e6, ref / 1e6, mine / ref, t / 1e9, t_local / 1e9,
+          t_local / t);
+done:
+  mp_pool_free(local);
+  mp_pool_free(pool);
+  free(in);
+  free(out);
+  return mp_mpi_finalize() == 0 ? 0 : 1;
+}
+
+/* Without a launcher: this program under mpirun on 1..3 ranks, then the
+ * Python twin on 2..3 (mpi4py.futures needs a worker rank). */
+static int drive(const char *self, const char *arg) {
+  const char *root = getuid() == 0 ? "--allow-run-as-root" : "";
+  char cmd[4096];
+  int rc = 0;
+  for (int ranks = 1; ranks <= 3; ranks++) {
+    snprintf(cmd, sizeof cmd,
+             "mpirun %s --oversubscribe --bind-to none -np %d %s %s", root,
+             ranks, self, arg);
+    rc |= system(cmd);
+  }
+  if (strcmp(arg, "quick") == 0)
+    return rc;
+  if (system("/usr/bin/python3 -c 'import mpi4py.futures' 2>/dev/null") != 0) {
+    fprintf(stderr, "bench_mpi: no mpi4py (apt-get install python3-mpi4py): "
+                    "no mpi4py.futures rows\n");
+    return rc;
+  }
+  for (int ranks = 2; ranks <= 3; ranks++) {
+    snprintf(cmd, sizeof cmd,
+             "mpirun %s --oversubscribe --bind-to none -np %d /usr/bin/python3 "
+             "-m mpi4py.futures %s/bench/mpi/bench_mpi.py",
+             root, ranks, MPROC_SOURCE_DIR);
+    rc |= system(cmd);
+  }
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  if (mp_main(argc, argv) != 0)
+    return 1;
+  /* quick: the trivial map only (no CPU-bound rows, no Python). */
+  bool quick = argc > 1 && strcmp(argv[1], "quick") == 0;
+  if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE"))
+    return drive(argv[0], quick ? "quick" : "") ? 1 : 0;
+  if (mp_mpi_init(&argc, &argv) != 0)
+    return 1;
+  return bench(quick);
+}

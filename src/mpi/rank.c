@@ -1,0 +1,316 @@
+/* The ranks other than 0: each serves the root inside mp_pool_new_mpi.
+ * A chunk's input is received straight into shared memory and run there
+ * by the rank's local pool (map_async or apply_async: several chunks may
+ * run at once), and its outputs are sent back from where the workers wrote
+ * them. Only this thread calls MPI; a second thread watches the root's
+ * liveness and ends the process if the root is lost. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mpi/mpi_internal.h"
+
+#define PIECE (1u << 30)
+
+/* Shared-memory buffers kept for the next chunks: a fresh one costs page
+ * faults in the rank and in every worker that touches it. */
+#define SPARE_MAX 8
+typedef struct buffer {
+  char *ptr;
+  uint64_t cap;
+} buffer_t;
+
+typedef struct run {
+  task_msg_t msg;
+  buffer_t in, out;
+  mp_async_t *async; /* NULL when it failed before it ran */
+  int error;
+} run_t;
+
+typedef struct server {
+  mp_pool_t *pool;
+  mp__liveness_t *live;
+  buffer_t spare[SPARE_MAX];
+  unsigned spare_count;
+  run_t **runs;
+  size_t count, cap;
+  bool stopping;
+  /* Modules whose build differs from the root's, said once. */
+  char refused[4][sizeof(((mp__fnref_t *)0)->module)];
+  unsigned refused_count;
+} server_t;
+
+static uint64_t in_bytes(const task_msg_t *m) {
+  return m->apply ? m->in_size : m->n * m->in_size;
+}
+
+static uint64_t out_bytes(const task_msg_t *m) {
+  return m->apply ? m->out_size : m->n * m->out_size;
+}
+
+/* Blocking transfers in pieces: the root's side is already posted, and
+ * if the root dies the watch ends this process. */
+static void recv_root(void *buf, uint64_t len, int tag) {
+  for (char *p = buf; len > 0;) {
+    int piece = (int)(len > PIECE ? PIECE : len);
+    MPI_Recv(p, piece, MPI_BYTE, 0, tag, mp__mpi.comm, MPI_STATUS_IGNORE);
+    p += piece;
+    len -= (uint64_t)piece;
+  }
+}
+
+static void send_root(const void *buf, uint64_t len, int tag) {
+  for (const char *p = buf; len > 0;) {
+    int piece = (int)(len > PIECE ? PIECE : len);
+    MPI_Send(p, piece, MPI_BYTE, 0, tag, mp__mpi.comm);
+    p += piece;
+    len -= (uint64_t)piece;
+  }
+}
+
+/* The task's function here, or NULL with *error: -ENOENT when it is not
+ * found, -ENOEXEC when its module is another build than the root's. */
+static void *resolve(server_t *s, const task_msg_t *m, int *error) {
+  void *fn = mp__pool_backend_resolve(&m->fn);
+  mp__build_id_t id;
+  if (!fn || mp__build_id(m->fn.module, &id) < 0) {
+    *error = -ENOENT;
+    return NULL;
+  }
+  if (mp__build_id_equal(&id, &m->build_id))
+    return fn;
+  *error = -ENOEXEC;
+  for (unsigned i = 0; i < s->refused_count; i++)
+    if (strcmp(s->refused[i], m->fn.module) == 0)
+      return NULL;
+  char mine[2 * MP__BUILD_ID_MAX + 1], root[2 * MP__BUILD_ID_MAX + 1];
+  mp__build_id_hex(&id, mine, sizeof mine);
+  mp__build_id_hex(&m->build_id, root, sizeof root);
+  fprintf(stderr,
+          "mproc: rank %d: %s is another build than rank 0's (build id %s, "
+          "rank 0: %s): its tasks fail with ENOEXEC\n",
+          mp__mpi.rank, m->fn.module[0] ? m->fn.module : "the program", mine,
+          root);
+  if (s->refused_count < 4)
+    snprintf(s->refused[s->refused_count++], sizeof s->refused[0], "%s",
+             m->fn.module);
+  return NULL;
+}
+
+static buffer_t buffer_get(server_t *s, uint64_t size) {
+  size = size ? size : 1;
+  for (unsigned i = 0; i < s->spare_count; i++) {
+    buffer_t b = s->spare[i];
+    if (b.cap >= size && b.cap / 2 <= size) {
+      s->spare[i] = s->spare[--s->spare_count];
+      return b;
+    }
+  }
+  buffer_t b = {mp_raw_alloc(size), size};
+  if (!b.ptr)
+    abort(); /* the protocol cannot skip a message */
+  return b;
+}
+
+static void buffer_put(server_t *s, buffer_t b) {
+  if (s->spare_count == SPARE_MAX) {
+    mp_raw_free(s->spare[0].ptr); /* the oldest goes */
+    s->spare[0] = s->spare[--s->spare_count];
+  }
+  s->spare[s->spare_count++] = b;
+}
+
+static void run_free(server_t *s, run_t *r) {
+  mp_async_free(r->async);
+  buffer_put(s, r->in);
+  buffer_put(s, r->out);
+  free(r);
+}
+
+/* Receives a task and hands it to the local pool. */
+static void start_task(server_t *s) {
+  run_t *r = calloc(1, sizeof *r);
+  if (!r || (s->count == s->cap &&
+             !(s->runs = realloc(s->runs,
+                                 (s->cap = 2 * s->cap + 4) * sizeof *s->runs))))
+    abort(); /* the protocol cannot skip a message */
+  MPI_Recv(&r->msg, sizeof r->msg, MPI_BYTE, 0, TAG_TASK, mp__mpi.comm,
+           MPI_STATUS_IGNORE);
+  const task_msg_t *m = &r->msg;
+  r->in = buffer_get(s, in_bytes(m));
+  r->out = buffer_get(s, out_bytes(m));
+  recv_root(r->in.ptr, in_bytes(m), TAG_INPUT);
+  s->runs[s->count++] = r;
+  void *fn = resolve(s, m, &r->error);
+  if (!fn)
+    return;
+  if (m->apply) {
+    /* result_max 0 would mean the default: a capacity of 0 gets 1, and a
+     * longer result is an overflow as at the root. */
+    mp_async_opts_t o = {.result_max = m->out_size ? m->out_size : 1};
+    r->async = mp_pool_apply_async(s->pool, (mp_pool_task_fn)fn, r->in.ptr,
+                                   m->in_size, &o);
+  } else {
+    r->async =
+        mp_pool_map_async(s->pool, (mp_pool_map_fn)fn, r->in.ptr, m->in_size,
+                          r->out.ptr, m->out_size, m->n, 0, NULL);
+  }
+  if (!r->async)
+    r->error = errno == EINVAL ? MP_EINVAL : -errno;
+}
+
+/* A map's outcomes; the count of failures. */
+static uint64_t map_outcomes(run_t *r, mp__pool_outcome_t *o) {
+  uint64_t failed = 0;
+  for (uint64_t k = 0; k < r->msg.n; k++) {
+    int code = 0;
+    int rc = mp_async_item(r->async, k, &code);
+    o[k] = rc == 0 ? (mp__pool_outcome_t){MP__ITEM_OK, 0}
+                   : (mp__pool_outcome_t){rc, code};
+    failed += rc != 0;
+  }
+  return failed;
+}
+
+/* With failures, only the outputs of the items that succeeded go back,
+ * packed in order: the others' are left as they were at the root, as the
+ * local pool leaves them. Returns the packed length. */
+static uint64_t pack_outputs(run_t *r, const mp__pool_outcome_t *o) {
+  uint64_t size = r->msg.out_size, at = 0;
+  for (uint64_t k = 0; k < r->msg.n; k++) {
+    if (o[k].state != MP__ITEM_OK)
+      continue;
+    if (at != k)
+      memmove(r->out.ptr + at * size, r->out.ptr + k * size, size);
+    at++;
+  }
+  return at * size;
+}
+
+/* Sends a finished run's result. The root's hub is poked between the
+ * header (which MPI delivers at once) and the bytes (which wait for the
+ * hub to take them). */
+static void send_result(server_t *s, run_t *r) {
+  const task_msg_t *m = &r->msg;
+  result_msg_t res = {
+      .id = m->id, .slot = m->slot, .error = r->error, .n = m->n};
+  mp__pool_outcome_t one, *outcomes = &one;
+  const void *output = r->out.ptr;
+  if (!r->error && m->apply) {
+    size_t len = 0;
+    int rc = mp_async_get(r->async, 0, &output, &len);
+    res.out_len = len;
+    if (rc == 0 && len > m->out_size)
+      rc = MP_EOVERFLOW;
+    if (rc == 0)
+      res.out_bytes = len;
+    one = (mp__pool_outcome_t){rc ? rc : MP__ITEM_OK,
+                               mp_async_task_code(r->async)};
+    res.failed = rc != 0;
+  } else if (!r->error) {
+    outcomes = malloc(m->n * sizeof *outcomes);
+    if (!outcomes)
+      abort();
+    mp_async_get(r->async, 0, NULL, NULL);
+    res.failed = map_outcomes(r, outcomes);
+    res.out_bytes = res.failed ? pack_outputs(r, outcomes) : out_bytes(m);
+  }
+  MPI_Send(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
+  mp__liveness_poke(s->live);
+  if (res.failed)
+    send_root(outcomes, m->n * sizeof *outcomes, TAG_OUTCOMES);
+  send_root(output, res.out_bytes, TAG_OUTPUT);
+  if (outcomes != &one)
+    free(outcomes);
+}
+
+/* Handles what the root sent. true if anything came. */
+static bool receive(server_t *s) {
+  int flag = 0;
+  MPI_Status st;
+  MPI_Iprobe(0, MPI_ANY_TAG, mp__mpi.comm, &flag, &st);
+  if (!flag)
+    return false;
+  if (st.MPI_TAG == TAG_TASK) {
+    start_task(s);
+  } else if (st.MPI_TAG == TAG_STOP) {
+    stop_msg_t msg;
+    MPI_Recv(&msg, sizeof msg, MPI_BYTE, 0, TAG_STOP, mp__mpi.comm,
+             MPI_STATUS_IGNORE);
+    if (msg.lost)
+      atomic_store(&mp__mpi.lost, true);
+    s->stopping = true;
+    /* What still runs is for nobody: its results fail at once. */
+    mp_pool_terminate(s->pool);
+  } else {
+    abort(); /* only our own messages travel on our communicator */
+  }
+  return true;
+}
+
+/* Sends the results of the runs that finished. true if any did. */
+static bool finish(server_t *s) {
+  bool any = false;
+  for (size_t i = 0; i < s->count;) {
+    run_t *r = s->runs[i];
+    if (r->async && !mp_async_ready(r->async)) {
+      i++;
+      continue;
+    }
+    send_result(s, r);
+    run_free(s, r);
+    s->runs[i] = s->runs[--s->count];
+    any = true;
+  }
+  return any;
+}
+
+static void sleep_ns(int64_t ns) {
+  if (ns <= 0)
+    return;
+  struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
+  nanosleep(&ts, NULL);
+}
+
+int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
+  server_t s = {.pool = mp_pool_new(&setup->local), .live = l};
+  int rc = mp__mpi_agree(s.pool ? 0 : -errno);
+  if (rc < 0) {
+    mp_pool_free(s.pool);
+    mp__liveness_free(l);
+    return rc;
+  }
+  if ((rc = mp__liveness_watch_root(l)) < 0)
+    fprintf(stderr, "mproc: rank %d: no watch of rank 0 (%s)\n", mp__mpi.rank,
+            mp_strerror(rc)); /* it serves anyway: rank 0 still watches it */
+  mp__backoff_t b = {0};
+  while (!s.stopping || s.count > 0) {
+    bool progress = receive(&s);
+    progress |= finish(&s);
+    if (progress) {
+      mp__backoff_reset(&b);
+    } else if (s.count >= MP__MPI_SLOTS_PER_RANK && s.runs[0]->async) {
+      /* Nothing comes before this rank answers (but the stop): wait on
+       * the oldest run, woken at once when it finishes (a futex). */
+      mp_async_wait(s.runs[0]->async, (double)MP__BACKOFF_LONG / 1e9);
+    } else if (s.count > 0 && s.runs[0]->async) {
+      mp_async_wait(s.runs[0]->async,
+                    (double)mp__backoff_next(&b, MP__BACKOFF_SHORT) / 1e9);
+    } else {
+      /* Idle: the next map's first chunk may wait a little; an idle rank
+       * should cost nothing. */
+      sleep_ns(mp__backoff_next(&b, b.round > 2000 ? MP__BACKOFF_LONG
+                                                   : MP__BACKOFF_SHORT));
+    }
+  }
+  mp__liveness_stop_watch(l);
+  MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_BYE, mp__mpi.comm);
+  mp__liveness_wait_closed(l);
+  mp__liveness_free(l);
+  mp_pool_free(s.pool);
+  for (unsigned i = 0; i < s.spare_count; i++)
+    mp_raw_free(s.spare[i].ptr);
+  free(s.runs);
+  return 0;
+}
