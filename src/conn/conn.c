@@ -336,17 +336,11 @@ error:
  */
 
 int mp__wait_fd(int fd, short events, const mp__deadline_t *deadline) {
-  struct pollfd p = {.fd = fd, .events = events};
-  for (;;) {
-    int ms = deadline ? mp__deadline_poll_ms(deadline) : -1;
-    int n = poll(&p, 1, ms);
-    if (n > 0)
-      return p.revents & POLLNVAL ? -EBADF : 1;
-    if (n < 0 && errno != EINTR)
-      return -errno;
-    if (n == 0 && (!deadline || mp__deadline_expired(deadline)))
-      return 0;
-  }
+  struct pollfd p[2] = {{.fd = fd, .events = events}};
+  int rc = mp__poll(p, 1, deadline ? deadline : MP__NO_DEADLINE);
+  if (rc > 0)
+    return p[0].revents & POLLNVAL ? -EBADF : 1;
+  return rc;
 }
 
 static int wait_or_timeout(int fd, short events, const mp__deadline_t *d) {
@@ -357,6 +351,16 @@ static int wait_or_timeout(int fd, short events, const mp__deadline_t *d) {
 static bool has_deadline(const mp__deadline_t *d) {
   return d && !d->forever;
 }
+
+/* Whether a read must poll first: it has a deadline, or mp_interrupt()
+ * must be able to end it (a blocking read would not return). */
+static bool read_polls(const mp__deadline_t *d) {
+  return d && (!d->forever || d->interruptible);
+}
+
+/* The deadline of a receive of the API: forever, interruptible. */
+#define RECV_DEADLINE                                                          \
+  (&(const mp__deadline_t){.forever = true, .interruptible = true})
 
 /* ---- writing without SIGPIPE --------------------------------------------
  * A library may not install signal handlers, so a write to a pipe whose
@@ -463,7 +467,7 @@ static ssize_t read_some(const mp_conn_t *c, void *buf, size_t n,
                          const mp__deadline_t *d) {
   int rc;
   for (;;) {
-    if (has_deadline(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
+    if (read_polls(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
       return rc;
     ssize_t r = read(c->fd, buf, n > SSIZE_MAX ? SSIZE_MAX : n);
     if (r > 0)
@@ -642,11 +646,15 @@ static int frame_finish(mp_conn_t *c, local_t *l, void *buf, size_t hlen,
     buffer_consume(c, hlen + len);
     return 0;
   }
-  /* Less than the whole message is buffered: take it, read the rest. */
+  /* Less than the whole message is buffered: take it, read the rest. From
+   * here an interrupt would tear the message: the rest is read whole (the
+   * peer is sending it), only a deadline ends the read. */
   size_t have = buffered(c) - hlen;
   memcpy(buf, buffer_at(c, hlen), have);
   buffer_consume(c, hlen + have);
-  int rc = read_exact(c, (char *)buf + have, len - have, d);
+  mp__deadline_t rest = d ? *d : *MP__NO_DEADLINE;
+  rest.interruptible = false;
+  int rc = read_exact(c, (char *)buf + have, len - have, &rest);
   if (rc < 0 && rc != MP_ECLOSED)
     lose_readability(c, l); /* the stream is in the middle of a payload */
   return rc;
@@ -683,7 +691,7 @@ int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
   local_t *l;
   size_t hlen;
   uint64_t n;
-  int rc = recv_begin(c, maxlength, NULL, &l, &hlen, &n);
+  int rc = recv_begin(c, maxlength, RECV_DEADLINE, &l, &hlen, &n);
   if (rc < 0)
     return rc;
   if (n > SIZE_MAX - 1) {
@@ -695,7 +703,7 @@ int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
     rc = -ENOMEM; /* the message stays buffered for a later call */
     goto out;
   }
-  rc = frame_finish(c, l, data, hlen, (size_t)n, NULL);
+  rc = frame_finish(c, l, data, hlen, (size_t)n, RECV_DEADLINE);
   if (rc < 0) {
     free(data);
     goto out;
@@ -715,14 +723,14 @@ int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
   local_t *l;
   size_t hlen;
   uint64_t n;
-  int rc = recv_begin(c, NO_LIMIT, NULL, &l, &hlen, &n);
+  int rc = recv_begin(c, NO_LIMIT, RECV_DEADLINE, &l, &hlen, &n);
   if (rc < 0)
     return rc;
   *len = (size_t)n;
   if (n > cap)
     rc = MP_EOVERFLOW; /* stays buffered: the next receive gets it */
   else
-    rc = frame_finish(c, l, buf, hlen, (size_t)n, NULL);
+    rc = frame_finish(c, l, buf, hlen, (size_t)n, RECV_DEADLINE);
   pthread_mutex_unlock(&l->recv_lock);
   return rc;
 }

@@ -33,10 +33,15 @@ static inline bool mp__pthread_mutex_busy(pthread_mutex_t *m) {
 typedef struct mp__deadline {
   struct timespec at; /* absolute CLOCK_MONOTONIC time */
   bool forever;       /* timeout < 0 */
+  bool interruptible; /* mp_interrupt() ends the wait with MP_EINTR: the
+                         waits of the API (mp__deadline_in), not the
+                         library's own short ones (MP__NO_DEADLINE) */
 } mp__deadline_t;
 
+/* The deadline of a wait of the API: interruptible. */
 mp__deadline_t mp__deadline_in(double timeout);
-/* A deadline that never passes, for waits that have none. */
+/* A deadline that never passes, for the library's own waits (not
+ * interruptible). */
 #define MP__NO_DEADLINE (&(const mp__deadline_t){.forever = true})
 /* True once the deadline has passed (never for forever). */
 bool mp__deadline_expired(const mp__deadline_t *d);
@@ -44,6 +49,23 @@ bool mp__deadline_expired(const mp__deadline_t *d);
 int mp__deadline_poll_ms(const mp__deadline_t *d);
 /* Monotonic now in nanoseconds. */
 uint64_t mp__now_ns(void);
+
+/* ---- Interrupts (interrupt.c) --------------------------------------------
+ * mp_interrupt() sets the word (process-local, 0 or 1) and wakes its
+ * futex waiters and the eventfd; futex.c watches the word, mp__poll the
+ * eventfd. */
+extern _Atomic uint32_t mp__interrupt_word;
+/* Whether a wait with this deadline must stop now (MP_EINTR). */
+bool mp__interrupted(const mp__deadline_t *deadline);
+/* The eventfd that mp_interrupt writes, made on first use; -errno. */
+int mp__interrupt_fd(void);
+struct pollfd;
+/* poll() over fds[0..n) until one is ready (returns how many), the
+ * deadline passes (0) or, for an interruptible deadline, mp_interrupt()
+ * (MP_EINTR; something ready wins). Restarts after signals; -errno on
+ * failure. fds must have room for n + 1 entries: the last one is the
+ * interrupt's. */
+int mp__poll(struct pollfd *fds, size_t n, const mp__deadline_t *deadline);
 
 /* ---- Shared memory allocation -------------------------------------------
  * Memory for shared objects (locks, queues, values). A pointer returned

@@ -11,7 +11,8 @@ uint64_t mp__now_ns(void) {
 }
 
 mp__deadline_t mp__deadline_in(double timeout) {
-  mp__deadline_t d = {.forever = timeout < 0 || isnan(timeout)};
+  mp__deadline_t d = {.forever = timeout < 0 || isnan(timeout),
+                      .interruptible = true};
   clock_gettime(CLOCK_MONOTONIC, &d.at);
   if (d.forever)
     return d;

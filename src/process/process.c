@@ -464,39 +464,35 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
 /* ---- join, signals, state
  * -------------------------------------------------------- */
 
-int mp_process_join(mp_process_t *p, double timeout) {
+int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d) {
   if (p->kind == MP__PROCESS_PARENT) {
     /* The parent is no child of ours: wait for its pidfd only. */
-    struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
-    mp__deadline_t d = mp__deadline_in(timeout);
-    for (;;) {
-      int n = poll(&pfd, 1, mp__deadline_poll_ms(&d));
-      if (n > 0)
-        return 0;
-      if (n == 0 && mp__deadline_expired(&d))
-        return MP_ETIMEDOUT;
-      if (n < 0 && errno != EINTR)
-        return -errno;
-    }
+    struct pollfd pfd[2] = {{.fd = p->sentinel, .events = POLLIN}};
+    int n = mp__poll(pfd, 1, d);
+    return n > 0 ? 0 : n == 0 ? MP_ETIMEDOUT : n;
   }
   int rc = check_started_child(p);
   if (rc < 0)
     return rc;
   /* Poll first: a process that already ended makes it return at once, and
    * one waitid then reaps it. */
-  mp__deadline_t d = mp__deadline_in(timeout);
   for (;;) {
-    struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
-    int n = poll(&pfd, 1, mp__deadline_poll_ms(&d));
-    if (n < 0 && errno != EINTR)
-      return -errno;
+    struct pollfd pfd[2] = {{.fd = p->sentinel, .events = POLLIN}};
+    int n = mp__poll(pfd, 1, d);
     if (try_reap(p))
       break;
-    if (n == 0 && mp__deadline_expired(&d))
+    if (n < 0)
+      return n; /* MP_EINTR, or the poll failed */
+    if (n == 0)
       return MP_ETIMEDOUT;
   }
   untrack(p);
   return 0;
+}
+
+int mp_process_join(mp_process_t *p, double timeout) {
+  mp__deadline_t d = mp__deadline_in(timeout);
+  return mp__process_join_until(p, &d);
 }
 
 /* Signals an unreaped child: through its pidfd, which can never reach

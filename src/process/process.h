@@ -98,6 +98,10 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start);
  * spawn preparation does). */
 void mp__set_default_method(enum mp__start_method method);
 
+/* mp_process_join until the deadline: MP__NO_DEADLINE for the library's
+ * own joins, which mp_interrupt() must not end. */
+int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d);
+
 /* ---- pidfds (pidfd.c) --------------------------------------------------- */
 
 /* After a start method set p->pid: opens the pidfd that watches the child
