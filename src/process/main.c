@@ -24,6 +24,7 @@ _Noreturn static void run_from_start_data(pid_t direct_parent) {
   p->kind = MP__PROCESS_CHILD;
   p->name = strdup(h->name);
   p->daemon = h->daemon;
+  p->end_with_parent = h->end_with_parent;
   p->depth = h->depth;
   memcpy(p->identity, h->identity, sizeof p->identity);
   memcpy(p->authkey, h->authkey, sizeof p->authkey);
