@@ -60,6 +60,8 @@ typedef struct mp_listener_opts {
   double handshake_timeout; /* 0: MP_HANDSHAKE_TIMEOUT; MP_FOREVER: none */
   size_t max_message;       /* 0: none; else mp_conn_set_max_message on
                                every accepted connection */
+  size_t max_pending; /* handshakes carried at once; 0: 128. A peer that
+                         finds them all taken pushes out the oldest */
 } mp_listener_opts_t;
 
 /* Listener(address, authkey=...): binds and listens. address NULL picks a

@@ -43,6 +43,9 @@ mp__deadline_t mp__deadline_in(double timeout);
 /* A deadline that never passes, for the library's own waits (not
  * interruptible). */
 #define MP__NO_DEADLINE (&(const mp__deadline_t){.forever = true})
+/* The one of a and b that passes first. */
+mp__deadline_t mp__deadline_earlier(const mp__deadline_t *a,
+                                    const mp__deadline_t *b);
 /* True once the deadline has passed (never for forever). */
 bool mp__deadline_expired(const mp__deadline_t *d);
 /* Milliseconds left for poll(): -1 forever, 0 when expired; rounded up. */

@@ -39,6 +39,16 @@ static int64_t deadline_left_ns(const mp__deadline_t *d) {
          (d->at.tv_nsec - now.tv_nsec);
 }
 
+mp__deadline_t mp__deadline_earlier(const mp__deadline_t *a,
+                                    const mp__deadline_t *b) {
+  if (a->forever)
+    return *b;
+  if (b->forever || a->at.tv_sec < b->at.tv_sec ||
+      (a->at.tv_sec == b->at.tv_sec && a->at.tv_nsec < b->at.tv_nsec))
+    return *a;
+  return *b;
+}
+
 bool mp__deadline_expired(const mp__deadline_t *d) {
   return !d->forever && deadline_left_ns(d) <= 0;
 }
