@@ -62,6 +62,10 @@ typedef struct mp_listener_opts {
                                every accepted connection */
   size_t max_pending; /* handshakes carried at once; 0: 128. A peer that
                          finds them all taken pushes out the oldest */
+  bool untracked; /* a Unix socket file is removed by mp_listener_close
+                     and, should the family be killed first, by the
+                     resource tracker (see mp_shm_untrack); true: not by
+                     the tracker */
 } mp_listener_opts_t;
 
 /* Listener(address, authkey=...): binds and listens. address NULL picks a

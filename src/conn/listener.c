@@ -172,7 +172,8 @@ static int bound_address(mp_listener_t *l) {
   return l->address ? 0 : -ENOMEM;
 }
 
-static int listen_unix(mp_listener_t *l, const address_t *a, int backlog) {
+static int listen_unix(mp_listener_t *l, const address_t *a, int backlog,
+                       bool untracked) {
   l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (l->fd < 0)
     return -errno;
@@ -187,6 +188,8 @@ static int listen_unix(mp_listener_t *l, const address_t *a, int backlog) {
     l->unlink_path = strdup(a->un.sun_path);
     if (!l->unlink_path)
       return -ENOMEM;
+    if (!untracked) /* removed when the family is gone, if not before */
+      mp__track(MP__RESOURCE_SOCKET, l->unlink_path);
     if (stat(l->unlink_path, &st) == 0) {
       l->dev = st.st_dev;
       l->ino = st.st_ino;
@@ -264,7 +267,8 @@ mp_listener_t *mp_listener_new_with_opts(const char *address,
     goto error;
   if ((rc = parse_address(address ? address : fresh, &a)) < 0)
     goto error;
-  rc = a.unix_family ? listen_unix(l, &a, backlog) : listen_tcp(l, &a, backlog);
+  rc = a.unix_family ? listen_unix(l, &a, backlog, opts && opts->untracked)
+                     : listen_tcp(l, &a, backlog);
   if (rc == 0)
     rc = bound_address(l);
   if (rc < 0)
@@ -526,8 +530,8 @@ int mp_listener_close(mp_listener_t *l) {
   struct stat st;
   if (l->unlink_path && l->creator == getpid() &&
       stat(l->unlink_path, &st) == 0 && st.st_dev == l->dev &&
-      st.st_ino == l->ino)
-    unlink(l->unlink_path);
+      st.st_ino == l->ino && unlink(l->unlink_path) == 0)
+    mp__untrack(MP__RESOURCE_SOCKET, l->unlink_path);
   free(l->unlink_path);
   l->unlink_path = NULL;
   return 0;

@@ -85,7 +85,7 @@ void mp__shm_free(void *ptr);
 enum mp__root {
   MP__ROOT_OWNERS, /* the robust owner table of the futex core */
   MP__ROOT_CONNS,  /* the connection table */
-  MP__ROOT_RESERVED2,
+  MP__ROOT_TRACKER, /* the resource tracker's end (tracker.c) */
   MP__ROOT_RESERVED3,
   MP__ROOT_COUNT = 16,
 };
@@ -108,6 +108,20 @@ void mp__inherit_fd_remove(int fd);
 /* A malloc'd copy of the registered fds, after `reserve` free slots at the
  * front (and one spare at the end). Returns the number copied, or -ENOMEM. */
 int mp__inherit_fd_copy(int **out, size_t reserve);
+
+/* ---- The resource tracker (tracker.c) ------------------------------------
+ * Named resources a process of the family created are unlinked by a helper
+ * process once every process holding the family's tracker is gone,
+ * however they ended. The helper starts at the first registration. */
+enum mp__resource {
+  MP__RESOURCE_SHM = 's',    /* a POSIX shm name, "/name" */
+  MP__RESOURCE_SOCKET = 'u', /* a Unix socket file's path */
+};
+/* Registers a resource this process created: 0, or -errno when no tracker
+ * could be started (the resource then lives on if the family is killed). */
+int mp__track(enum mp__resource kind, const char *name);
+/* Forgets it: unlinked by its owner, or meant to outlive the family. */
+void mp__untrack(enum mp__resource kind, const char *name);
 
 /* ---- After fork -----------------------------------------------------------
  * One registry for what each area must do around fork(): every fork of the
