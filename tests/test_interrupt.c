@@ -567,7 +567,7 @@ struct pool_ctx {
   mp_event_t *go;
   mp_async_t *async;
   mp_iter_t *iter;
-  bool use_iter;
+  bool use_iter, use_apply;
 };
 
 static int blocked_task(const void *in, size_t in_len, void *out,
@@ -599,7 +599,7 @@ static void pool_setup(void *arg) {
     c->iter = mp_pool_imap(c->pool, blocked_item, &c->go, sizeof c->go,
                            sizeof(int), 1, 1);
     assert_non_null(c->iter);
-  } else {
+  } else if (!c->use_apply) {
     c->async =
         mp_pool_apply_async(c->pool, blocked_task, &c->go, sizeof c->go, NULL);
     assert_non_null(c->async);
@@ -611,6 +611,12 @@ static int pool_wait(void *arg) {
   if (c->use_iter) {
     int out;
     return mp_iter_next(c->iter, MP_FOREVER, &out, NULL);
+  }
+  if (c->use_apply) {
+    char out[8];
+    size_t len;
+    return mp_pool_apply(c->pool, blocked_task, &c->go, sizeof c->go, out,
+                         sizeof out, &len);
   }
   const void *result;
   size_t len;
@@ -624,6 +630,14 @@ static void pool_check(void *arg) {
     int out = 0;
     assert_int_equal(1, mp_iter_next(c->iter, JOIN_TIMEOUT, &out, NULL));
     assert_int_equal(7, out);
+    return;
+  }
+  if (c->use_apply) { /* the interrupted ones run on; the pool serves */
+    char out[8] = {0};
+    size_t len = 0;
+    assert_mp_ok(mp_pool_apply(c->pool, blocked_task, &c->go, sizeof c->go, out,
+                               sizeof out, &len));
+    assert_memory_equal("done", out, 4);
     return;
   }
   const void *result;
@@ -646,6 +660,14 @@ static void test_pool_async_get(void **state) {
   (void)state;
   struct pool_ctx c = {.use_iter = false};
   wait_kind_t kind = {"pool async get", pool_setup, pool_wait, pool_check,
+                      pool_teardown};
+  run_all(&kind, &c);
+}
+
+static void test_pool_apply(void **state) {
+  (void)state;
+  struct pool_ctx c = {.use_apply = true};
+  wait_kind_t kind = {"pool apply", pool_setup, pool_wait, pool_check,
                       pool_teardown};
   run_all(&kind, &c);
 }
@@ -750,6 +772,7 @@ int main(int argc, char **argv) {
       mpt_test(test_listener_accept),
       mpt_test(test_pool_async_get),
       mpt_test(test_pool_iter_next),
+      mpt_test(test_pool_apply),
       mpt_test(test_in_child),
       mpt_test(test_clear_and_children),
       mpt_test(report),
