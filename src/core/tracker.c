@@ -184,7 +184,8 @@ static int tracker_fd(bool start) {
   fd = atomic_load(&self.fd);
   _Atomic(void *) *root = fd < 0 ? mp__shm_root(MP__ROOT_TRACKER) : NULL;
   tracker_root_t *r = root ? atomic_load(root) : NULL;
-  if (fd < 0 && r && r->magic == TRACKER_MAGIC && same_file(r->fd, r))
+  if (fd < 0 && r && r->magic == TRACKER_MAGIC && same_file(r->fd, r) &&
+      mp__inherit_fd_add(r->fd) == 0)
     fd = r->fd; /* inherited from the process that started it */
   if (fd < 0 && start && (fd = start_tracker()) >= 0) {
     if (mp__inherit_fd_add(fd) < 0) {
@@ -216,6 +217,18 @@ static int send_message(char op, enum mp__resource kind, const char *name) {
     n = send(fd, msg, len + 2, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   return n < 0 ? -errno : 0;
+}
+
+void mp__tracker_inherit(void) {
+  if (atomic_load(&self.fd) >= 0)
+    return;
+  pthread_mutex_lock(&self.lock);
+  _Atomic(void *) *root = mp__shm_root(MP__ROOT_TRACKER);
+  tracker_root_t *r = root ? atomic_load(root) : NULL;
+  if (atomic_load(&self.fd) < 0 && r && r->magic == TRACKER_MAGIC &&
+      same_file(r->fd, r) && mp__inherit_fd_add(r->fd) == 0)
+    atomic_store(&self.fd, r->fd);
+  pthread_mutex_unlock(&self.lock);
 }
 
 int mp__track(enum mp__resource kind, const char *name) {
