@@ -134,9 +134,26 @@ static void run_one(const wait_kind_t *kind, void *ctx, enum interrupter by) {
   kind->teardown(ctx);
 }
 
+/* ThreadSanitizer delivers a signal to its handler only when the thread
+ * next passes through one of its interceptors; a thread asleep in a raw
+ * system call (the futex waits) with SA_RESTART never does, so there the
+ * handlers are left out (the interrupt by a thread is tested). */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+#ifdef UNDER_TSAN
+#define INTERRUPTERS 1
+#else
+#define INTERRUPTERS BY_COUNT
+#endif
+
 static void run_all(const wait_kind_t *kind, void *ctx) {
   install_handler(false);
-  for (int by = 0; by < BY_COUNT; by++) {
+  for (int by = 0; by < INTERRUPTERS; by++) {
     install_handler(by == BY_SIGNAL_RESTART);
     run_one(kind, ctx, (enum interrupter)by);
   }
@@ -702,6 +719,9 @@ static void interrupted_child(void *arg) {
  * put after. */
 static void test_in_child(void **state) {
   (void)state;
+#ifdef UNDER_TSAN
+  skip(); /* see run_all */
+#endif
   struct child_args a = {
       .q = mp_queue_new(0), .ready = mp_event_new(), .rc = shared(64)};
   *a.rc = 1;
