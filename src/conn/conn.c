@@ -352,12 +352,6 @@ static bool has_deadline(const mp__deadline_t *d) {
   return d && !d->forever;
 }
 
-/* Whether a read must poll first: it has a deadline, or mp_interrupt()
- * must be able to end it (a blocking read would not return). */
-static bool read_polls(const mp__deadline_t *d) {
-  return d && (!d->forever || d->interruptible);
-}
-
 /* The deadline of a receive of the API: forever, interruptible. */
 #define RECV_DEADLINE                                                          \
   (&(const mp__deadline_t){.forever = true, .interruptible = true})
@@ -460,16 +454,50 @@ static int write_all(const mp_conn_t *c, struct iovec *iov, int count,
   return rc;
 }
 
+/* A read that never blocks: recv(MSG_DONTWAIT) on a socket,
+ * preadv2(RWF_NOWAIT) on a pipe (the fd's own flags are shared with every
+ * process that has it, so they stay as they are). -1 with EAGAIN when
+ * nothing is there, or when the kernel cannot read a pipe that way. */
+static ssize_t read_nowait(const mp_conn_t *c, void *buf, size_t n) {
+  static _Atomic bool no_nowait;
+  if (c->flags & CONN_SOCKET)
+    return recv(c->fd, buf, n, MSG_DONTWAIT);
+  if (!atomic_load_explicit(&no_nowait, memory_order_relaxed)) {
+    struct iovec iov = {buf, n};
+    ssize_t r = preadv2(c->fd, &iov, 1, -1, RWF_NOWAIT);
+    if (r >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL))
+      return r;
+    atomic_store(&no_nowait, true);
+  }
+  errno = EAGAIN;
+  return -1;
+}
+
 /* One read() of at most n (> 0) bytes, waiting for the fd when it has
  * nothing yet and restarting after signals. Returns the number of bytes
  * read (> 0), MP_ECLOSED at the end of the stream, MP_ETIMEDOUT, -errno. */
 static ssize_t read_some(const mp_conn_t *c, void *buf, size_t n,
                          const mp__deadline_t *d) {
   int rc;
+  if (n > SSIZE_MAX)
+    n = SSIZE_MAX;
   for (;;) {
-    if (read_polls(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
-      return rc;
-    ssize_t r = read(c->fd, buf, n > SSIZE_MAX ? SSIZE_MAX : n);
+    ssize_t r;
+    if (d && d->forever && d->interruptible) {
+      /* No deadline, but mp_interrupt() must end it, which a blocking
+       * read would not: a read that finds bytes is one system call, an
+       * empty fd is polled (with the interrupt) before the read. */
+      r = read_nowait(c, buf, n);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if ((rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
+          return rc;
+        r = read(c->fd, buf, n);
+      }
+    } else {
+      if (has_deadline(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
+        return rc;
+      r = read(c->fd, buf, n);
+    }
     if (r > 0)
       return r;
     if (r == 0)
