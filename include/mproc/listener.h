@@ -86,15 +86,22 @@ MP_API mp_listener_t *mp_listener_new_with_opts(const char *address,
 
 /* Listener.accept(): waits up to timeout seconds for a peer (MP_FOREVER:
  * no limit), authenticates it within the handshake timeout (which is not
- * counted in timeout) and stores the connection in *out (a duplex
- * mp_conn_t, freed with mp_conn_free).
+ * counted in timeout: a peer that connected in time gets its handshake)
+ * and stores the connection in *out (a duplex mp_conn_t, freed with
+ * mp_conn_free). With a key, handshakes proceed concurrently: every peer
+ * that connects is challenged at once and the first one to finish is
+ * handed out, so silent, slow or hostile peers never hold up a good one.
+ * At most max_pending handshakes are carried (the oldest is dropped for a
+ * newcomer); those under way when a call returns go on at the next call.
+ * One thread accepts at a time.
  * Errors (*out NULL):
  *   MP_ETIMEDOUT  no peer connected within timeout;
- *   MP_EAUTH      a peer connected but did not authenticate: wrong key,
- *                 not Python's protocol, an oversized frame, too slow, or
- *                 it closed; it has been disconnected. Call again to serve
- *                 the next one (Python raises AuthenticationError);
+ *   MP_EAUTH      a peer was dropped: wrong key, not Python's protocol, an
+ *                 oversized frame, too slow, pushed out, or it closed; it
+ *                 has been disconnected. Call again to serve the next one
+ *                 (Python raises AuthenticationError);
  *   MP_ECLOSED    the listener is closed (Python: "listener is closed");
+ *   MP_EINTR      mp_interrupt() (handshakes under way are kept);
  *   other -errno (-EMFILE, -ENOMEM). */
 MP_API int mp_listener_accept(mp_listener_t *l, double timeout,
                               mp_conn_t **out);
