@@ -113,12 +113,18 @@ static void warm_up_target(void *arg) {
 }
 
 /* Opens what the library keeps open for the life of the program (the
- * arena, the forkserver) before the first fd snapshot, so that only what a
- * test opens and leaks shows up. */
+ * arena, the resource tracker's end, the forkserver) before the first fd
+ * snapshot, so that only what a test opens and leaks shows up. */
 static void warm_up(void) {
   void *p = mp_raw_alloc(64);
   if (p)
     mp_raw_free(p);
+  /* The resource tracker's end, there from the first named resource. */
+  mp_shm_t *shm = mp_shm_open(NULL, true, 64);
+  if (shm) {
+    mp_shm_unlink(shm);
+    mp_shm_close(shm);
+  }
   static const char *const methods[] = {"fork", "spawn", "forkserver"};
   for (int i = 0; i < 3; i++) {
     mp_process_opts_t opts = {.ctx = mp_get_context(methods[i])};

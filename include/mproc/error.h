@@ -39,7 +39,8 @@ extern "C" {
   X(ETASK, -1012, "the task returned an error")                               \
   X(EKEY, -1013, "no such key")                                                \
   X(EINDEX, -1014, "index out of range")                                         \
-  X(ELOST, -1015, "the host (MPI rank) running it was lost, retries spent")
+  X(ELOST, -1015, "the host (MPI rank) running it was lost, retries spent")                                                \
+  X(EINTR, -1016, "interrupted by mp_interrupt()")
 
 
 /* The codes as constants (MP_ESTATE, MP_ETIMEDOUT, ...), from
@@ -59,6 +60,27 @@ MP_API const char *mp_strerror(int err);
 /* The symbolic name of an error code ("MP_ETIMEDOUT", "ENOENT"). Never
  * NULL; the string is static. */
 MP_API const char *mp_errname(int err);
+
+/* ---- Interrupting waits (Python's KeyboardInterrupt) ----------------------
+ *
+ * mp_interrupt() makes every wait of the library in this process return
+ * MP_EINTR promptly: the waits under way in any thread and those that
+ * start later, until mp_interrupt_clear(). The waits: queue get and put,
+ * lock, rlock, semaphore, condition, event and barrier waits, process
+ * join, connection receive and poll, mp_wait, listener accept, the pool's
+ * calls and the waits of its async results and iterators. A wait that
+ * need not sleep (the lock is free, a message is there) still succeeds.
+ * Nothing is lost: an interrupted get leaves its message in the queue, an
+ * interrupted receive leaves the message for the next receive, whole.
+ *
+ * Async-signal-safe: call it from your own SIGINT handler (installed with
+ * or without SA_RESTART: the waits do not depend on it). It leaves errno
+ * as it was. The library installs no handler itself. A fork child starts
+ * uninterrupted. */
+MP_API void mp_interrupt(void);
+
+/* Ends the interrupted state: waits block again. Async-signal-safe. */
+MP_API void mp_interrupt_clear(void);
 
 /* Frees a buffer the library returned with malloc (recv_bytes, get, ...). */
 MP_API void mp_free(void *buf);

@@ -63,6 +63,12 @@ typedef struct mp_listener_opts {
   double handshake_timeout; /* 0: MP_HANDSHAKE_TIMEOUT; MP_FOREVER: none */
   size_t max_message;       /* 0: none; else mp_conn_set_max_message on
                                every accepted connection */
+  size_t max_pending; /* handshakes carried at once; 0: 128. A peer that
+                         finds them all taken pushes out the oldest */
+  bool untracked; /* a Unix socket file is removed by mp_listener_close
+                     and, should the family be killed first, by the
+                     resource tracker (see mp_shm_untrack); true: not by
+                     the tracker */
 } mp_listener_opts_t;
 
 /* Listener(address, authkey=...): binds and listens. address NULL picks a
@@ -83,15 +89,22 @@ MP_API mp_listener_t *mp_listener_new_with_opts(const char *address,
 
 /* Listener.accept(): waits up to timeout seconds for a peer (MP_FOREVER:
  * no limit), authenticates it within the handshake timeout (which is not
- * counted in timeout) and stores the connection in *out (a duplex
- * mp_conn_t, freed with mp_conn_free).
+ * counted in timeout: a peer that connected in time gets its handshake)
+ * and stores the connection in *out (a duplex mp_conn_t, freed with
+ * mp_conn_free). With a key, handshakes proceed concurrently: every peer
+ * that connects is challenged at once and the first one to finish is
+ * handed out, so silent, slow or hostile peers never hold up a good one.
+ * At most max_pending handshakes are carried (the oldest is dropped for a
+ * newcomer); those under way when a call returns go on at the next call.
+ * One thread accepts at a time.
  * Errors (*out NULL):
  *   MP_ETIMEDOUT  no peer connected within timeout;
- *   MP_EAUTH      a peer connected but did not authenticate: wrong key,
- *                 not Python's protocol, an oversized frame, too slow, or
- *                 it closed; it has been disconnected. Call again to serve
- *                 the next one (Python raises AuthenticationError);
+ *   MP_EAUTH      a peer was dropped: wrong key, not Python's protocol, an
+ *                 oversized frame, too slow, pushed out, or it closed; it
+ *                 has been disconnected. Call again to serve the next one
+ *                 (Python raises AuthenticationError);
  *   MP_ECLOSED    the listener is closed (Python: "listener is closed");
+ *   MP_EINTR      mp_interrupt() (handshakes under way are kept);
  *   other -errno (-EMFILE, -ENOMEM). */
 MP_API int mp_listener_accept(mp_listener_t *l, double timeout,
                               mp_conn_t **out);

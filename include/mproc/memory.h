@@ -100,6 +100,11 @@ typedef struct mp_shm mp_shm_t;
  *     here and never a SIGBUS later (Python only sets the size). Zeroed.
  *   create false: attaches to an existing segment; its size is the
  *     segment's (size is ignored, as in Python).
+ * A segment created here is tracked, as Python's resource tracker does:
+ * if it is still there when every process of the family is gone (also
+ * after SIGKILL of all of them), a helper process unlinks it. The helper
+ * starts at the first named resource (none without). mp_shm_untrack keeps
+ * a segment meant to outlive its creator.
  * NULL with errno: EEXIST (create, the name exists: FileExistsError),
  * ENOENT (attach, no such name: FileNotFoundError), EINVAL (size 0 on
  * create, name NULL on attach, an empty name, a '/' inside it, or an empty
@@ -119,6 +124,11 @@ MP_API const char *mp_shm_name(const mp_shm_t *s);
  * one process (as in Python), before mp_shm_close if this handle is the
  * one doing it. 0, -ENOENT (already unlinked), or -errno. */
 MP_API int mp_shm_unlink(const mp_shm_t *s);
+
+/* Python's SharedMemory(track=False), after the fact: the resource tracker
+ * forgets the segment, which then outlives the family unless someone
+ * unlinks it. Returns 0. */
+MP_API int mp_shm_untrack(const mp_shm_t *s);
 
 /* Removes a segment by name (_posixshmem.shm_unlink): same codes, plus
  * -EINVAL for a bad name. */

@@ -21,6 +21,9 @@ typedef struct mp_process_opts {
   bool daemon;       /* as Python: a daemon cannot have children, so
                         inheriting always gives false */
   mp_context_t *ctx; /* NULL: the default start method */
+  bool end_with_parent; /* beyond Python: the child is killed (SIGKILL)
+                           when its parent ends, however it ends (see
+                           mp_process_set_end_with_parent) */
 } mp_process_opts_t;
 
 /* The subclass-with-run() form: a type names the process ("<name>-N"),
@@ -108,6 +111,32 @@ MP_API int mp_process_set_name(mp_process_t *p, const char *name);
 /* Process.daemon. Setting it after start gives MP_ESTATE. */
 MP_API bool mp_process_daemon(const mp_process_t *p);
 MP_API int mp_process_set_daemon(mp_process_t *p, bool daemon);
+
+/* Beyond Python: whether the child ends with its parent, however the
+ * parent ends. By default (false) a non-daemonic child outlives a parent
+ * that was killed or interrupted without running its exit (SIGKILL, a
+ * SIGINT or SIGTERM sent to the parent alone): it goes on, orphaned, until
+ * it ends by itself. With true it gets SIGKILL when the parent dies
+ * (PR_SET_PDEATHSIG, as daemons always do). At a normal exit the parent
+ * still joins it first, as Python joins non-daemonic children. Under the
+ * forkserver the child's parent is the forkserver, which ends when the
+ * program does. Linux ties the parent-death signal to the thread that
+ * started the child: start such children from a thread that lives as
+ * long as they should. Setting it after start gives MP_ESTATE. */
+/* Beyond Python's C side: Python's atexit.register(fn, arg) for a process
+ * of the family. fn(arg) runs when this process ends normally (a child's
+ * target returns or it calls exit(); the main program calls exit() or
+ * returns from main), last registered first, once; not when it is killed
+ * by a signal or calls _exit(). A child starts with no handlers, under
+ * every start method: those its parent registered are the parent's (with
+ * plain atexit() a forked child would run its parent's handlers if it
+ * called exit(), and mproc ends a child without running glibc's list). In a
+ * child, the handlers run before it joins its own children. Up to 32.
+ * Returns 0, MP_EINVAL (fn NULL), -ENOMEM (full). */
+MP_API int mp_atexit(void (*fn)(void *arg), void *arg);
+
+MP_API bool mp_process_end_with_parent(const mp_process_t *p);
+MP_API int mp_process_set_end_with_parent(mp_process_t *p, bool on);
 
 /* Process.exitcode: *code is 0 after a normal return, n after exit(n) in the
  * child, -N after death by signal N. MP_ESTATE (and *code untouched) while

@@ -15,8 +15,10 @@
  * challenger accepts any allowed digest in the response, and tells the
  * legacy form by its length (16 or 20 bytes). The listener challenges
  * first, then answers; the client the other way round. */
+#include <poll.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 
 #include "conn/internal.h"
 #include "core/crypto.h"
@@ -103,7 +105,7 @@ static int create_response(const void *key, size_t key_len, const uint8_t *msg,
   const digest_t *d;
   size_t payload_at;
   bool legacy;
-  unsigned mac_len;
+  unsigned mac_len = 0;
   int rc = parse_digest(msg, len, &d, &payload_at, &legacy);
   if (rc < 0)
     return rc;
@@ -209,10 +211,155 @@ static int answer_challenge(mp_conn_t *c, const void *key, size_t key_len,
   return 0;
 }
 
-int mp__auth_server(mp_conn_t *c, const void *key, size_t key_len,
-                    const mp__deadline_t *deadline) {
-  int rc = deliver_challenge(c, key, key_len, deadline);
-  return rc < 0 ? rc : answer_challenge(c, key, key_len, deadline);
+/* ---- the listener's side, without blocking -------------------------------
+ * The same exchange as deliver_challenge then answer_challenge, as a state
+ * machine over a non-blocking socket, so that one thread can carry many
+ * handshakes at once (listener.c). Frames are read exactly (header, then
+ * payload): nothing the peer sends after the handshake is consumed. */
+_Static_assert(sizeof(((mp__handshake_t *)0)->message) ==
+                   sizeof "{" OFFERED_DIGEST "}" - 1 + NONCE_LEN,
+               "the handshake's MESSAGE");
+
+enum handshake_step {
+  SEND_CHALLENGE,
+  RECV_RESPONSE,
+  SEND_VERDICT,
+  RECV_CHALLENGE,
+  SEND_RESPONSE,
+  RECV_WELCOME,
+};
+
+static void put_frame(mp__handshake_t *h, const void *payload, size_t len) {
+  for (int i = 0; i < 4; i++)
+    h->out[i] = (uint8_t)(len >> (24 - 8 * i));
+  memcpy(h->out + 4, payload, len);
+  h->out_len = 4 + len;
+  h->out_done = 0;
+}
+
+int mp__handshake_begin(mp__handshake_t *h) {
+  static const char prefix[] = "{" OFFERED_DIGEST "}";
+  memset(h, 0, sizeof *h);
+  memcpy(h->message, prefix, sizeof prefix - 1);
+  int rc = random_bytes(h->message + sizeof prefix - 1, NONCE_LEN);
+  if (rc < 0)
+    return rc;
+  uint8_t challenge[CHALLENGE_LEN + sizeof h->message];
+  memcpy(challenge, CHALLENGE, CHALLENGE_LEN);
+  memcpy(challenge + CHALLENGE_LEN, h->message, sizeof h->message);
+  put_frame(h, challenge, sizeof challenge);
+  h->step = SEND_CHALLENGE;
+  return 0;
+}
+
+/* Writes what is left of the frame in h->out: 0 when all of it went,
+ * POLLOUT to wait, MP_ECLOSED. */
+static int flush_frame(mp__handshake_t *h, int fd) {
+  while (h->out_done < h->out_len) {
+    ssize_t n = send(fd, h->out + h->out_done, h->out_len - h->out_done,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0)
+      h->out_done += (size_t)n;
+    else if (n < 0 && errno == EINTR)
+      continue;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return POLLOUT;
+    else
+      return MP_ECLOSED;
+  }
+  return 0;
+}
+
+/* Reads the next frame into h->in: 0 once it is whole (h->in_len is then
+ * 4 + its length), POLLIN to wait, MP_EAUTH for a frame over
+ * MP__AUTH_FRAME_MAX (refused from its header, as Python's recv_bytes(256)
+ * does), MP_ECLOSED. */
+static int fill_frame(mp__handshake_t *h, int fd) {
+  for (;;) {
+    size_t want = 4;
+    if (h->in_len >= 4) {
+      uint32_t len = (uint32_t)h->in[0] << 24 | (uint32_t)h->in[1] << 16 |
+                     (uint32_t)h->in[2] << 8 | h->in[3];
+      if (len > MP__AUTH_FRAME_MAX)
+        return MP_EAUTH; /* also -1, the 8-byte form */
+      want = 4 + len;
+      if (h->in_len == want)
+        return 0;
+    }
+    ssize_t n = recv(fd, h->in + h->in_len, want - h->in_len, MSG_DONTWAIT);
+    if (n > 0)
+      h->in_len += (size_t)n;
+    else if (n < 0 && errno == EINTR)
+      continue;
+    else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return POLLIN;
+    else
+      return MP_ECLOSED;
+  }
+}
+
+/* One step on a whole frame received: what to send next. */
+static int handshake_received(mp__handshake_t *h, const void *key,
+                              size_t key_len) {
+  const uint8_t *frame = h->in + 4;
+  size_t len = h->in_len - 4;
+  h->in_len = 0;
+  if (h->step == RECV_RESPONSE) {
+    h->failed = verify_response(key, key_len, h->message, sizeof h->message,
+                                frame, len) < 0;
+    put_frame(h, h->failed ? FAILURE : WELCOME,
+              h->failed ? sizeof FAILURE - 1 : sizeof WELCOME - 1);
+    h->step = SEND_VERDICT;
+    return 0;
+  }
+  if (h->step == RECV_CHALLENGE) {
+    uint8_t response[RESPONSE_MAX];
+    size_t response_len;
+    if (len < CHALLENGE_LEN + LEGACY_NONCE_LEN ||
+        memcmp(frame, CHALLENGE, CHALLENGE_LEN) != 0)
+      return MP_EAUTH; /* not a challenge, or too short to be one */
+    int rc = create_response(key, key_len, frame + CHALLENGE_LEN,
+                             len - CHALLENGE_LEN, response, &response_len);
+    if (rc < 0)
+      return rc;
+    put_frame(h, response, response_len);
+    h->step = SEND_RESPONSE;
+    return 0;
+  }
+  /* RECV_WELCOME: "#FAILURE#" means our key is not theirs. */
+  if (len != sizeof WELCOME - 1 || memcmp(frame, WELCOME, len) != 0)
+    return MP_EAUTH;
+  return 1;
+}
+
+int mp__handshake_step(mp__handshake_t *h, int fd, const void *key,
+                       size_t key_len) {
+  for (;;) {
+    int rc = flush_frame(h, fd);
+    if (rc != 0)
+      return rc;
+    switch (h->step) {
+    case SEND_CHALLENGE:
+      h->step = RECV_RESPONSE;
+      continue;
+    case SEND_VERDICT:
+      if (h->failed)
+        return MP_EAUTH;
+      h->step = RECV_CHALLENGE;
+      continue;
+    case SEND_RESPONSE:
+      h->step = RECV_WELCOME;
+      continue;
+    default:
+      break;
+    }
+    rc = fill_frame(h, fd);
+    if (rc != 0)
+      return rc;
+    rc = handshake_received(h, key, key_len);
+    if (rc != 0)
+      return rc == 1 ? 0 : rc;
+  }
 }
 
 int mp__auth_client(mp_conn_t *c, const void *key, size_t key_len,

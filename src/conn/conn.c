@@ -339,17 +339,11 @@ error:
  */
 
 int mp__wait_fd(int fd, short events, const mp__deadline_t *deadline) {
-  struct pollfd p = {.fd = fd, .events = events};
-  for (;;) {
-    int ms = deadline ? mp__deadline_poll_ms(deadline) : -1;
-    int n = poll(&p, 1, ms);
-    if (n > 0)
-      return p.revents & POLLNVAL ? -EBADF : 1;
-    if (n < 0 && errno != EINTR)
-      return -errno;
-    if (n == 0 && (!deadline || mp__deadline_expired(deadline)))
-      return 0;
-  }
+  struct pollfd p[2] = {{.fd = fd, .events = events}};
+  int rc = mp__poll(p, 1, deadline ? deadline : MP__NO_DEADLINE);
+  if (rc > 0)
+    return p[0].revents & POLLNVAL ? -EBADF : 1;
+  return rc;
 }
 
 static int wait_or_timeout(int fd, short events, const mp__deadline_t *d) {
@@ -360,6 +354,10 @@ static int wait_or_timeout(int fd, short events, const mp__deadline_t *d) {
 static bool has_deadline(const mp__deadline_t *d) {
   return d && !d->forever;
 }
+
+/* The deadline of a receive of the API: forever, interruptible. */
+#define RECV_DEADLINE                                                          \
+  (&(const mp__deadline_t){.forever = true, .interruptible = true})
 
 /* ---- writing without SIGPIPE --------------------------------------------
  * A library may not install signal handlers, so a write to a pipe whose
@@ -459,16 +457,50 @@ static int write_all(const mp_conn_t *c, struct iovec *iov, int count,
   return rc;
 }
 
+/* A read that never blocks: recv(MSG_DONTWAIT) on a socket,
+ * preadv2(RWF_NOWAIT) on a pipe (the fd's own flags are shared with every
+ * process that has it, so they stay as they are). -1 with EAGAIN when
+ * nothing is there, or when the kernel cannot read a pipe that way. */
+static ssize_t read_nowait(const mp_conn_t *c, void *buf, size_t n) {
+  static _Atomic bool no_nowait;
+  if (c->flags & CONN_SOCKET)
+    return recv(c->fd, buf, n, MSG_DONTWAIT);
+  if (!atomic_load_explicit(&no_nowait, memory_order_relaxed)) {
+    struct iovec iov = {buf, n};
+    ssize_t r = preadv2(c->fd, &iov, 1, -1, RWF_NOWAIT);
+    if (r >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL))
+      return r;
+    atomic_store(&no_nowait, true);
+  }
+  errno = EAGAIN;
+  return -1;
+}
+
 /* One read() of at most n (> 0) bytes, waiting for the fd when it has
  * nothing yet and restarting after signals. Returns the number of bytes
  * read (> 0), MP_ECLOSED at the end of the stream, MP_ETIMEDOUT, -errno. */
 static ssize_t read_some(const mp_conn_t *c, void *buf, size_t n,
                          const mp__deadline_t *d) {
   int rc;
+  if (n > SSIZE_MAX)
+    n = SSIZE_MAX;
   for (;;) {
-    if (has_deadline(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
-      return rc;
-    ssize_t r = read(c->fd, buf, n > SSIZE_MAX ? SSIZE_MAX : n);
+    ssize_t r;
+    if (d && d->forever && d->interruptible) {
+      /* No deadline, but mp_interrupt() must end it, which a blocking
+       * read would not: a read that finds bytes is one system call, an
+       * empty fd is polled (with the interrupt) before the read. */
+      r = read_nowait(c, buf, n);
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if ((rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
+          return rc;
+        r = read(c->fd, buf, n);
+      }
+    } else {
+      if (has_deadline(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
+        return rc;
+      r = read(c->fd, buf, n);
+    }
     if (r > 0)
       return r;
     if (r == 0)
@@ -645,11 +677,15 @@ static int frame_finish(mp_conn_t *c, local_t *l, void *buf, size_t hlen,
     buffer_consume(c, hlen + len);
     return 0;
   }
-  /* Less than the whole message is buffered: take it, read the rest. */
+  /* Less than the whole message is buffered: take it, read the rest. From
+   * here an interrupt would tear the message: the rest is read whole (the
+   * peer is sending it), only a deadline ends the read. */
   size_t have = buffered(c) - hlen;
   memcpy(buf, buffer_at(c, hlen), have);
   buffer_consume(c, hlen + have);
-  int rc = read_exact(c, (char *)buf + have, len - have, d);
+  mp__deadline_t rest = d ? *d : *MP__NO_DEADLINE;
+  rest.interruptible = false;
+  int rc = read_exact(c, (char *)buf + have, len - have, &rest);
   if (rc < 0 && rc != MP_ECLOSED)
     lose_readability(c, l); /* the stream is in the middle of a payload */
   return rc;
@@ -686,7 +722,7 @@ int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
   local_t *l;
   size_t hlen;
   uint64_t n;
-  int rc = recv_begin(c, maxlength, NULL, &l, &hlen, &n);
+  int rc = recv_begin(c, maxlength, RECV_DEADLINE, &l, &hlen, &n);
   if (rc < 0)
     return rc;
   if (n > SIZE_MAX - 1) {
@@ -698,7 +734,7 @@ int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
     rc = -ENOMEM; /* the message stays buffered for a later call */
     goto out;
   }
-  rc = frame_finish(c, l, data, hlen, (size_t)n, NULL);
+  rc = frame_finish(c, l, data, hlen, (size_t)n, RECV_DEADLINE);
   if (rc < 0) {
     free(data);
     goto out;
@@ -718,14 +754,14 @@ int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
   local_t *l;
   size_t hlen;
   uint64_t n;
-  int rc = recv_begin(c, NO_LIMIT, NULL, &l, &hlen, &n);
+  int rc = recv_begin(c, NO_LIMIT, RECV_DEADLINE, &l, &hlen, &n);
   if (rc < 0)
     return rc;
   *len = (size_t)n;
   if (n > cap)
     rc = MP_EOVERFLOW; /* stays buffered: the next receive gets it */
   else
-    rc = frame_finish(c, l, buf, hlen, (size_t)n, NULL);
+    rc = frame_finish(c, l, buf, hlen, (size_t)n, RECV_DEADLINE);
   pthread_mutex_unlock(&l->recv_lock);
   return rc;
 }

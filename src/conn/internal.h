@@ -48,9 +48,26 @@ int mp__wait_fd(int fd, short events, const mp__deadline_t *deadline);
  * key may be NULL only with key_len 0 (an empty key). */
 #define MP__AUTH_FRAME_MAX 256 /* Python's recv_bytes(256) */
 
-/* The listener's side: deliver_challenge, then answer_challenge. */
-int mp__auth_server(mp_conn_t *c, const void *key, size_t key_len,
-                    const mp__deadline_t *deadline);
+/* The listener's side (deliver_challenge, then answer_challenge) on a
+ * non-blocking socket, one step at a time, so that one thread carries many
+ * handshakes at once. */
+typedef struct mp__handshake {
+  int step;
+  bool failed;         /* the peer's response was wrong: "#FAILURE#" */
+  uint8_t message[48]; /* our MESSAGE: "{sha256}" and 40 random bytes */
+  uint8_t out[4 + MP__AUTH_FRAME_MAX]; /* the frame being sent */
+  size_t out_len, out_done;
+  uint8_t in[4 + MP__AUTH_FRAME_MAX]; /* the frame being received */
+  size_t in_len;
+} mp__handshake_t;
+/* Starts one (the challenge is ready to send). 0 or -errno. */
+int mp__handshake_begin(mp__handshake_t *h);
+/* Does what the socket allows now: 0 when both sides are authenticated,
+ * POLLIN or POLLOUT to wait for, or the peer is to be dropped: MP_EAUTH
+ * (wrong key, not the protocol, a frame over MP__AUTH_FRAME_MAX),
+ * MP_ECLOSED (it hung up), -ENOTSUP (no libcrypto), -errno. */
+int mp__handshake_step(mp__handshake_t *h, int fd, const void *key,
+                       size_t key_len);
 /* The client's side: answer_challenge, then deliver_challenge. */
 int mp__auth_client(mp_conn_t *c, const void *key, size_t key_len,
                     const mp__deadline_t *deadline);

@@ -20,8 +20,22 @@
 #include "conn/internal.h"
 
 #define DEFAULT_BACKLOG  128
+#define DEFAULT_PENDING  128 /* handshakes under way at once */
 #define ADDRESS_MAX      (sizeof(((struct sockaddr_un *)0)->sun_path) + 16)
 #define CONNECT_RETRY_NS (10 * 1000 * 1000) /* a full Unix backlog */
+
+/* A peer accepted whose handshake is under way (authenticating listeners
+ * carry many at once, so that silent or slow peers cannot stall a good
+ * one). */
+typedef struct pending {
+  int fd;                  /* non-blocking until the handshake is over */
+  mp__deadline_t deadline; /* its own: the handshake timeout */
+  uint64_t serial;         /* order of arrival: the oldest goes first */
+  short events;            /* what its handshake waits for */
+  bool done;               /* authenticated, not yet handed out */
+  bool fresh;              /* accepted by the accept call under way */
+  mp__handshake_t handshake;
+} pending_t;
 
 /* A Listener lives in the memory of the process that made it. */
 struct mp_listener {
@@ -36,6 +50,11 @@ struct mp_listener {
   size_t authkey_len;
   double handshake_timeout;
   size_t max_message;
+  pthread_mutex_t lock; /* one accept at a time: guards what follows */
+  pending_t *pending;   /* max_pending entries, made at the first accept */
+  struct pollfd *pfds;  /* the listening fd, the pending, mp__poll's */
+  size_t n_pending, max_pending;
+  uint64_t serial;
 };
 
 /* ---- addresses ------------------------------------------------------------
@@ -153,7 +172,8 @@ static int bound_address(mp_listener_t *l) {
   return l->address ? 0 : -ENOMEM;
 }
 
-static int listen_unix(mp_listener_t *l, const address_t *a, int backlog) {
+static int listen_unix(mp_listener_t *l, const address_t *a, int backlog,
+                       bool untracked) {
   l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (l->fd < 0)
     return -errno;
@@ -168,6 +188,8 @@ static int listen_unix(mp_listener_t *l, const address_t *a, int backlog) {
     l->unlink_path = strdup(a->un.sun_path);
     if (!l->unlink_path)
       return -ENOMEM;
+    if (!untracked) /* removed when the family is gone, if not before */
+      mp__track(MP__RESOURCE_SOCKET, l->unlink_path);
     if (stat(l->unlink_path, &st) == 0) {
       l->dev = st.st_dev;
       l->ino = st.st_ino;
@@ -231,6 +253,9 @@ mp_listener_t *mp_listener_new_with_opts(const char *address,
     goto error;
   l->fd = -1;
   l->creator = getpid();
+  pthread_mutex_init(&l->lock, NULL);
+  l->max_pending =
+      opts && opts->max_pending > 0 ? opts->max_pending : DEFAULT_PENDING;
   l->handshake_timeout = opts && opts->handshake_timeout != 0
                              ? opts->handshake_timeout
                              : MP_HANDSHAKE_TIMEOUT;
@@ -242,7 +267,8 @@ mp_listener_t *mp_listener_new_with_opts(const char *address,
     goto error;
   if ((rc = parse_address(address ? address : fresh, &a)) < 0)
     goto error;
-  rc = a.unix_family ? listen_unix(l, &a, backlog) : listen_tcp(l, &a, backlog);
+  rc = a.unix_family ? listen_unix(l, &a, backlog, opts && opts->untracked)
+                     : listen_tcp(l, &a, backlog);
   if (rc == 0)
     rc = bound_address(l);
   if (rc < 0)
@@ -275,34 +301,216 @@ static int accept_peer(mp_listener_t *l, const mp__deadline_t *d) {
   }
 }
 
-int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
-  *out = NULL;
-  if (l->fd < 0)
-    return MP_ECLOSED;
-  mp__deadline_t d = mp__deadline_in(timeout);
-  int fd = accept_peer(l, &d);
-  if (fd < 0)
-    return fd;
-  mp_conn_t *c = mp__conn_wrap(fd, true, true);
+/* The connection of an accepted fd (blocking from now on, as Python's
+ * Connection), with the listener's limits. */
+static int hand_out(mp_listener_t *l, int fd, mp_conn_t **out) {
+  mp_conn_t *c = NULL;
+  if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0)
+    c = mp__conn_wrap(fd, true, true);
   if (!c) {
     int rc = -errno;
     close(fd);
     return rc;
   }
-  if (l->authenticate) {
-    mp__deadline_t hd = mp__deadline_in(l->handshake_timeout);
-    int rc = mp__auth_server(c, l->authkey, l->authkey_len, &hd);
-    if (rc < 0) {
-      mp_conn_free(c);
-      /* Whatever the peer did wrong, it is one bad peer: the listener
-       * goes on. Only our own shortage is reported as such. */
-      return rc == -ENOMEM || rc == -EMFILE ? rc : MP_EAUTH;
-    }
-  }
   if (l->max_message)
     mp_conn_set_max_message(c, l->max_message);
   *out = c;
   return 0;
+}
+
+/* ---- handshakes under way -------------------------------------------------
+ * mp_listener_accept of an authenticating listener accepts every peer that
+ * waits (non-blocking), starts its handshake, and carries all of them
+ * forward in one poll, each with its own deadline. A table of max_pending
+ * handshakes bounds what peers can make it hold; a peer that finds it full
+ * pushes out the oldest. Pending handshakes survive from one accept call to
+ * the next. */
+
+static void drop(mp_listener_t *l, size_t i) {
+  close(l->pending[i].fd);
+  l->pending[i] = l->pending[--l->n_pending];
+}
+
+static void drop_all(mp_listener_t *l) {
+  while (l->n_pending > 0)
+    drop(l, 0);
+}
+
+static int make_table(mp_listener_t *l) {
+  if (l->pending)
+    return 0;
+  l->pending = calloc(l->max_pending, sizeof *l->pending);
+  l->pfds = calloc(l->max_pending + 2, sizeof *l->pfds);
+  if (l->pending && l->pfds)
+    return 0;
+  free(l->pending);
+  free(l->pfds);
+  l->pending = NULL;
+  l->pfds = NULL;
+  return -ENOMEM;
+}
+
+static size_t oldest(const mp_listener_t *l) {
+  size_t at = 0;
+  for (size_t i = 1; i < l->n_pending; i++)
+    if (l->pending[i].serial < l->pending[at].serial)
+      at = i;
+  return at;
+}
+
+/* Steps the handshake of entry i: 0 while it goes on or is done, MP_EAUTH
+ * (dropped), or a shortage of our own. */
+static int advance(mp_listener_t *l, size_t i) {
+  pending_t *p = &l->pending[i];
+  int rc = mp__handshake_step(&p->handshake, p->fd, l->authkey, l->authkey_len);
+  if (rc == 0)
+    p->done = true;
+  if (rc >= 0) {
+    p->events = (short)rc;
+    return 0;
+  }
+  drop(l, i);
+  /* Whatever the peer did wrong, it is one bad peer: the listener goes on.
+   * Only our own shortage is reported as such. */
+  return rc == -ENOMEM || rc == -ENOTSUP ? rc : MP_EAUTH;
+}
+
+/* Accepts the peers that wait, up to a table's worth. Returns MP_EAUTH when
+ * one was pushed out (or failed at once), 0, or a shortage. */
+static int accept_new(mp_listener_t *l) {
+  int result = 0;
+  for (size_t n = 0; n < l->max_pending; n++) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+          errno == ECONNABORTED || errno == EPROTO)
+        break;
+      return -errno; /* -EMFILE, -ENOMEM: ours */
+    }
+    if (l->n_pending == l->max_pending) {
+      drop(l, oldest(l));
+      result = MP_EAUTH;
+    }
+    pending_t *p = &l->pending[l->n_pending];
+    int rc = mp__handshake_begin(&p->handshake);
+    if (rc < 0) {
+      close(fd);
+      return rc;
+    }
+    p->fd = fd;
+    p->deadline = mp__deadline_in(l->handshake_timeout);
+    p->deadline.interruptible = true;
+    p->serial = l->serial++;
+    p->done = false;
+    p->fresh = true;
+    rc = advance(l, l->n_pending++);
+    if (rc < 0)
+      result = rc;
+  }
+  return result;
+}
+
+/* Hands out a peer whose handshake is over: 1 if there was one. */
+static int take_done(mp_listener_t *l, mp_conn_t **out) {
+  for (size_t i = 0; i < l->n_pending; i++) {
+    if (!l->pending[i].done)
+      continue;
+    int fd = l->pending[i].fd;
+    l->pending[i] = l->pending[--l->n_pending];
+    int rc = hand_out(l, fd, out);
+    return rc < 0 ? rc : 1;
+  }
+  return 0;
+}
+
+/* Drops the handshakes past their deadline: MP_EAUTH if one was. */
+static int expire(mp_listener_t *l) {
+  int rc = 0;
+  for (size_t i = l->n_pending; i-- > 0;)
+    if (mp__deadline_expired(&l->pending[i].deadline)) {
+      drop(l, i);
+      rc = MP_EAUTH;
+    }
+  return rc;
+}
+
+/* One poll over the listening fd (while accepting) and the handshakes,
+ * until the first of their deadlines; then each ready one is stepped. */
+static int poll_round(mp_listener_t *l, bool accepting,
+                      const mp__deadline_t *d) {
+  size_t n = 0;
+  mp__deadline_t until = accepting ? *d : *MP__NO_DEADLINE;
+  until.interruptible = true;
+  if (accepting)
+    l->pfds[n++] = (struct pollfd){.fd = l->fd, .events = POLLIN};
+  for (size_t i = 0; i < l->n_pending; i++) {
+    l->pfds[n++] =
+        (struct pollfd){.fd = l->pending[i].fd, .events = l->pending[i].events};
+    until = mp__deadline_earlier(&until, &l->pending[i].deadline);
+  }
+  int rc = mp__poll(l->pfds, n, &until);
+  if (rc <= 0)
+    return rc;
+  size_t first = accepting ? 1 : 0, count = l->n_pending;
+  /* Backwards: a drop moves the last entry into the slot it frees. */
+  for (size_t i = count; i-- > 0;) {
+    if (!l->pfds[first + i].revents)
+      continue;
+    int step = advance(l, i);
+    if (step < 0)
+      rc = step;
+  }
+  if (rc < 0)
+    return rc;
+  if (accepting && (l->pfds[0].revents & POLLIN))
+    return accept_new(l);
+  return 0;
+}
+
+static bool any_fresh(const mp_listener_t *l) {
+  for (size_t i = 0; i < l->n_pending; i++)
+    if (l->pending[i].fresh)
+      return true;
+  return false;
+}
+
+/* The accept of an authenticating listener: returns when a peer is
+ * authenticated (0), a peer was dropped (MP_EAUTH), or the deadline
+ * passed with no handshake begun in this call still under way. */
+static int accept_authenticated(mp_listener_t *l, const mp__deadline_t *d,
+                                mp_conn_t **out) {
+  for (size_t i = 0; i < l->n_pending; i++)
+    l->pending[i].fresh = false;
+  int rc = accept_new(l);
+  for (;;) {
+    if (rc < 0)
+      return rc;
+    if ((rc = take_done(l, out)) != 0)
+      return rc < 0 ? rc : 0;
+    if ((rc = expire(l)) < 0)
+      return rc;
+    bool accepting = !mp__deadline_expired(d);
+    if (!accepting && !any_fresh(l))
+      return MP_ETIMEDOUT;
+    rc = poll_round(l, accepting, d);
+  }
+}
+
+int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
+  *out = NULL;
+  if (l->fd < 0)
+    return MP_ECLOSED;
+  mp__deadline_t d = mp__deadline_in(timeout);
+  if (!l->authenticate) {
+    int fd = accept_peer(l, &d);
+    return fd < 0 ? fd : hand_out(l, fd, out);
+  }
+  pthread_mutex_lock(&l->lock);
+  int rc = make_table(l);
+  if (rc == 0)
+    rc = accept_authenticated(l, &d, out);
+  pthread_mutex_unlock(&l->lock);
+  return rc;
 }
 
 const char *mp_listener_address(const mp_listener_t *l) {
@@ -314,6 +522,7 @@ int mp_listener_fileno(const mp_listener_t *l) {
 }
 
 int mp_listener_close(mp_listener_t *l) {
+  drop_all(l);
   if (l->fd >= 0) {
     close(l->fd);
     l->fd = -1;
@@ -321,8 +530,8 @@ int mp_listener_close(mp_listener_t *l) {
   struct stat st;
   if (l->unlink_path && l->creator == getpid() &&
       stat(l->unlink_path, &st) == 0 && st.st_dev == l->dev &&
-      st.st_ino == l->ino)
-    unlink(l->unlink_path);
+      st.st_ino == l->ino && unlink(l->unlink_path) == 0)
+    mp__untrack(MP__RESOURCE_SOCKET, l->unlink_path);
   free(l->unlink_path);
   l->unlink_path = NULL;
   return 0;
@@ -337,6 +546,9 @@ void mp_listener_free(mp_listener_t *l) {
     free(l->authkey);
   }
   free(l->address);
+  free(l->pending);
+  free(l->pfds);
+  pthread_mutex_destroy(&l->lock);
   free(l);
 }
 

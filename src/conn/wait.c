@@ -29,23 +29,9 @@ static int wait_nothing(double timeout) {
   if (timeout < 0)
     return MP_EINVAL;
   mp__deadline_t d = mp__deadline_in(timeout);
-  while (!mp__deadline_expired(&d))
-    poll(NULL, 0, mp__deadline_poll_ms(&d));
-  return 0;
-}
-
-/* Polls until something is ready or the deadline passes. Returns the
- * number of ready entries, 0 at the deadline, -errno. */
-static int poll_until(struct pollfd *fds, size_t n, mp__deadline_t *d) {
-  for (;;) {
-    int rc = poll(fds, (nfds_t)n, mp__deadline_poll_ms(d));
-    if (rc > 0)
-      return rc;
-    if (rc < 0 && errno != EINTR)
-      return -errno;
-    if (rc == 0 && mp__deadline_expired(d))
-      return 0;
-  }
+  struct pollfd interrupt[1];
+  int rc = mp__poll(interrupt, 0, &d);
+  return rc < 0 ? rc : 0;
 }
 
 /* Counts the ready objects and stores their indices. */
@@ -70,12 +56,12 @@ int mp_wait(const mp_waitable_t *objs, size_t n, double timeout,
     return wait_nothing(timeout);
   if (n > INT32_MAX)
     return MP_EINVAL;
-  struct pollfd stack_fds[WAIT_STACK];
+  struct pollfd stack_fds[WAIT_STACK + 1]; /* + 1: mp__poll's */
   bool stack_ready[WAIT_STACK];
   struct pollfd *fds = stack_fds;
   bool *ready_now = stack_ready;
   if (n > WAIT_STACK) {
-    fds = calloc(n, sizeof *fds);
+    fds = calloc(n + 1, sizeof *fds);
     ready_now = calloc(n, sizeof *ready_now);
   }
   int rc = -ENOMEM;
@@ -91,7 +77,7 @@ int mp_wait(const mp_waitable_t *objs, size_t n, double timeout,
   }
   /* With something ready already, only collect what else is ready now. */
   mp__deadline_t d = mp__deadline_in(any_now ? 0 : timeout);
-  rc = poll_until(fds, n, &d);
+  rc = mp__poll(fds, n, &d);
   if (rc >= 0)
     rc = collect(fds, ready_now, n, ready_out);
 out:

@@ -224,6 +224,7 @@ static void arena_lock(arena_header_t *h) {
     if (atomic_compare_exchange_strong(&h->lock, &holder, self))
       return;
     mp__deadline_t d = mp__deadline_in(0.05);
+    d.interruptible = false; /* the library's own wait */
     if (mp__futex_wait(&h->lock, holder, &d) == MP_ETIMEDOUT &&
         thread_gone((pid_t)holder))
       atomic_compare_exchange_strong(&h->lock, &holder, 0);

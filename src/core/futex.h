@@ -16,7 +16,10 @@
 
 /* Sleeps while *word == expected, until woken or the deadline passes.
  * Returns 0 when woken, when the value differed, or on a signal (the caller
- * re-checks its condition either way), MP_ETIMEDOUT at the deadline. */
+ * re-checks its condition either way), MP_ETIMEDOUT at the deadline, and,
+ * when the deadline is interruptible, MP_EINTR once mp_interrupt() was
+ * called (also before it slept: the caller returns it). The same for every
+ * wait below. */
 int mp__futex_wait(_Atomic uint32_t *word, uint32_t expected,
                    const mp__deadline_t *deadline);
 
@@ -38,9 +41,10 @@ typedef struct mp__futex_watch {
 #define MP__FUTEX_WATCH_MAX 4
 
 /* Sleeps while every word still holds its expected value (futex_waitv, on
- * up to MP__FUTEX_WATCH_MAX words): returns as mp__futex_wait. On kernels
- * older than 5.16 it waits on the first word only, re-checking the others
- * every few milliseconds. */
+ * up to MP__FUTEX_WATCH_MAX words, and the interrupt word): returns as
+ * mp__futex_wait. On kernels older than 5.16 it waits on the first word
+ * only, re-checking the others every few milliseconds. An interruptible
+ * single-word wait is a futex_waitv too. */
 int mp__futex_waitv(const mp__futex_watch_t *watch, unsigned n,
                     const mp__deadline_t *deadline);
 

@@ -33,17 +33,42 @@ static inline bool mp__pthread_mutex_busy(pthread_mutex_t *m) {
 typedef struct mp__deadline {
   struct timespec at; /* absolute CLOCK_MONOTONIC time */
   bool forever;       /* timeout < 0 */
+  bool interruptible; /* mp_interrupt() ends the wait with MP_EINTR: the
+                         waits of the API (mp__deadline_in), not the
+                         library's own short ones (MP__NO_DEADLINE) */
 } mp__deadline_t;
 
+/* The deadline of a wait of the API: interruptible. */
 mp__deadline_t mp__deadline_in(double timeout);
-/* A deadline that never passes, for waits that have none. */
+/* A deadline that never passes, for the library's own waits (not
+ * interruptible). */
 #define MP__NO_DEADLINE (&(const mp__deadline_t){.forever = true})
+/* The one of a and b that passes first. */
+mp__deadline_t mp__deadline_earlier(const mp__deadline_t *a,
+                                    const mp__deadline_t *b);
 /* True once the deadline has passed (never for forever). */
 bool mp__deadline_expired(const mp__deadline_t *d);
 /* Milliseconds left for poll(): -1 forever, 0 when expired; rounded up. */
 int mp__deadline_poll_ms(const mp__deadline_t *d);
 /* Monotonic now in nanoseconds. */
 uint64_t mp__now_ns(void);
+
+/* ---- Interrupts (interrupt.c) --------------------------------------------
+ * mp_interrupt() sets the word (process-local, 0 or 1) and wakes its
+ * futex waiters and the eventfd; futex.c watches the word, mp__poll the
+ * eventfd. */
+extern _Atomic uint32_t mp__interrupt_word;
+/* Whether a wait with this deadline must stop now (MP_EINTR). */
+bool mp__interrupted(const mp__deadline_t *deadline);
+/* The eventfd that mp_interrupt writes, made on first use; -errno. */
+int mp__interrupt_fd(void);
+struct pollfd;
+/* poll() over fds[0..n) until one is ready (returns how many), the
+ * deadline passes (0) or, for an interruptible deadline, mp_interrupt()
+ * (MP_EINTR; something ready wins). Restarts after signals; -errno on
+ * failure. fds must have room for n + 1 entries: the last one is the
+ * interrupt's. */
+int mp__poll(struct pollfd *fds, size_t n, const mp__deadline_t *deadline);
 
 /* ---- Shared memory allocation -------------------------------------------
  * Memory for shared objects (locks, queues, values). A pointer returned
@@ -60,7 +85,7 @@ void mp__shm_free(void *ptr);
 enum mp__root {
   MP__ROOT_OWNERS, /* the robust owner table of the futex core */
   MP__ROOT_CONNS,  /* the connection table */
-  MP__ROOT_RESERVED2,
+  MP__ROOT_TRACKER, /* the resource tracker's end (tracker.c) */
   MP__ROOT_RESERVED3,
   MP__ROOT_COUNT = 16,
 };
@@ -83,6 +108,23 @@ void mp__inherit_fd_remove(int fd);
 /* A malloc'd copy of the registered fds, after `reserve` free slots at the
  * front (and one spare at the end). Returns the number copied, or -ENOMEM. */
 int mp__inherit_fd_copy(int **out, size_t reserve);
+
+/* ---- The resource tracker (tracker.c) ------------------------------------
+ * Named resources a process of the family created are unlinked by a helper
+ * process once every process holding the family's tracker is gone,
+ * however they ended. The helper starts at the first registration. */
+enum mp__resource {
+  MP__RESOURCE_SHM = 's',    /* a POSIX shm name, "/name" */
+  MP__RESOURCE_SOCKET = 'u', /* a Unix socket file's path */
+};
+/* Registers a resource this process created: 0, or -errno when no tracker
+ * could be started (the resource then lives on if the family is killed). */
+int mp__track(enum mp__resource kind, const char *name);
+/* Forgets it: unlinked by its owner, or meant to outlive the family. */
+void mp__untrack(enum mp__resource kind, const char *name);
+/* In a spawned child: takes up the family's tracker end it was given, so
+ * that its own children get it too. */
+void mp__tracker_inherit(void);
 
 /* ---- After fork -----------------------------------------------------------
  * One registry for what each area must do around fork(): every fork of the

@@ -11,7 +11,8 @@ uint64_t mp__now_ns(void) {
 }
 
 mp__deadline_t mp__deadline_in(double timeout) {
-  mp__deadline_t d = {.forever = timeout < 0 || isnan(timeout)};
+  mp__deadline_t d = {.forever = timeout < 0 || isnan(timeout),
+                      .interruptible = true};
   clock_gettime(CLOCK_MONOTONIC, &d.at);
   if (d.forever)
     return d;
@@ -36,6 +37,16 @@ static int64_t deadline_left_ns(const mp__deadline_t *d) {
   clock_gettime(CLOCK_MONOTONIC, &now);
   return (int64_t)(d->at.tv_sec - now.tv_sec) * 1000000000 +
          (d->at.tv_nsec - now.tv_nsec);
+}
+
+mp__deadline_t mp__deadline_earlier(const mp__deadline_t *a,
+                                    const mp__deadline_t *b) {
+  if (a->forever)
+    return *b;
+  if (b->forever || a->at.tv_sec < b->at.tv_sec ||
+      (a->at.tv_sec == b->at.tv_sec && a->at.tv_nsec < b->at.tv_nsec))
+    return *a;
+  return *b;
 }
 
 bool mp__deadline_expired(const mp__deadline_t *d) {

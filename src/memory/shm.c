@@ -115,6 +115,11 @@ mp_shm_t *mp_shm_open(const char *name, bool create, size_t size) {
     errno = err;
     return NULL;
   }
+  /* Made here: unlinked when the family is gone, unless the segment is
+   * unlinked or untracked before (best effort: without a tracker it stays,
+   * as before). */
+  if (create)
+    mp__track(MP__RESOURCE_SHM, s->path);
   return s;
 }
 
@@ -130,8 +135,20 @@ const char *mp_shm_name(const mp_shm_t *s) {
   return s->path + 1;
 }
 
+static int unlink_path(const char *path) {
+  if (shm_unlink(path) < 0)
+    return -errno;
+  mp__untrack(MP__RESOURCE_SHM, path);
+  return 0;
+}
+
 int mp_shm_unlink(const mp_shm_t *s) {
-  return shm_unlink(s->path) < 0 ? -errno : 0;
+  return unlink_path(s->path);
+}
+
+int mp_shm_untrack(const mp_shm_t *s) {
+  mp__untrack(MP__RESOURCE_SHM, s->path);
+  return 0;
 }
 
 int mp_shm_unlink_name(const char *name) {
@@ -139,7 +156,7 @@ int mp_shm_unlink_name(const char *name) {
   int rc = shm_path(name, path, sizeof path);
   if (rc < 0)
     return rc;
-  return shm_unlink(path) < 0 ? -errno : 0;
+  return unlink_path(path);
 }
 
 int mp_shm_close(mp_shm_t *s) {

@@ -327,7 +327,15 @@ static int run_sync(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
   int rc = submit(pool, s, out);
   if (rc < 0)
     return rc;
-  mp__pool_request_wait(*out, MP_FOREVER);
+  rc = mp__pool_request_wait(*out, MP_FOREVER);
+  if (rc < 0) {
+    /* MP_EINTR: the items go on in the workers; their results are dropped
+     * (the pool thread frees the request when they are done), nothing is
+     * written to the caller's output. */
+    mp__pool_request_release(*out);
+    *out = NULL;
+    return rc;
+  }
   mp__pool_finalize(*out);
   last_task_code = (*out)->task_code;
   return 0;

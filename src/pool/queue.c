@@ -165,7 +165,7 @@ static void repair(mp__pool_shared_t *ps) {
 }
 
 int mp__pool_lock(mp__pool_shared_t *ps, int32_t holder) {
-  int rc = mp__mutex_acquire(&ps->qlock, MP_FOREVER);
+  int rc = mp__mutex_acquire_until(&ps->qlock, MP__NO_DEADLINE);
   if (rc == MP_EOWNERDEAD) {
     repair(ps);
     rc = 0;

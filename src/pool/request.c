@@ -88,9 +88,10 @@ int mp__pool_job_wait(mp__pool_job_t *job, bool (*ready)(void *), void *arg,
       continue;
     }
     atomic_fetch_add(&job->waiters, 1);
-    if (!ready(arg))
-      mp__futex_wait(&job->seq, seq, &deadline);
+    int rc = ready(arg) ? 0 : mp__futex_wait(&job->seq, seq, &deadline);
     atomic_fetch_sub(&job->waiters, 1);
+    if (rc == MP_EINTR)
+      return rc;
   }
 }
 

@@ -81,7 +81,7 @@ static int start_worker(mp_pool_t *pool, uint32_t i) {
 static int reap(mp_pool_t *pool, uint32_t i) {
   mp_process_t *p = pool->workers[i].proc;
   int code = 0;
-  mp_process_join(p, MP_FOREVER);
+  mp__process_join_until(p, MP__NO_DEADLINE); /* not interruptible */
   mp_process_exitcode(p, &code);
   set_proc(pool, i, NULL);
   mp_process_free(p);

@@ -266,6 +266,9 @@ static void challenge_client(int sock, const unsigned char *key,
   send_msg(sock, "y", 1, NULL, 0);
 }
 
+/* This server's pid: the parent of every child it forks. */
+static pid_t server_pid;
+
 /* In the forked child: puts every fd at the number the start data gives
  * (received[0] is the start data, received[1..] the fds it lists, in its
  * order), then closes everything else. */
@@ -299,7 +302,10 @@ static _Noreturn void run_child(int sock, int *received, int count,
     close(received[i]);
   }
   mp__start_data_close_others();
-  run(getppid());
+  /* The server's pid as known before the fork: getppid() here would give
+   * the reaper if the server died meanwhile, and the child would miss its
+   * parent's death (end_with_parent, daemons). */
+  run(server_pid);
 }
 
 static void serve_request(int sock, int *received, int count,
@@ -361,6 +367,7 @@ _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
                                    size_t key_len, mp__child_runner_cb run) {
   /* As Python's forkserver: Ctrl-C is for the client, not the server. */
   signal(SIGINT, SIG_IGN);
+  server_pid = getpid();
   challenge_client(sock, key, key_len);
   for (;;) {
     size_t n = served_count + 1;

@@ -24,6 +24,7 @@ _Noreturn static void run_from_start_data(pid_t direct_parent) {
   p->kind = MP__PROCESS_CHILD;
   p->name = strdup(h->name);
   p->daemon = h->daemon;
+  p->end_with_parent = h->end_with_parent;
   p->depth = h->depth;
   memcpy(p->identity, h->identity, sizeof p->identity);
   memcpy(p->authkey, h->authkey, sizeof p->authkey);
@@ -45,6 +46,7 @@ _Noreturn static void run_from_start_data(pid_t direct_parent) {
     _exit(MP__EXIT_START_FAILED);
   }
   mp__set_default_method((enum mp__start_method)h->default_method);
+  mp__tracker_inherit(); /* its own children hold the family's tracker */
   mp__child_start_t start = {h->parent_pid, strdup(h->parent_name),
                              h->parent_pidfd,
                              direct_parent ? direct_parent : h->parent_pid};

@@ -109,6 +109,7 @@ static mp_process_t *process_alloc(const char *base,
   p->pidfd = p->sentinel = -1;
   p->creator_pid = getpid();
   p->daemon = opts && opts->daemon;
+  p->end_with_parent = opts && opts->end_with_parent;
   p->ctx = opts ? opts->ctx : NULL;
   memcpy(p->authkey, cur->authkey, sizeof p->authkey);
   pthread_mutex_init(&p->lock, NULL);
@@ -431,6 +432,7 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   forget_parents_children();
+  mp__atexit_forget();
   family.counter = 0;
   family.parent = make_parent_object(start->parent_pid, start->parent_name,
                                      start->parent_pidfd);
@@ -443,9 +445,9 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   p->prev = p->next = NULL;
   family.current = p;
 
-  if (p->daemon) {
-    /* Beyond Python: a daemon dies with its parent even when the parent is
-     * killed and cannot run its exit function. */
+  if (p->daemon || p->end_with_parent) {
+    /* Beyond Python: a daemon (or a child asked to) dies with its parent
+     * even when the parent is killed and cannot run its exit function. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != start->direct_parent)
       _exit(0);
@@ -456,6 +458,7 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
     p->type->run(p);
   else
     p->target(p->arg);
+  mp__atexit_run(); /* before the children are joined, as Python's atexit */
   exit_function(); /* flushes stdio first */
   syscall(SYS_exit_group, 0);
   _exit(0); /* not reached */
@@ -464,39 +467,35 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
 /* ---- join, signals, state
  * -------------------------------------------------------- */
 
-int mp_process_join(mp_process_t *p, double timeout) {
+int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d) {
   if (p->kind == MP__PROCESS_PARENT) {
     /* The parent is no child of ours: wait for its pidfd only. */
-    struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
-    mp__deadline_t d = mp__deadline_in(timeout);
-    for (;;) {
-      int n = poll(&pfd, 1, mp__deadline_poll_ms(&d));
-      if (n > 0)
-        return 0;
-      if (n == 0 && mp__deadline_expired(&d))
-        return MP_ETIMEDOUT;
-      if (n < 0 && errno != EINTR)
-        return -errno;
-    }
+    struct pollfd pfd[2] = {{.fd = p->sentinel, .events = POLLIN}};
+    int n = mp__poll(pfd, 1, d);
+    return n > 0 ? 0 : n == 0 ? MP_ETIMEDOUT : n;
   }
   int rc = check_started_child(p);
   if (rc < 0)
     return rc;
   /* Poll first: a process that already ended makes it return at once, and
    * one waitid then reaps it. */
-  mp__deadline_t d = mp__deadline_in(timeout);
   for (;;) {
-    struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
-    int n = poll(&pfd, 1, mp__deadline_poll_ms(&d));
-    if (n < 0 && errno != EINTR)
-      return -errno;
+    struct pollfd pfd[2] = {{.fd = p->sentinel, .events = POLLIN}};
+    int n = mp__poll(pfd, 1, d);
     if (try_reap(p))
       break;
-    if (n == 0 && mp__deadline_expired(&d))
+    if (n < 0)
+      return n; /* MP_EINTR, or the poll failed */
+    if (n == 0)
       return MP_ETIMEDOUT;
   }
   untrack(p);
   return 0;
+}
+
+int mp_process_join(mp_process_t *p, double timeout) {
+  mp__deadline_t d = mp__deadline_in(timeout);
+  return mp__process_join_until(p, &d);
 }
 
 /* Signals an unreaped child: through its pidfd, which can never reach
@@ -628,6 +627,17 @@ int mp_process_set_name(mp_process_t *p, const char *name) {
   char *old = p->name;
   p->name = copy;
   free(old);
+  return 0;
+}
+
+bool mp_process_end_with_parent(const mp_process_t *p) {
+  return p->end_with_parent;
+}
+
+int mp_process_set_end_with_parent(mp_process_t *p, bool on) {
+  if (p->kind != MP__PROCESS_CHILD || p->state != MP__PROCESS_INITIAL)
+    return MP_ESTATE;
+  p->end_with_parent = on;
   return 0;
 }
 

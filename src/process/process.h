@@ -46,6 +46,7 @@ struct mp_process {
   _Atomic int state; /* enum mp__process_state */
   char *name;
   bool daemon;
+  bool end_with_parent; /* parent-death signal, as daemons */
   bool library_owned; /* freed by the user while running */
   const mp_context_t *ctx;
   void (*target)(void *arg);
@@ -97,6 +98,16 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start);
 /* Sets the default start method of a child to its parent's (as Python's
  * spawn preparation does). */
 void mp__set_default_method(enum mp__start_method method);
+
+/* ---- exit handlers (atexit.c) --------------------------------------------
+ * A new child forgets its parent's mp_atexit handlers (in mp__child_main);
+ * a child runs its own when it ends normally. */
+void mp__atexit_forget(void);
+void mp__atexit_run(void);
+
+/* mp_process_join until the deadline: MP__NO_DEADLINE for the library's
+ * own joins, which mp_interrupt() must not end. */
+int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d);
 
 /* ---- pidfds (pidfd.c) --------------------------------------------------- */
 

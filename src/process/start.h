@@ -25,6 +25,7 @@ typedef struct mp__start_header {
   int32_t channel_fd; /* the forkserver's socket, -1 for a child */
   uint64_t arena_address, arena_size;
   uint32_t daemon;
+  uint32_t end_with_parent;
   uint32_t depth;
   uint32_t identity[MP__MAX_DEPTH];
   unsigned char authkey[MP__AUTHKEY_LEN];

@@ -86,6 +86,7 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
   h.default_method = (int32_t)mp__default_context()->method;
   const mp_process_t *described = p ? p : self;
   h.daemon = p && p->daemon;
+  h.end_with_parent = p && p->end_with_parent;
   h.depth = described->depth;
   memcpy(h.identity, described->identity, sizeof h.identity);
   memcpy(h.authkey, described->authkey, sizeof h.authkey);

@@ -284,12 +284,7 @@ static bool lock_is_held(mp__mutex_t *m) {
 }
 
 static mp__deadline_t earlier(const mp__deadline_t *a, mp__deadline_t b) {
-  if (a->forever)
-    return b;
-  if (b.forever || a->at.tv_sec < b.at.tv_sec ||
-      (a->at.tv_sec == b.at.tv_sec && a->at.tv_nsec < b.at.tv_nsec))
-    return *a;
-  return b;
+  return mp__deadline_earlier(a, &b);
 }
 
 /* The caller's deadline, computed at the first wait (a clock read costs on

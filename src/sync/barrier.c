@@ -271,6 +271,8 @@ static int arrive(mp_barrier_t *b, mp__owner_t me,
     uint64_t st = atomic_load(&b->state);
     if (st & BROKEN)
       return MP_EBROKEN;
+    if (mp__interrupted(deadline))
+      return MP_EINTR; /* not counted: the barrier is untouched */
     if (try_claim(b, st, me, deadline)) {
       *seq = seq_of(st);
       count_claim(b, count_of(st), *seq);
@@ -307,6 +309,18 @@ static mp__owner_t choose_watch(mp_barrier_t *b, unsigned index, uint32_t seq,
   return claimant_in(b, target, seq);
 }
 
+/* A counted party interrupted: as a timeout, it breaks the generation (the
+ * others get MP_EBROKEN, as Python's parties do when one leaves), unless
+ * the generation was released meanwhile (then the wait succeeded). */
+static int interrupted(mp_barrier_t *b, unsigned index, uint32_t seq) {
+  break_generation(b, seq);
+  if (index == 0)
+    unwatch_ring(b, seq);
+  int rc = outcome(atomic_load(&b->state), seq, index);
+  mp__tsan_acquire(b);
+  return rc == MP_EBROKEN ? MP_EINTR : rc;
+}
+
 static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
                          const mp__deadline_t *deadline) {
   for (;;) {
@@ -325,8 +339,11 @@ static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
     unsigned n = 0;
     watch[n++] = (mp__futex_watch_t){low_half(&b->state), seq};
     mp__owner_t token = choose_watch(b, index, seq, watch, &n);
-    if (mp__owner_wait(token, watch, n, deadline) == MP_EOWNERDEAD)
+    int rc = mp__owner_wait(token, watch, n, deadline);
+    if (rc == MP_EOWNERDEAD)
       break_generation(b, seq);
+    else if (rc == MP_EINTR)
+      return interrupted(b, index, seq);
   }
 }
 

@@ -82,7 +82,8 @@ int mp_event_wait(mp_event_t *e, double timeout) {
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&e->word, &v, WAITERS))
       continue;
-    mp__futex_wait(&e->word, v, &deadline);
+    if (mp__futex_wait(&e->word, v, &deadline) == MP_EINTR)
+      return MP_EINTR;
   }
 set:
   mp__tsan_acquire(e);

@@ -63,9 +63,10 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
     if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
       continue;
     /* Every way back (release, death, timeout, signal) is re-checked at
-     * the top of the loop. */
+     * the top of the loop, but an interrupt. */
     mp__futex_watch_t watch = {&m->word, v};
-    mp__owner_wait(owner, &watch, 1, deadline);
+    if (mp__owner_wait(owner, &watch, 1, deadline) == MP_EINTR)
+      return MP_EINTR;
   }
 }
 
@@ -74,7 +75,7 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
  * does: NaN waits forever too). */
 static __attribute__((noinline)) int
 lock_slow_timeout(mp__mutex_t *m, mp__owner_t me, double timeout) {
-  mp__deadline_t deadline = {.forever = true};
+  mp__deadline_t deadline = {.forever = true, .interruptible = true};
   if (timeout >= 0)
     deadline = mp__deadline_in(timeout);
   return lock_slow(m, me, &deadline);
@@ -168,7 +169,8 @@ uint32_t mp__mutex_release_all(mp__mutex_t *m) {
 }
 
 int mp__mutex_restore(mp__mutex_t *m, uint32_t depth) {
-  int rc = mp__mutex_acquire(m, MP_FOREVER);
+  /* Not interruptible: the caller must hold the lock again on return. */
+  int rc = mp__mutex_acquire_until(m, MP__NO_DEADLINE);
   if ((rc == 0 || rc == MP_EOWNERDEAD) && is_recursive(m))
     atomic_store_explicit(&m->count, depth, memory_order_relaxed);
   return rc;

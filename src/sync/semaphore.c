@@ -71,7 +71,8 @@ int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&s->word, &v, WAITERS))
       continue;
-    mp__futex_wait(&s->word, v, &deadline);
+    if (mp__futex_wait(&s->word, v, &deadline) == MP_EINTR)
+      return MP_EINTR;
     v = atomic_load(&s->word);
   }
 taken:
