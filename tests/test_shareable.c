@@ -219,8 +219,6 @@ static void test_child_attaches(void **state) {
 
 /* ---- Python on the other side ------------------------------------------- */
 
-static const char *const versions[] = {"3.11", "3.12", "3.13"};
-
 static char *run_peer(const char *exe, const char *mode, const char *name) {
   char *argv[] = {(char *)exe, PYPEER_SCRIPT("shareable_peer.py"), (char *)mode,
                   (char *)name, NULL};
@@ -230,22 +228,6 @@ static char *run_peer(const char *exe, const char *mode, const char *name) {
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     fail_msg("%s %s failed: %s", exe, mode, out);
   return out;
-}
-
-/* Runs fn with every Python found; skips when there is none. */
-static void with_pythons(void (*fn)(const char *exe, const char *version)) {
-  int found = 0;
-  char exe[512];
-  for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
-    if (!pypeer_find(versions[i], exe, sizeof exe)) {
-      print_message("[     INFO ] no python%s: not tested\n", versions[i]);
-      continue;
-    }
-    found++;
-    fn(exe, versions[i]);
-  }
-  if (!found)
-    skip();
 }
 
 static void python_reads(const char *exe, const char *version) {
@@ -277,7 +259,7 @@ static void python_reads(const char *exe, const char *version) {
 
 static void test_python_reads_c_list(void **state) {
   (void)state;
-  with_pythons(python_reads);
+  pypeer_each_version(python_reads);
 }
 
 static void python_writes(const char *exe, const char *version) {
@@ -311,7 +293,7 @@ static void python_writes(const char *exe, const char *version) {
 
 static void test_c_reads_python_list(void **state) {
   (void)state;
-  with_pythons(python_writes);
+  pypeer_each_version(python_writes);
 }
 
 int main(int argc, char **argv) {
