@@ -58,6 +58,23 @@ MP_API mp_value_t *mp_value_new_with_lock(size_t size, mp_lock_t *lock);
  * EAGAIN. Freed with mp_value_free. */
 MP_API mp_value_t *mp_array_new(size_t n, size_t elem_size, bool lock);
 
+/* Initial contents in one call: Value('i', 7) is
+ * `int x = 7; mp_value_new_from(&x, sizeof x, true)`, Array('d', [1.0, 2.0])
+ * is `mp_array_new_from(xs, 2, sizeof xs[0], true)`: the bytes are copied
+ * from init (NULL: zeroed, as the forms above). Errors as above. */
+MP_API mp_value_t *mp_value_new_from(const void *init, size_t size, bool lock);
+MP_API mp_value_t *mp_array_new_from(const void *init, size_t n,
+                                     size_t elem_size, bool lock);
+
+/* Array(typecode, init, lock=<a Lock or RLock>): an array guarded by the
+ * caller's lock (as mp_value_new_with_rlock / _with_lock), its bytes copied
+ * from init (NULL: zeroed). NULL with errno EINVAL (lock NULL, elem_size
+ * 0), ENOMEM. */
+MP_API mp_value_t *mp_array_new_with_rlock(size_t n, size_t elem_size,
+                                           const void *init, mp_rlock_t *lock);
+MP_API mp_value_t *mp_array_new_with_lock(size_t n, size_t elem_size,
+                                          const void *init, mp_lock_t *lock);
+
 /* The value's bytes (Python's .value / the array's items). Never NULL. */
 MP_API void *mp_value_ptr(const mp_value_t *v);
 
