@@ -98,6 +98,11 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start);
  * spawn preparation does). */
 void mp__set_default_method(enum mp__start_method method);
 
+/* A copy (malloc'd, NULL when empty) of the paths set with
+ * mp_set_forkserver_preload, NUL-terminated one after the other, and their
+ * total size. 0 or -ENOMEM. */
+int mp__forkserver_preload(char **paths, size_t *size);
+
 /* ---- pidfds (pidfd.c) --------------------------------------------------- */
 
 /* After a start method set p->pid: opens the pidfd that watches the child
