@@ -217,6 +217,29 @@ MP_API int mp_async_item(mp_async_t *a, size_t index, int *task_code);
  * still run); the pool frees it then. NULL does nothing. */
 MP_API void mp_async_free(mp_async_t *a);
 
+/* ---- Futures: the first of several results ------------------------------
+ * concurrent.futures.wait(fs, timeout, return_when=FIRST_COMPLETED) and
+ * as_completed(fs), for apply_async and map_async results of any pools. */
+
+/* An fd that becomes readable once the result is ready (and stays so), for
+ * mp_wait (mp_waitable_fd) or poll/epoll, beside connections and process
+ * sentinels. Made on the first call (then the same fd), owned by the
+ * result: closed by mp_async_free, do not close it yourself. "Readable" is
+ * a hint to look: mp_async_ready is the truth. The fd is an eventfd; its
+ * counter is never read by the library. Returns the fd, MP_EINVAL (a NULL
+ * handle), -EMFILE/-ENFILE/-ENOMEM. */
+MP_API int mp_async_fd(mp_async_t *a);
+
+/* wait(asyncs, timeout, FIRST_COMPLETED): waits until one of the n
+ * results is ready and stores in *index (may be NULL) the lowest index of
+ * a ready one. 0, MP_ETIMEDOUT (none ready in time; at once for timeout 0),
+ * MP_EINVAL (asyncs NULL, n 0, a NULL handle, a NaN timeout), or the codes
+ * of mp_async_fd. The result itself is read as usual (mp_async_get).
+ * as_completed is a loop: wait for any, take it, remove it from the array
+ * (e.g. swap it with the last) and wait again for the n - 1 others. */
+MP_API int mp_async_wait_any(mp_async_t *const *asyncs, size_t n,
+                             double timeout, size_t *index);
+
 /* ---- imap ------------------------------------------------------------------
  * Pool.imap / Pool.imap_unordered: results are delivered while the other
  * tasks still run. chunksize 0 means 1 (Python's default here). Results
