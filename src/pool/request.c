@@ -230,8 +230,11 @@ void mp__pool_request_release(struct mp_async *r) {
       destroy = false; /* the pool thread finishes it */
     } else if (mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
       /* Not complete: the pool thread is told at completion and frees it
-       * then. The flag and the completion are both under the queue lock. */
-      if (atomic_load(&r->job->done) < r->job->n) {
+       * then. The flag and the completion are both under the queue lock.
+       * Flagged already (mp_async_fd): the job may be on the completed
+       * list, which the pool thread has not drained yet; it frees it. */
+      if (atomic_load(&r->job->done) < r->job->n ||
+          (atomic_load(&r->job->flags) & MP__JOB_NOTIFY)) {
         atomic_fetch_or(&r->job->flags, MP__JOB_NOTIFY);
         destroy = false;
       }
