@@ -766,6 +766,7 @@ int main(int argc, char **argv) {
       sync_test(test_lock_acquire_release),
       sync_test(test_lock_released_by_another_process),
       sync_test(test_rlock_recursion_and_owner),
+      sync_test(test_locked),
       sync_test(test_semaphore),
       sync_test(test_bounded_semaphore),
       sync_test(test_condition_errors),
