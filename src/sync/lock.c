@@ -202,7 +202,8 @@ int mp_lock_release(mp_lock_t *l) {
  * but an acquire would not wait for it, so it reads as unlocked. */
 static bool mutex_locked(const mp__mutex_t *m) {
   mp__owner_t owner = atomic_load(&((mp__mutex_t *)m)->word) & MP__MUTEX_OWNER;
-  return owner != MP__OWNER_NONE && !mp__owner_dead(owner);
+  /* mp__owner_ids also works in a process that never took a slot. */
+  return owner != MP__OWNER_NONE && mp__owner_ids(owner, NULL, NULL);
 }
 
 bool mp_lock_locked(const mp_lock_t *l) {
