@@ -14,6 +14,21 @@ static void test_name(char *buf, size_t cap, const char *what) {
   snprintf(buf, cap, "mproc_test_%d_sl_%s", (int)getpid(), what);
 }
 
+/* A test that fails leaves its segments: they go here. */
+static int shareable_teardown(void **state) {
+  static const char *const names[] = {"items", "errors", "child", "to_py",
+                                      "from_py"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char name[64];
+    test_name(name, sizeof name, names[i]);
+    mp_shm_unlink_name(name);
+  }
+  return sync_teardown(state);
+}
+
+#define shareable_test(f)                                                      \
+  cmocka_unit_test_setup_teardown(f, mpt_setup, shareable_teardown)
+
 /* A str or bytes item (a macro, so that a failure names the caller's
  * line). */
 #define assert_bytes_item(l, i, kind_, want, len_)                             \
@@ -298,9 +313,11 @@ static void test_c_reads_python_list(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      mpt_test(test_layout_and_items),    mpt_test(test_errors),
-      sync_test(test_child_attaches),     mpt_test(test_python_reads_c_list),
-      mpt_test(test_c_reads_python_list),
+      shareable_test(test_layout_and_items),
+      shareable_test(test_errors),
+      shareable_test(test_child_attaches),
+      shareable_test(test_python_reads_c_list),
+      shareable_test(test_c_reads_python_list),
   };
   return MPT_RUN(argc, argv, tests);
 }
