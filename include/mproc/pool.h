@@ -294,15 +294,17 @@ typedef struct mp_stream_opts {
   size_t chunksize;     /* items per task, Python's chunksize; 0: 1 */
   size_t max_in_flight; /* items produced and not yet delivered, at most
                            (rounded down to chunks, at least one chunk);
-                           0: 4 * processes * chunksize */
+                           0: 4 MiB of inputs and outputs (at most
+                           16384 items), and at least
+                           4 * processes * chunksize */
 } mp_stream_opts_t;
 
 /* imap (results in input order) and imap_unordered (in completion order,
- * chunk by chunk) of fn over the producer's items. The window is filled at
- * once (the producer is called here), and refilled by mp_stream_next as
- * results are taken: the workers stay busy while the caller consumes. The
- * input and output of the items in flight sit in shared memory, used in
- * place. NULL with errno EINVAL (pool, fn or producer NULL), ENOMEM, or
+ * by batches of a quarter of the window) of fn over the producer's items. The
+ * window is filled at once (the producer is called here), and refilled by
+ * mp_stream_next as results are taken: the workers stay busy while the caller
+ * consumes. The input and output of the items in flight sit in shared memory,
+ * used in place. NULL with errno EINVAL (pool, fn or producer NULL), ENOMEM, or
  * the errno of mp_pool_map_async (a positive MP_ESTATE for a closed pool,
  * ...). opts may be NULL. */
 MP_API mp_stream_t *mp_pool_imap_stream(mp_pool_t *pool, mp_pool_map_fn fn,

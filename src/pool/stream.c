@@ -4,12 +4,14 @@
  * any iterable, lazily).
  *
  * Built on the public pool API only. The window of items in flight is cut
- * into batches of chunksize items; each batch is one map_async over its
- * own input and output arrays in shared memory (used in place, never
- * copied), and its slot is refilled from the producer once its items are
- * delivered. imap delivers the oldest batch first, in order; imap_unordered
- * the batch that completes first (mp_async_wait_any), whole. The producer
- * runs in the caller's thread: at creation (to fill the window) and in
+ * into (usually) four batches of whole chunks; each batch is one map_async
+ * over its own input and output arrays in shared memory (used in place,
+ * never copied), which the workers take chunk by chunk, so the cost of a
+ * submission is shared by a quarter of the window. A batch's slot is
+ * refilled from the producer once its items are delivered. imap delivers
+ * the oldest batch first, in order; imap_unordered the batch that completes
+ * first (mp_async_wait_any). The producer runs in the caller's thread: at
+ * creation (to fill the window) and in
  * mp_stream_next (to refill it), never concurrently. */
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +20,8 @@
 
 typedef struct batch {
   mp_async_t *a; /* NULL: a free slot */
-  char *in;      /* chunk * in_size bytes of shared memory (or NULL) */
-  char *out;     /* chunk * out_size bytes (or NULL) */
+  char *in;      /* batch * in_size bytes of shared memory (or NULL) */
+  char *out;     /* batch * out_size bytes (or NULL) */
   size_t first;  /* the stream index of its first item */
   size_t n;      /* its items */
   size_t delivered;
@@ -31,6 +33,7 @@ struct mp_stream {
   mp_pool_producer_fn producer;
   void *arg;
   size_t in_size, out_size, chunk;
+  size_t batch; /* items per batch: whole chunks */
   bool unordered;
   batch_t *batches;
   size_t nbatches;
@@ -45,10 +48,10 @@ struct mp_stream {
   int error; /* a submission failed: reported from then on */
 };
 
-/* Takes up to chunk items from the producer into b->in. */
+/* Takes up to batch items from the producer into b->in. */
 static size_t produce(mp_stream_t *s, batch_t *b) {
   size_t n = 0;
-  while (n < s->chunk && !s->input_ended) {
+  while (n < s->batch && !s->input_ended) {
     int rc = s->producer(s->arg, b->in ? b->in + n * s->in_size : NULL);
     if (rc == 1) {
       n++;
@@ -74,7 +77,7 @@ static int refill(mp_stream_t *s) {
     if (b->n == 0)
       break;
     b->a = mp_pool_map_async(s->pool, s->fn, b->in, s->in_size, b->out,
-                             s->out_size, b->n, b->n, NULL);
+                             s->out_size, b->n, s->chunk, NULL);
     if (!b->a) {
       s->error = -errno;
       break;
@@ -174,23 +177,39 @@ void mp_stream_free(mp_stream_t *s) {
   free(s);
 }
 
-/* The window's slots: nbatches of chunk items each. */
+/* Without a bound from the caller: 4 MiB of inputs and outputs (at most
+ * DEFAULT_WINDOW_MAX items, so that submissions are shared by many small
+ * items), and at least four chunks per worker. */
+#define DEFAULT_WINDOW_BYTES (4u << 20)
+#define DEFAULT_WINDOW_MAX   16384u
+
+static size_t default_window(const mp_stream_t *s) {
+  size_t item = s->in_size + s->out_size;
+  size_t window = item ? DEFAULT_WINDOW_BYTES / item : DEFAULT_WINDOW_MAX;
+  if (window > DEFAULT_WINDOW_MAX)
+    window = DEFAULT_WINDOW_MAX;
+  size_t least = 4 * (size_t)mp_pool_processes(s->pool) * s->chunk;
+  return window > least ? window : least;
+}
+
+/* The window's slots: nbatches of batch items each, a quarter of the
+ * window in whole chunks (at least one chunk). */
 static int make_slots(mp_stream_t *s, const mp_stream_opts_t *o) {
-  size_t window = o && o->max_in_flight
-                      ? o->max_in_flight
-                      : 4 * (size_t)mp_pool_processes(s->pool) * s->chunk;
-  s->nbatches = window / s->chunk ? window / s->chunk : 1;
+  size_t window = o && o->max_in_flight ? o->max_in_flight : default_window(s);
+  size_t chunks = window / s->chunk ? window / s->chunk : 1;
+  s->batch = s->chunk * (chunks >= 4 ? chunks / 4 : 1);
+  s->nbatches = chunks * s->chunk / s->batch;
   s->batches = calloc(s->nbatches, sizeof *s->batches);
   s->inflight = calloc(s->nbatches, sizeof *s->inflight);
   s->waitset = calloc(s->nbatches, sizeof *s->waitset);
   if (!s->batches || !s->inflight || !s->waitset)
     return -ENOMEM;
-  if (s->in_size > SIZE_MAX / s->chunk || s->out_size > SIZE_MAX / s->chunk)
+  if (s->in_size > SIZE_MAX / s->batch || s->out_size > SIZE_MAX / s->batch)
     return -ENOMEM;
   for (size_t i = 0; i < s->nbatches; i++) {
     batch_t *b = &s->batches[i];
-    if ((s->in_size && !(b->in = mp_raw_alloc(s->chunk * s->in_size))) ||
-        (s->out_size && !(b->out = mp_raw_alloc(s->chunk * s->out_size))))
+    if ((s->in_size && !(b->in = mp_raw_alloc(s->batch * s->in_size))) ||
+        (s->out_size && !(b->out = mp_raw_alloc(s->batch * s->out_size))))
       return -ENOMEM;
   }
   return 0;
