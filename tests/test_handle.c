@@ -120,6 +120,35 @@ static void test_errors(void **state) {
   mp_conn_free(b);
 }
 
+/* Over a Listener/Client connection of a Unix address, as in Python's
+ * resource_sharer. */
+static void test_over_listener_connection(void **state) {
+  (void)state;
+  char address[64];
+  snprintf(address, sizeof address, "unix:@mproc_test_handle_%d",
+           (int)getpid());
+  mp_listener_t *l = mp_listener_new(address, NULL, 0);
+  assert_non_null(l);
+  mp_conn_t *client = NULL, *server = NULL;
+  assert_mp_ok(mp_client(address, NULL, 0, &client));
+  assert_mp_ok(mp_listener_accept(l, 30, &server));
+  int p[2];
+  assert_int_equal(0, pipe2(p, O_CLOEXEC));
+  assert_mp_ok(mp_conn_send_handle(client, p[1]));
+  close(p[1]);
+  int w = -1;
+  assert_mp_ok(mp_conn_recv_handle(server, &w));
+  assert_int_equal(2, write(w, "ok", 2));
+  close(w);
+  char got[8];
+  read_all(p[0], got, sizeof got);
+  close(p[0]);
+  assert_string_equal("ok", got);
+  mp_conn_free(client);
+  mp_conn_free(server);
+  mp_listener_free(l);
+}
+
 /* ---- a child receives an fd --------------------------------------------- */
 
 struct child_args {
@@ -228,6 +257,7 @@ int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_handle_between_messages),
       mpt_test(test_errors),
+      mpt_test(test_over_listener_connection),
       sync_test(test_child_receives_handle),
       mpt_test(test_python_receives),
       mpt_test(test_python_sends),
