@@ -50,15 +50,15 @@ MP_API mp_lock_t *mp_lock_new(void);
  * another thread releases it (or the timeout). */
 MP_API int mp_lock_acquire(mp_lock_t *l, double timeout);
 
-/* Lock.release(): 0, or MP_EOVERFLOW if it was not locked ("released too
- * many times"). Any thread may release it, not only the one that acquired
- * it. */
-MP_API int mp_lock_release(mp_lock_t *l);
-
 /* Lock.locked() (Python 3.14): whether some thread holds it now (a snapshot:
  * it may change at once). A lock whose holder died reads as unlocked, since
  * the next acquire takes it over without waiting (with MP_EOWNERDEAD). */
 MP_API bool mp_lock_locked(const mp_lock_t *l);
+
+/* Lock.release(): 0, or MP_EOVERFLOW if it was not locked ("released too
+ * many times"). Any thread may release it, not only the one that acquired
+ * it. */
+MP_API int mp_lock_release(mp_lock_t *l);
 
 MP_API void mp_lock_free(mp_lock_t *l);
 
