@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,53 @@ static void test_terminate_and_kill(void **state) {
   mp_process_free(k);
 }
 
+/* Process.interrupt(): SIGINT. Without a handler the child ends with
+ * -SIGINT; a child that handles SIGINT (Python's KeyboardInterrupt) sees
+ * it and ends as it likes. */
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig) {
+  (void)sig;
+  interrupted = 1;
+}
+
+static void exit_42_on_sigint(void *arg) {
+  _Atomic int *ready = *(_Atomic int **)arg;
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigprocmask(SIG_BLOCK, &block, &old);
+  struct sigaction sa = {.sa_handler = on_sigint};
+  sigaction(SIGINT, &sa, NULL);
+  atomic_store(ready, 1);
+  while (!interrupted)
+    sigsuspend(&old);
+  exit(42);
+}
+
+static bool is_set(void *arg) {
+  return atomic_load((_Atomic int *)arg) != 0;
+}
+
+static void test_interrupt(void **state) {
+  (void)state;
+  mp_process_t *p = start(wait_forever, NULL, 0);
+  assert_mp_ok(mp_process_interrupt(p));
+  assert_int_equal(join_exitcode(p), -SIGINT);
+  assert_mp_ok(mp_process_interrupt(p)); /* ended: nothing happens */
+  mp_process_free(p);
+
+  _Atomic int *ready = mp_raw_alloc(sizeof *ready);
+  assert_non_null(ready);
+  p = start(exit_42_on_sigint, &ready, sizeof ready);
+  bool up = mpt_wait_until(is_set, (void *)ready, 60);
+  assert_mp_ok(mp_process_interrupt(p));
+  assert_int_equal(join_exitcode(p), 42);
+  assert_true(up);
+  mp_process_free(p);
+  mp_raw_free((void *)ready);
+}
+
 static void test_join_timeout(void **state) {
   (void)state;
   mp_process_t *p = start(wait_forever, NULL, 0);
@@ -174,6 +222,7 @@ static void assert_not_running_child(mp_process_t *p, pid_t pid) {
   assert_mp(MP_ESTATE, mp_process_exitcode(p, &code));
   assert_mp(MP_ESTATE, mp_process_terminate(p));
   assert_mp(MP_ESTATE, mp_process_kill(p));
+  assert_mp(MP_ESTATE, mp_process_interrupt(p));
   assert_mp(MP_ESTATE, mp_process_sentinel(p));
   assert_false(mp_process_is_alive(p));
   assert_int_equal(mp_process_pid(p), pid);
@@ -597,6 +646,7 @@ int main(int argc, char **argv) {
       mpt_test(test_exit_n_gives_n),
       mpt_test(test_signal_gives_minus_signo),
       mpt_test(test_terminate_and_kill),
+      mpt_test(test_interrupt),
       mpt_test(test_join_timeout),
       mpt_test(test_state_errors),
       mpt_test(test_bad_arguments),

@@ -127,9 +127,16 @@ static void test_each_method_is_what_it_says(void **state) {
     /* fork copies the parent's memory; spawn and the forkserver's children
      * are fresh programs. */
     assert_int_equal(r->value, i == 0 ? 1 : 0);
-    /* A child's default method is its parent's default. */
-    assert_string_equal(r->method, mp_get_start_method());
+    /* A child started through a context has its method as its default,
+     * as in Python (Process._bootstrap forces it). */
+    assert_string_equal(r->method, methods[i]);
   }
+  /* One started with no context has its parent's default. */
+  mp_process_t *p = mp_process_new(report_method, &r, sizeof r, NULL);
+  assert_non_null(p);
+  assert_mp_ok(mp_process_start(p));
+  assert_int_equal(finish(p), 0);
+  assert_string_equal(r->method, mp_get_start_method());
   changed_after_load = 0;
   mp_raw_free(r);
 }
@@ -163,6 +170,57 @@ static void test_target_in_dlopened_library(void **state) {
   }
   mp_raw_free(r);
   dlclose(lib);
+}
+
+/* ---- set_forkserver_preload ------------------------------------------------
+ * Checked in fork children: each starts its own forkserver (a fresh program)
+ * after setting the list or not, and the server's child looks whether the
+ * plugin is loaded already. */
+
+typedef struct preload_args {
+  report_t *report;
+  bool preload;
+} preload_args_t;
+
+static void report_plugin_loaded(void *arg) {
+  report_t *r = *(report_t **)arg;
+  void *lib = dlopen(MPT_PLUGIN, RTLD_NOW | RTLD_NOLOAD);
+  r->value = lib != NULL;
+  if (lib)
+    dlclose(lib);
+}
+
+static void start_server_child(void *arg) {
+  preload_args_t *a = arg;
+  const char *paths[] = {"/nonexistent/libmissing.so", MPT_PLUGIN};
+  if (a->preload && mp_set_forkserver_preload(paths, 2) != 0)
+    exit(3);
+  mp_process_opts_t opts = {.ctx = mp_get_context("forkserver")};
+  mp_process_t *p =
+      mp_process_new(report_plugin_loaded, &a->report, sizeof a->report, &opts);
+  if (!p || mp_process_start(p) != 0 || mp_process_join(p, 60) != 0)
+    exit(4);
+  int code = -1;
+  mp_process_exitcode(p, &code);
+  mp_process_free(p);
+  exit(code == 0 ? 0 : 5);
+}
+
+static void test_forkserver_preload(void **state) {
+  (void)state;
+  assert_mp(MP_EINVAL, mp_set_forkserver_preload(NULL, 1));
+  const char *bad[] = {MPT_PLUGIN, ""};
+  assert_mp(MP_EINVAL, mp_set_forkserver_preload(bad, 2));
+  assert_mp_ok(mp_set_forkserver_preload(NULL, 0));
+  preload_args_t a = {.report = mp_raw_alloc(sizeof(report_t))};
+  for (int preload = 0; preload < 2; preload++) {
+    a.preload = preload;
+    a.report->value = -1;
+    assert_int_equal(finish(start_in("fork", start_server_child, &a, sizeof a)),
+                     0);
+    assert_int_equal(a.report->value, preload);
+  }
+  mp_raw_free(a.report);
 }
 
 /* ---- spawn's failures ------------------------------------------------------
@@ -330,6 +388,7 @@ int main(int argc, char **argv) {
       mpt_test(test_each_method_is_what_it_says),
       mpt_test(test_target_in_linked_library),
       mpt_test(test_target_in_dlopened_library),
+      mpt_test(test_forkserver_preload),
       mpt_test(test_exec_failure_is_an_error_code),
       mpt_test(test_missing_mp_main_is_a_clear_error),
       mpt_test(test_spawn_with_10000_open_fds),

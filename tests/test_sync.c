@@ -100,6 +100,56 @@ static void test_rlock_recursion_and_owner(void **state) {
   mp_raw_free(a.result);
 }
 
+/* ---- locked() (Python 3.14) ---------------------------------------------- */
+
+struct locked_args {
+  mp_lock_t *lock, *abandoned;
+  mp_rlock_t *rlock;
+  int *seen;
+};
+
+/* Sees the parent's holds, releases the Lock (any process may), and ends
+ * holding `abandoned`. */
+static void locked_child(void *arg) {
+  struct locked_args *a = arg;
+  *a->seen = mp_lock_locked(a->lock) && mp_rlock_locked(a->rlock) &&
+             !mp_rlock_is_mine(a->rlock);
+  if (mp_lock_release(a->lock) != 0 || mp_lock_acquire(a->abandoned, 0) != 0)
+    exit(3);
+  if (!mp_lock_locked(a->abandoned))
+    exit(4);
+}
+
+static void test_locked(void **state) {
+  (void)state;
+  struct locked_args a = {.lock = mp_lock_new(),
+                          .abandoned = mp_lock_new(),
+                          .rlock = mp_rlock_new(),
+                          .seen = shared(64)};
+  assert_false(mp_lock_locked(a.lock));
+  assert_false(mp_rlock_locked(a.rlock));
+  assert_mp_ok(mp_lock_acquire(a.lock, 0));
+  assert_true(mp_lock_locked(a.lock));
+  assert_mp_ok(mp_rlock_acquire(a.rlock, 0));
+  assert_mp_ok(mp_rlock_acquire(a.rlock, 0));
+  assert_mp_ok(mp_rlock_release(a.rlock));
+  assert_true(mp_rlock_locked(a.rlock)); /* still held once */
+  assert_int_equal(0, finish_child(start_child(locked_child, &a, sizeof a)));
+  assert_true(*a.seen);
+  assert_false(mp_lock_locked(a.lock));
+  /* Its holder ended: an acquire would not wait, so it reads unlocked. */
+  assert_false(mp_lock_locked(a.abandoned));
+  assert_mp(MP_EOWNERDEAD, mp_lock_acquire(a.abandoned, 0));
+  assert_true(mp_lock_locked(a.abandoned));
+  assert_mp_ok(mp_lock_release(a.abandoned));
+  assert_mp_ok(mp_rlock_release(a.rlock));
+  assert_false(mp_rlock_locked(a.rlock));
+  mp_lock_free(a.lock);
+  mp_lock_free(a.abandoned);
+  mp_rlock_free(a.rlock);
+  mp_raw_free(a.seen);
+}
+
 /* ---- Semaphore ----------------------------------------------------------- */
 
 static void test_semaphore(void **state) {
@@ -716,6 +766,7 @@ int main(int argc, char **argv) {
       sync_test(test_lock_acquire_release),
       sync_test(test_lock_released_by_another_process),
       sync_test(test_rlock_recursion_and_owner),
+      sync_test(test_locked),
       sync_test(test_semaphore),
       sync_test(test_bounded_semaphore),
       sync_test(test_condition_errors),

@@ -147,6 +147,75 @@ static void test_array(void **state) {
   mp_value_free(empty);
 }
 
+/* A child checks the initial contents it was given. */
+struct init_args {
+  mp_value_t *value, *array;
+  int *ok;
+};
+
+static void check_init_child(void *arg) {
+  struct init_args *a = arg;
+  const double *xs = mp_value_ptr(a->array);
+  *a->ok = *(int *)mp_value_ptr(a->value) == 7 && mp_value_len(a->array) == 3 &&
+           xs[0] == 1.5 && xs[1] == -2.0 && xs[2] == 0.25;
+}
+
+/* Value('i', 7), Array('d', [1.5, -2.0, 0.25]) in one call each, and
+ * Array(..., lock=<Lock>) / lock=<RLock>. */
+static void test_initial_contents_and_given_lock(void **state) {
+  (void)state;
+  int seven = 7;
+  const double xs[] = {1.5, -2.0, 0.25};
+  struct init_args a = {
+      .value = mp_value_new_from(&seven, sizeof seven, true),
+      .array = mp_array_new_from(xs, 3, sizeof xs[0], false),
+      .ok = shared(64),
+  };
+  assert_non_null(a.value);
+  assert_non_null(a.array);
+  assert_non_null(mp_value_lock(a.value));
+  assert_null(mp_value_lock(a.array));
+  assert_int_equal(0,
+                   finish_child(start_child(check_init_child, &a, sizeof a)));
+  assert_true(*a.ok);
+  mp_value_free(a.value);
+  mp_value_free(a.array);
+  mp_raw_free(a.ok);
+  mp_value_t *zeroed = mp_value_new_from(NULL, 16, false);
+  assert_non_null(zeroed);
+  assert_memory_equal("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", mp_value_ptr(zeroed),
+                      16);
+  mp_value_free(zeroed);
+
+  /* An array guarded by the caller's Lock, then by its RLock: += is safe. */
+  mp_lock_t *l = mp_lock_new();
+  long start = 0;
+  mp_value_t *arr = mp_array_new_with_lock(1, sizeof(long), &start, l);
+  assert_non_null(arr);
+  assert_ptr_equal(l, mp_value_plain_lock(arr));
+  assert_null(mp_value_lock(arr));
+  run_counter(arr);
+  mp_value_free(arr);
+  mp_lock_free(l);
+  mp_rlock_t *r = mp_rlock_new();
+  arr = mp_array_new_with_rlock(1, sizeof(long), NULL, r);
+  assert_non_null(arr);
+  assert_ptr_equal(r, mp_value_lock(arr));
+  run_counter(arr);
+  mp_value_free(arr);
+  mp_rlock_free(r);
+
+  errno = 0;
+  assert_null(mp_array_new_with_lock(4, 8, NULL, NULL));
+  assert_int_equal(EINVAL, errno);
+  assert_null(mp_array_new_with_rlock(4, 0, NULL, (mp_rlock_t *)1));
+  assert_int_equal(EINVAL, errno);
+  assert_null(mp_value_new_from(&seven, 0, true));
+  assert_int_equal(EINVAL, errno);
+  assert_null(mp_array_new_from(xs, SIZE_MAX / 2, 4, true));
+  assert_int_equal(ENOMEM, errno);
+}
+
 static void test_errors_and_memory(void **state) {
   (void)state;
   mp_lock_free(mp_lock_new()); /* the owner table exists from here on */
@@ -174,9 +243,12 @@ static void test_errors_and_memory(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      mpt_test(test_value_own_rlock),   mpt_test(test_value_given_locks),
-      mpt_test(test_value_no_lock),     mpt_test(test_array),
+      mpt_test(test_value_own_rlock),
+      mpt_test(test_value_given_locks),
+      mpt_test(test_value_no_lock),
+      mpt_test(test_array),
       mpt_test(test_errors_and_memory),
+      sync_test(test_initial_contents_and_given_lock),
   };
   return MPT_RUN(argc, argv, tests);
 }

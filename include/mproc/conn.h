@@ -159,6 +159,33 @@ MP_API int mp_conn_close(mp_conn_t *c);
  * is done with its copy may free it at any time. NULL does nothing. */
 MP_API void mp_conn_free(mp_conn_t *c);
 
+/* ---- fds over a connection ---------------------------------------------
+ * multiprocessing.reduction.send_handle(conn, fd, pid) and
+ * recv_handle(conn): an open file descriptor passed to the process at the
+ * other end of a Unix-domain connection (a duplex mp_pipe, a "unix:"
+ * Listener/Client connection, or mp_conn_from_fd of a Unix socket). The
+ * bytes on the wire are Python's (one byte, the fd count, with the fd as
+ * SCM_RIGHTS, outside the message framing, no acknowledgement on Linux),
+ * so a Python peer's send_handle/recv_handle is the other side. Handles
+ * and messages may be mixed on one connection in any order: a receive of
+ * messages that reads ahead over a handle's byte keeps its fd (in the
+ * process that read it) for the next recv_handle.
+ *
+ * mp_conn_send_handle: sends a duplicate of fd (the caller keeps its own).
+ * 0, MP_EINVAL (fd < 0), -EBADF (fd not open), -EOPNOTSUPP (the connection
+ * is not a Unix-domain socket: a pipe, a TCP socket; Python fails there
+ * too), MP_ECLOSED (closed here, or the peer is gone), MP_ESTATE (a
+ * read-only end), other -errno.
+ *
+ * mp_conn_recv_handle: blocks until a handle arrives and stores the new fd
+ * (close-on-exec; the caller closes it) in *fd. MP_ECLOSED (the peer closed,
+ * or closed here), -EOPNOTSUPP (not a Unix socket), MP_ESTATE (a
+ * write-only end), -EPROTO (the next byte carried no fd: the peer sent a
+ * message, not a handle, or another process read the handle's byte ahead;
+ * the byte is consumed), other -errno. */
+MP_API int mp_conn_send_handle(mp_conn_t *c, int fd);
+MP_API int mp_conn_recv_handle(mp_conn_t *c, int *fd);
+
 /* ---- wait ----------------------------------------------------------------
  * multiprocessing.connection.wait(object_list, timeout). The list is an
  * array of tagged objects: connections, processes (ready when they ended,

@@ -3,6 +3,9 @@
 #ifndef MPROC_MEMORY_H
 #define MPROC_MEMORY_H
 
+#include <stdint.h>
+#include <string.h>
+
 #include "error.h"
 #include "sync.h"
 
@@ -54,6 +57,23 @@ MP_API mp_value_t *mp_value_new_with_lock(size_t size, mp_lock_t *lock);
  * (elem_size 0), ENOMEM (n * elem_size overflows or no memory is left),
  * EAGAIN. Freed with mp_value_free. */
 MP_API mp_value_t *mp_array_new(size_t n, size_t elem_size, bool lock);
+
+/* Initial contents in one call: Value('i', 7) is
+ * `int x = 7; mp_value_new_from(&x, sizeof x, true)`, Array('d', [1.0, 2.0])
+ * is `mp_array_new_from(xs, 2, sizeof xs[0], true)`: the bytes are copied
+ * from init (NULL: zeroed, as the forms above). Errors as above. */
+MP_API mp_value_t *mp_value_new_from(const void *init, size_t size, bool lock);
+MP_API mp_value_t *mp_array_new_from(const void *init, size_t n,
+                                     size_t elem_size, bool lock);
+
+/* Array(typecode, init, lock=<a Lock or RLock>): an array guarded by the
+ * caller's lock (as mp_value_new_with_rlock / _with_lock), its bytes copied
+ * from init (NULL: zeroed). NULL with errno EINVAL (lock NULL, elem_size
+ * 0), ENOMEM. */
+MP_API mp_value_t *mp_array_new_with_rlock(size_t n, size_t elem_size,
+                                           const void *init, mp_rlock_t *lock);
+MP_API mp_value_t *mp_array_new_with_lock(size_t n, size_t elem_size,
+                                          const void *init, mp_lock_t *lock);
 
 /* The value's bytes (Python's .value / the array's items). Never NULL. */
 MP_API void *mp_value_ptr(const mp_value_t *v);
@@ -137,6 +157,136 @@ MP_API int mp_shm_unlink_name(const char *name);
 /* close(): unmaps the segment and frees the handle (the segment itself
  * stays until unlinked). 0 or -errno. NULL does nothing. */
 MP_API int mp_shm_close(mp_shm_t *s);
+
+/* ---- ShareableList
+ * ------------------------------------------------------------
+ * multiprocessing.shared_memory.ShareableList: a fixed-length list of
+ * 64-bit integers, doubles, bools, None, str and bytes in a named segment,
+ * laid out byte for byte as Python lays it out (native byte order), so that
+ * ShareableList(name=mp_shareable_list_name(l)) in Python reads and writes
+ * the same items, and mp_shareable_list_open attaches to a list Python
+ * made. As in Python there is no lock: guard concurrent writers yourself.
+ *
+ * The layout (Python's): the item count (int64); the offsets of the N + 1
+ * item slots from the start of the data area (int64 each); the data area,
+ * a slot of 8 bytes per number and of a multiple of 8 bytes per str or
+ * bytes (its length rounded up to the next multiple of 8, always one byte
+ * more at least); a struct format of 8 bytes per item ("q", "d",
+ * "xxxxxxx?", "xxxxxx?x", "<n>s"); one byte per item telling str (1),
+ * bytes (2) and None (3) from numbers (0). A slot's size is fixed at
+ * creation: an item set later must fit it. */
+typedef struct mp_shareable_list mp_shareable_list_t;
+
+typedef enum mp_shareable_kind {
+  MP_SHAREABLE_INT = 1, /* Python int in [-2**63, 2**63): int64_t */
+  MP_SHAREABLE_FLOAT,   /* float: double */
+  MP_SHAREABLE_BOOL,    /* bool */
+  MP_SHAREABLE_NONE,    /* None */
+  MP_SHAREABLE_STR,     /* str: its UTF-8 bytes */
+  MP_SHAREABLE_BYTES,   /* bytes */
+} mp_shareable_kind_t;
+
+/* One item. For STR and BYTES, bytes.ptr/bytes.len: what is stored on set;
+ * on get, a pointer into the segment (valid until the item is set again or
+ * the list closed) and the length without the trailing NUL bytes, which
+ * Python strips too (a bytes item ending in NULs loses them, as in
+ * Python). */
+typedef struct mp_shareable_item {
+  mp_shareable_kind_t kind;
+  union {
+    int64_t i;
+    double f;
+    bool b;
+    struct {
+      const void *ptr;
+      size_t len;
+    } bytes;
+  } u;
+} mp_shareable_item_t;
+
+static inline mp_shareable_item_t mp_shareable_int(int64_t v) {
+  mp_shareable_item_t it = {.kind = MP_SHAREABLE_INT, .u = {.i = v}};
+  return it;
+}
+static inline mp_shareable_item_t mp_shareable_float(double v) {
+  mp_shareable_item_t it = {.kind = MP_SHAREABLE_FLOAT, .u = {.f = v}};
+  return it;
+}
+static inline mp_shareable_item_t mp_shareable_bool(bool v) {
+  mp_shareable_item_t it = {.kind = MP_SHAREABLE_BOOL, .u = {.b = v}};
+  return it;
+}
+static inline mp_shareable_item_t mp_shareable_none(void) {
+  mp_shareable_item_t it = {.kind = MP_SHAREABLE_NONE, .u = {.i = 0}};
+  return it;
+}
+/* A str from a NUL-terminated UTF-8 string. */
+static inline mp_shareable_item_t mp_shareable_str(const char *s) {
+  mp_shareable_item_t it = {.kind = MP_SHAREABLE_STR};
+  it.u.bytes.ptr = s;
+  it.u.bytes.len = strlen(s);
+  return it;
+}
+static inline mp_shareable_item_t mp_shareable_bytes(const void *p,
+                                                     size_t len) {
+  mp_shareable_item_t it = {.kind = MP_SHAREABLE_BYTES};
+  it.u.bytes.ptr = p;
+  it.u.bytes.len = len;
+  return it;
+}
+
+/* ShareableList(sequence, name=name): a new segment (name NULL: a random
+ * free name, as mp_shm_open) holding the n items. A str or bytes item gets
+ * a slot of its length rounded up to the next multiple of 8 (at least one
+ * byte more), at most 9999999 bytes (Python's format field has 8
+ * characters). NULL with errno: EINVAL (items NULL with n > 0, an unknown
+ * kind, a str or bytes item too long for Python's format), or the errno of
+ * mp_shm_open(name, true, size). */
+MP_API mp_shareable_list_t *
+mp_shareable_list_new(const char *name, const mp_shareable_item_t *items,
+                      size_t n);
+
+/* ShareableList(name=name): attaches to an existing list. NULL with errno:
+ * the errno of mp_shm_open(name, false, 0), or EPROTO when the segment is
+ * not laid out as a ShareableList (its count, offsets and sizes are checked
+ * against the segment's size, so a foreign segment is refused, never read
+ * out of bounds). */
+MP_API mp_shareable_list_t *mp_shareable_list_open(const char *name);
+
+/* len(l). */
+MP_API size_t mp_shareable_list_len(const mp_shareable_list_t *l);
+
+/* l[index] into *out. A negative index counts from the end, as in Python.
+ * MP_EINDEX (IndexError) out of range; -EPROTO when the item's format in
+ * the segment is not one ShareableList writes. */
+MP_API int mp_shareable_list_get(const mp_shareable_list_t *l, ptrdiff_t index,
+                                 mp_shareable_item_t *out);
+
+/* l[index] = item. Any kind may replace any other; a str or bytes item
+ * must fit the slot the position got at creation (8 bytes for a number).
+ * MP_EINDEX; MP_EOVERFLOW when it does not fit (Python's ValueError "exceeds
+ * available storage"); MP_EINVAL (item NULL, unknown kind, NULL bytes with
+ * a length). */
+MP_API int mp_shareable_list_set(mp_shareable_list_t *l, ptrdiff_t index,
+                                 const mp_shareable_item_t *item);
+
+/* l.format: the items' struct formats joined ("q16sd"), NUL-terminated
+ * into buf of cap bytes. The length of the string; MP_EOVERFLOW (buf
+ * untouched) when cap is not more than it. */
+MP_API int mp_shareable_list_format(const mp_shareable_list_t *l, char *buf,
+                                    size_t cap);
+
+/* l.shm: the segment (for mp_shm_name, mp_shm_unlink; mp_shm_buf is the
+ * raw layout above). It belongs to the list: do not close it. */
+MP_API mp_shm_t *mp_shareable_list_shm(const mp_shareable_list_t *l);
+
+/* l.shm.name, without the leading slash. */
+MP_API const char *mp_shareable_list_name(const mp_shareable_list_t *l);
+
+/* l.shm.close(): unmaps the segment and frees the handle (unlink first,
+ * with mp_shm_unlink(mp_shareable_list_shm(l)), from the one process that
+ * removes it). 0 or -errno. NULL does nothing. */
+MP_API int mp_shareable_list_close(mp_shareable_list_t *l);
 
 #ifdef __cplusplus
 }

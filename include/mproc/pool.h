@@ -220,6 +220,29 @@ MP_API int mp_async_item(mp_async_t *a, size_t index, int *task_code);
  * still run); the pool frees it then. NULL does nothing. */
 MP_API void mp_async_free(mp_async_t *a);
 
+/* ---- Futures: the first of several results ------------------------------
+ * concurrent.futures.wait(fs, timeout, return_when=FIRST_COMPLETED) and
+ * as_completed(fs), for apply_async and map_async results of any pools. */
+
+/* An fd that becomes readable once the result is ready (and stays so), for
+ * mp_wait (mp_waitable_fd) or poll/epoll, beside connections and process
+ * sentinels. Made on the first call (then the same fd), owned by the
+ * result: closed by mp_async_free, do not close it yourself. "Readable" is
+ * a hint to look: mp_async_ready is the truth. The fd is an eventfd; its
+ * counter is never read by the library. Returns the fd, MP_EINVAL (a NULL
+ * handle), -EMFILE/-ENFILE/-ENOMEM. */
+MP_API int mp_async_fd(mp_async_t *a);
+
+/* wait(asyncs, timeout, FIRST_COMPLETED): waits until one of the n
+ * results is ready and stores in *index (may be NULL) the lowest index of
+ * a ready one. 0, MP_ETIMEDOUT (none ready in time; at once for timeout 0),
+ * MP_EINVAL (asyncs NULL, n 0, a NULL handle, a NaN timeout), or the codes
+ * of mp_async_fd. The result itself is read as usual (mp_async_get).
+ * as_completed is a loop: wait for any, take it, remove it from the array
+ * (e.g. swap it with the last) and wait again for the n - 1 others. */
+MP_API int mp_async_wait_any(mp_async_t *const *asyncs, size_t n,
+                             double timeout, size_t *index);
+
 /* ---- imap ------------------------------------------------------------------
  * Pool.imap / Pool.imap_unordered: results are delivered while the other
  * tasks still run. chunksize 0 means 1 (Python's default here). Results
@@ -255,6 +278,61 @@ MP_API int mp_iter_next(mp_iter_t *it, double timeout, void *out,
 /* Frees the iterator; items not delivered yet still run. NULL does
  * nothing. */
 MP_API void mp_iter_free(mp_iter_t *it);
+
+/* ---- imap over a stream ------------------------------------------------
+ * Pool.imap(fn, iterable) / imap_unordered over an input of any length:
+ * the items come from a producer that the pool calls as it needs them, and
+ * at most max_in_flight items are produced and not yet delivered, so
+ * memory stays the same whatever the length. Results are taken as they
+ * come with mp_stream_next. */
+typedef struct mp_stream mp_stream_t;
+
+/* Writes the next input item (in_size bytes) to item and returns 1;
+ * returns 0 at the end of the input, or a negative code of its own when
+ * the input fails (Python: the iterable raised). Called in the thread that
+ * creates the stream and calls mp_stream_next, one call at a time. */
+typedef int (*mp_pool_producer_fn)(void *arg, void *item);
+
+typedef struct mp_stream_opts {
+  size_t chunksize;     /* items per task, Python's chunksize; 0: 1 */
+  size_t max_in_flight; /* items produced and not yet delivered, at most
+                           (rounded down to chunks, at least one chunk);
+                           0: 4 MiB of inputs and outputs (at most
+                           16384 items), and at least
+                           4 * processes * chunksize */
+} mp_stream_opts_t;
+
+/* imap (results in input order) and imap_unordered (in completion order,
+ * by batches of a quarter of the window) of fn over the producer's items. The
+ * window is filled at once (the producer is called here), and refilled by
+ * mp_stream_next as results are taken: the workers stay busy while the caller
+ * consumes. The input and output of the items in flight sit in shared memory,
+ * used in place. NULL with errno EINVAL (pool, fn or producer NULL), ENOMEM, or
+ * the errno of mp_pool_map_async (a positive MP_ESTATE for a closed pool,
+ * ...). opts may be NULL. */
+MP_API mp_stream_t *mp_pool_imap_stream(mp_pool_t *pool, mp_pool_map_fn fn,
+                                        size_t in_size, size_t out_size,
+                                        mp_pool_producer_fn producer, void *arg,
+                                        const mp_stream_opts_t *opts);
+MP_API mp_stream_t *mp_pool_imap_unordered_stream(
+    mp_pool_t *pool, mp_pool_map_fn fn, size_t in_size, size_t out_size,
+    mp_pool_producer_fn producer, void *arg, const mp_stream_opts_t *opts);
+
+/* IMapIterator.next(timeout), as mp_iter_next: 1 with the next item (its
+ * index is its place in the producer's sequence) and its output in out; 0
+ * at the end (StopIteration); MP_ETIMEDOUT. A producer that failed ends
+ * the stream as Python's does: the items produced before are delivered,
+ * then mp_stream_next returns the producer's code once (item->index is the
+ * failed item's place, item->error the code), then 0. A submission that
+ * failed (pool terminated: MP_ESTATE, MP_EBROKEN, -ENOMEM) is returned
+ * once the items already in flight are delivered. MP_EINVAL for NULL. */
+MP_API int mp_stream_next(mp_stream_t *s, double timeout, void *out,
+                          mp_iter_item_t *item);
+
+/* Frees the stream. The tasks in flight (at most max_in_flight items) are
+ * waited for, since they use its memory; the producer is not called again.
+ * NULL does nothing. */
+MP_API void mp_stream_free(mp_stream_t *s);
 
 /* ---- Life cycle -----------------------------------------------------------
  */

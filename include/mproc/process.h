@@ -84,6 +84,11 @@ MP_API int mp_process_join(mp_process_t *p, double timeout);
 MP_API int mp_process_terminate(mp_process_t *p);
 MP_API int mp_process_kill(mp_process_t *p);
 
+/* Process.interrupt() (Python 3.14): SIGINT to the process, as terminate.
+ * A C child without a handler for SIGINT ends with exit code -SIGINT
+ * (Python's child raises KeyboardInterrupt and usually ends with 1). */
+MP_API int mp_process_interrupt(mp_process_t *p);
+
 /* Process.close(): releases the sentinel and other resources. MP_ESTATE if
  * the process is still running. Afterwards every call but mp_process_name
  * and mp_process_free returns MP_ESTATE (or false/NULL/-1 where the return
@@ -179,7 +184,10 @@ MP_API int mp_cpu_count(void);
  * MPROC_START_METHOD sets the default for a whole program run. */
 
 /* multiprocessing.get_context(method): NULL method gives the default
- * context. Unknown name: NULL with errno EINVAL. Contexts are static. */
+ * context. Unknown name: NULL with errno EINVAL. Contexts are static. A
+ * child started through a context (opts.ctx) has that context's method as
+ * its own default, as in Python; a child started with ctx NULL has its
+ * parent's default. */
 MP_API mp_context_t *mp_get_context(const char *method);
 
 /* The name of a context's start method. */
@@ -192,6 +200,16 @@ MP_API int mp_set_start_method(const char *method, bool force);
 
 /* multiprocessing.get_start_method(): fixes the default if not yet set. */
 MP_API const char *mp_get_start_method(void);
+
+/* multiprocessing.set_forkserver_preload(module_names): shared libraries
+ * (paths as dlopen takes them) that the next forkserver this process starts
+ * loads once (RTLD_NOW | RTLD_GLOBAL), so that every child it forks has
+ * them loaded: the cost of loading is paid once instead of per child. A
+ * server already running is not changed (as in Python). A library that
+ * fails to load is skipped, as Python skips a module that fails to import.
+ * Replaces the previous list; n 0 clears it. 0, MP_EINVAL (paths NULL with
+ * n > 0, a NULL or empty path), -ENOMEM. */
+MP_API int mp_set_forkserver_preload(const char *const *paths, size_t n);
 
 /* multiprocessing.get_all_start_methods(): stores up to cap names in out
  * and returns how many there are (3), the default first. */

@@ -50,6 +50,11 @@ MP_API mp_lock_t *mp_lock_new(void);
  * another thread releases it (or the timeout). */
 MP_API int mp_lock_acquire(mp_lock_t *l, double timeout);
 
+/* Lock.locked() (Python 3.14): whether some thread holds it now (a snapshot:
+ * it may change at once). A lock whose holder died reads as unlocked, since
+ * the next acquire takes it over without waiting (with MP_EOWNERDEAD). */
+MP_API bool mp_lock_locked(const mp_lock_t *l);
+
 /* Lock.release(): 0, or MP_EOVERFLOW if it was not locked ("released too
  * many times"). Any thread may release it, not only the one that acquired
  * it. */
@@ -72,6 +77,10 @@ MP_API int mp_rlock_acquire(mp_rlock_t *r, double timeout);
 /* RLock.release(): 0, or MP_ENOTOWNER if the calling thread does not hold
  * it ("cannot release un-acquired lock"). */
 MP_API int mp_rlock_release(mp_rlock_t *r);
+
+/* RLock.locked() (Python 3.14): whether any thread holds it, as
+ * mp_lock_locked. */
+MP_API bool mp_rlock_locked(const mp_rlock_t *r);
 
 /* Whether the calling thread holds it (Python's _is_mine()). */
 MP_API bool mp_rlock_is_mine(const mp_rlock_t *r);

@@ -62,6 +62,7 @@ enum {
   CONN_READS = 1u << 0,
   CONN_WRITES = 1u << 1,
   CONN_SOCKET = 1u << 2, /* written with sendmsg(MSG_NOSIGNAL) */
+  CONN_UNIX = 1u << 3,   /* a Unix socket: read with recvmsg, carries fds */
 };
 
 /* The shared object. Every field but max_message and the read-ahead
@@ -255,6 +256,13 @@ static int next_serial(uint64_t *serial) {
   return 0;
 }
 
+static bool is_unix_socket(int fd) {
+  int domain = 0;
+  socklen_t len = sizeof domain;
+  return getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+         domain == AF_UNIX;
+}
+
 mp_conn_t *mp__conn_wrap(int fd, bool readable, bool writable) {
   struct stat st;
   uint64_t serial = 0;
@@ -275,7 +283,8 @@ mp_conn_t *mp__conn_wrap(int fd, bool readable, bool writable) {
   atomic_store(&c->head, 0);
   atomic_store(&c->tail, 0);
   c->flags = (readable ? CONN_READS : 0) | (writable ? CONN_WRITES : 0) |
-             (S_ISSOCK(st.st_mode) ? CONN_SOCKET : 0);
+             (S_ISSOCK(st.st_mode) ? CONN_SOCKET : 0) |
+             (S_ISSOCK(st.st_mode) && is_unix_socket(fd) ? CONN_UNIX : 0);
   c->fd = fd;
   c->creator = getpid();
   c->serial = serial;
@@ -476,6 +485,15 @@ static ssize_t read_nowait(const mp_conn_t *c, void *buf, size_t n) {
   return -1;
 }
 
+/* One read of at most n bytes. A Unix socket may carry fds (send_handle):
+ * they are kept for recv_handle, not lost. nowait: EAGAIN rather than
+ * blocking (where the fd allows it). */
+static ssize_t read_fd(const mp_conn_t *c, void *buf, size_t n, bool nowait) {
+  if (c->flags & CONN_UNIX)
+    return mp__handle_recv(c->fd, c->serial, buf, n, nowait ? MSG_DONTWAIT : 0);
+  return nowait ? read_nowait(c, buf, n) : read(c->fd, buf, n);
+}
+
 /* One read() of at most n (> 0) bytes, waiting for the fd when it has
  * nothing yet and restarting after signals. Returns the number of bytes
  * read (> 0), MP_ECLOSED at the end of the stream, MP_ETIMEDOUT, -errno. */
@@ -490,16 +508,16 @@ static ssize_t read_some(const mp_conn_t *c, void *buf, size_t n,
       /* No deadline, but mp_interrupt() must end it, which a blocking
        * read would not: a read that finds bytes is one system call, an
        * empty fd is polled (with the interrupt) before the read. */
-      r = read_nowait(c, buf, n);
+      r = read_fd(c, buf, n, true);
       if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         if ((rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
           return rc;
-        r = read(c->fd, buf, n);
+        r = read_fd(c, buf, n, false);
       }
     } else {
       if (has_deadline(d) && (rc = wait_or_timeout(c->fd, POLLIN, d)) < 0)
         return rc;
-      r = read(c->fd, buf, n);
+      r = read_fd(c, buf, n, false);
     }
     if (r > 0)
       return r;
@@ -780,6 +798,79 @@ int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
   return rc;
 }
 
+/* ---- fds: reduction.send_handle / recv_handle ------------------------------
+ * The machinery (and why every read of a Unix socket keeps the fds that
+ * come with it) is in handle.c. */
+
+int mp_conn_send_handle(mp_conn_t *c, int fd) {
+  local_t *l;
+  if (fd < 0)
+    return MP_EINVAL;
+  int rc = local_check(c, LOCAL_WRITABLE, &l);
+  if (rc < 0)
+    return rc;
+  if (!(c->flags & CONN_UNIX))
+    return -EOPNOTSUPP;
+  const uint8_t count = 1; /* Python's bytes([len(fds) % 256]) */
+  pthread_mutex_lock(&l->send_lock);
+  for (;;) {
+    if (mp__handle_send(c->fd, &count, 1, fd) == 1) {
+      rc = 0;
+      break;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      if ((rc = wait_or_timeout(c->fd, POLLOUT, NULL)) < 0)
+        break;
+      continue;
+    }
+    rc = errno == EPIPE || errno == ECONNRESET ? MP_ECLOSED : -errno;
+    break;
+  }
+  pthread_mutex_unlock(&l->send_lock);
+  return rc;
+}
+
+/* Takes the byte send_handle sent (from the read-ahead buffer, where an
+ * earlier receive may have put it, or from the fd) and the fd that came
+ * with it. Called with recv_lock held. */
+static int take_handle(mp_conn_t *c, int *fd) {
+  assert(c->flags & CONN_UNIX);
+  int rc = buffer_fill(c, 1, NULL);
+  if (rc < 0)
+    return rc;
+  uint8_t count = *buffer_at(c, 0);
+  buffer_consume(c, 1);
+  int handle = mp__handle_take(c->serial);
+  if (handle < 0)
+    return -EPROTO; /* a byte that carried no fd: not send_handle's */
+  if (count != 1) {
+    close(handle);
+    return -EPROTO; /* Python's "Len is ... but msg[0] is ..." */
+  }
+  *fd = handle;
+  return 0;
+}
+
+int mp_conn_recv_handle(mp_conn_t *c, int *fd) {
+  local_t *l;
+  int rc = local_check(c, LOCAL_READABLE, &l);
+  if (rc < 0)
+    return rc;
+  if (!(c->flags & CONN_UNIX))
+    return -EOPNOTSUPP;
+  pthread_mutex_lock(&l->recv_lock);
+  if (!(atomic_load(&l->state) & LOCAL_OPEN))
+    rc = MP_ECLOSED;
+  else if (!(atomic_load(&l->state) & LOCAL_READABLE))
+    rc = MP_ESTATE;
+  else
+    rc = take_handle(c, fd);
+  pthread_mutex_unlock(&l->recv_lock);
+  return rc;
+}
+
 /* ---- poll, fileno, state ------------------------------------------------- */
 
 /* Whether a receive has bytes to start from without reading the fd: the
@@ -847,6 +938,8 @@ int mp_conn_close(mp_conn_t *c) {
   if (atomic_fetch_and(&l->state, ~(uint32_t)LOCAL_OPEN) & LOCAL_OPEN) {
     mp__inherit_fd_remove(c->fd);
     close(c->fd); /* on Linux the fd is gone even if this fails */
+    if (c->flags & CONN_UNIX)
+      mp__handle_drop(c->serial); /* fds received and never taken */
   }
   return 0;
 }

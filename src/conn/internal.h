@@ -75,4 +75,17 @@ int mp__auth_client(mp_conn_t *c, const void *key, size_t key_len,
  * authentication. */
 bool mp__auth_available(void);
 
+/* ---- fds over Unix sockets (handle.c, under conn.c) ---------------------
+ * recvmsg of at most n bytes from the Unix socket fd; the fds that come
+ * with them (SCM_RIGHTS, made close-on-exec) are kept under key (the
+ * connection's serial). flags: MSG_DONTWAIT or 0. As read(): the count, 0
+ * at the end, -1 and errno. */
+ssize_t mp__handle_recv(int fd, uint64_t key, void *buf, size_t n, int flags);
+/* The oldest fd kept under key, now the caller's; -1 when there is none. */
+int mp__handle_take(uint64_t key);
+/* Closes every fd kept under key (the connection is closed here). */
+void mp__handle_drop(uint64_t key);
+/* sendmsg of n bytes (MSG_NOSIGNAL) with handle as SCM_RIGHTS: as send(). */
+ssize_t mp__handle_send(int fd, const void *buf, size_t n, int handle);
+
 #endif

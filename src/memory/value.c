@@ -3,6 +3,7 @@
  * the user's bytes. */
 #include <assert.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "sync/lock.h"
 
@@ -30,8 +31,12 @@ struct mp_value {
 
 _Static_assert(offsetof(struct mp_value, data) == 64, "data is aligned");
 
+/* A value of count elements, size bytes in all, with a lock of the given
+ * kind (rlock or lock for the caller's own) and its bytes copied from init
+ * (NULL: zeroed). */
 static mp_value_t *value_new(uint64_t size, uint64_t count,
-                             enum value_lock kind) {
+                             enum value_lock kind, const void *init,
+                             mp_rlock_t *rlock, mp_lock_t *lock) {
   mp__check_bootstrapped();
   /* With a lock, mp__sync_alloc makes sure the owner table of the robust
    * locks exists before any child starts. */
@@ -43,54 +48,84 @@ static mp_value_t *value_new(uint64_t size, uint64_t count,
   v->lock_kind = kind;
   v->size = size;
   v->count = count;
+  v->rlock = rlock;
+  v->lock = lock;
   if (kind == VALUE_OWN_RLOCK) {
     mp__mutex_init(&v->own.mutex, MP__RLOCK_MAGIC);
     v->rlock = &v->own;
   }
+  if (init && size > 0)
+    memcpy(v->data, init, (size_t)size);
   return v;
+}
+
+/* The size of n elements of elem_size bytes: 0, or errno EINVAL (elem_size
+ * 0) / ENOMEM (the product overflows). */
+static int array_size(size_t n, size_t elem_size, uint64_t *size) {
+  if (elem_size == 0)
+    return EINVAL;
+  if (n > SIZE_MAX / elem_size)
+    return ENOMEM;
+  *size = (uint64_t)n * elem_size;
+  return 0;
+}
+
+/* Every constructor: checks the arguments, then value_new. A value has
+ * count 1 and size elem_size (0 refused); an array count n. given is the
+ * caller's lock when kind is VALUE_GIVEN_* (NULL refused). */
+static mp_value_t *make(size_t n, size_t elem_size, bool array,
+                        enum value_lock kind, const void *init, void *given) {
+  uint64_t size = elem_size;
+  int err =
+      array ? array_size(n, elem_size, &size) : (elem_size == 0 ? EINVAL : 0);
+  if (!err && (kind == VALUE_GIVEN_RLOCK || kind == VALUE_GIVEN_LOCK) && !given)
+    err = EINVAL;
+  if (err) {
+    errno = err;
+    return NULL;
+  }
+  return value_new(size, array ? n : 1, kind, init,
+                   kind == VALUE_GIVEN_RLOCK ? given : NULL,
+                   kind == VALUE_GIVEN_LOCK ? given : NULL);
+}
+
+static enum value_lock own_or_none(bool lock) {
+  return lock ? VALUE_OWN_RLOCK : VALUE_NO_LOCK;
 }
 
 mp_value_t *mp_value_new(size_t size, bool lock) {
-  if (size == 0) {
-    errno = EINVAL;
-    return NULL;
-  }
-  return value_new(size, 1, lock ? VALUE_OWN_RLOCK : VALUE_NO_LOCK);
+  return make(1, size, false, own_or_none(lock), NULL, NULL);
+}
+
+mp_value_t *mp_value_new_from(const void *init, size_t size, bool lock) {
+  return make(1, size, false, own_or_none(lock), init, NULL);
 }
 
 mp_value_t *mp_value_new_with_rlock(size_t size, mp_rlock_t *lock) {
-  if (size == 0 || !lock) {
-    errno = EINVAL;
-    return NULL;
-  }
-  mp_value_t *v = value_new(size, 1, VALUE_GIVEN_RLOCK);
-  if (v)
-    v->rlock = lock;
-  return v;
+  return make(1, size, false, VALUE_GIVEN_RLOCK, NULL, lock);
 }
 
 mp_value_t *mp_value_new_with_lock(size_t size, mp_lock_t *lock) {
-  if (size == 0 || !lock) {
-    errno = EINVAL;
-    return NULL;
-  }
-  mp_value_t *v = value_new(size, 1, VALUE_GIVEN_LOCK);
-  if (v)
-    v->lock = lock;
-  return v;
+  return make(1, size, false, VALUE_GIVEN_LOCK, NULL, lock);
 }
 
 mp_value_t *mp_array_new(size_t n, size_t elem_size, bool lock) {
-  if (elem_size == 0) {
-    errno = EINVAL;
-    return NULL;
-  }
-  if (n > SIZE_MAX / elem_size) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  return value_new((uint64_t)n * elem_size, n,
-                   lock ? VALUE_OWN_RLOCK : VALUE_NO_LOCK);
+  return make(n, elem_size, true, own_or_none(lock), NULL, NULL);
+}
+
+mp_value_t *mp_array_new_from(const void *init, size_t n, size_t elem_size,
+                              bool lock) {
+  return make(n, elem_size, true, own_or_none(lock), init, NULL);
+}
+
+mp_value_t *mp_array_new_with_rlock(size_t n, size_t elem_size,
+                                    const void *init, mp_rlock_t *lock) {
+  return make(n, elem_size, true, VALUE_GIVEN_RLOCK, init, lock);
+}
+
+mp_value_t *mp_array_new_with_lock(size_t n, size_t elem_size, const void *init,
+                                   mp_lock_t *lock) {
+  return make(n, elem_size, true, VALUE_GIVEN_LOCK, init, lock);
 }
 
 static const mp_value_t *checked(const mp_value_t *v) {

@@ -50,6 +50,8 @@ struct mp_async {
   bool handle_alive; /* pool lock: the user has not freed it */
   bool thread_done;  /* pool lock: the pool thread is done with it */
   _Atomic bool callbacks_done;
+  bool has_ready_fd; /* pool lock: mp_async_fd made ready_fd (futures.c) */
+  int ready_fd;      /* an eventfd written once when the result is ready */
   pthread_mutex_t lock;
   bool finalized;
   int result;
@@ -131,6 +133,8 @@ void mp__pool_result(const struct mp_async *r, const void **result,
                      size_t *len);
 /* Frees a request nobody uses any more. */
 void mp__pool_request_destroy(struct mp_async *r);
+/* Writes r's ready_fd if it has one (pool lock held): the result is ready. */
+void mp__pool_request_signal(struct mp_async *r);
 /* Frees a request that was never submitted, keeping its blocks. */
 void mp__pool_request_discard(struct mp_async *r);
 /* The pool thread is done with r: frees it if the user already is. */

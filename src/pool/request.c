@@ -3,6 +3,7 @@
  * and the pool thread are both done with it. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "pool/parent.h"
 
@@ -187,6 +188,8 @@ void mp__pool_request_destroy(struct mp_async *r) {
     block_put_locked(pool, r->blocks[i]);
   bool last = --pool->refs == 0;
   pthread_mutex_unlock(&pool->lock);
+  if (r->has_ready_fd)
+    close(r->ready_fd);
   pthread_mutex_destroy(&r->lock);
   free(r);
   if (last) {
@@ -196,9 +199,21 @@ void mp__pool_request_destroy(struct mp_async *r) {
   }
 }
 
+void mp__pool_request_signal(struct mp_async *r) {
+  assert(mp__pthread_mutex_busy(&r->pool->lock));
+  if (!r->has_ready_fd)
+    return;
+  uint64_t one = 1;
+  /* Nonblocking: it can only fail when the counter is full, which is
+   * readable anyway. */
+  ssize_t n = write(r->ready_fd, &one, sizeof one);
+  (void)n;
+}
+
 void mp__pool_thread_release(struct mp_async *r) {
   pthread_mutex_lock(&r->pool->lock);
   r->thread_done = true;
+  mp__pool_request_signal(r); /* ready: completed, callbacks run */
   bool destroy = !r->handle_alive;
   pthread_mutex_unlock(&r->pool->lock);
   if (destroy)
@@ -216,8 +231,11 @@ void mp__pool_request_release(struct mp_async *r) {
       destroy = false; /* the pool thread finishes it */
     } else if (mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
       /* Not complete: the pool thread is told at completion and frees it
-       * then. The flag and the completion are both under the queue lock. */
-      if (atomic_load(&r->job->done) < r->job->n) {
+       * then. The flag and the completion are both under the queue lock.
+       * Flagged already (mp_async_fd): the job may be on the completed
+       * list, which the pool thread has not drained yet; it frees it. */
+      if (atomic_load(&r->job->done) < r->job->n ||
+          (atomic_load(&r->job->flags) & MP__JOB_NOTIFY)) {
         atomic_fetch_or(&r->job->flags, MP__JOB_NOTIFY);
         destroy = false;
       }

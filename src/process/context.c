@@ -1,4 +1,5 @@
 /* Start methods and contexts (multiprocessing.get_context and friends). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -86,4 +87,66 @@ size_t mp_get_all_start_methods(const char **out, size_t cap) {
 void mp__set_default_method(enum mp__start_method method) {
   if (method >= 0 && method < MP__METHOD_COUNT)
     atomic_store(&actual, &contexts[method]);
+}
+
+/* ---- set_forkserver_preload ------------------------------------------------
+ * The paths, NUL-terminated one after the other, for the start data of the
+ * next forkserver this process starts. */
+static struct {
+  pthread_mutex_t lock; /* guards paths and size */
+  char *paths;
+  size_t size;
+} preload = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void preload_prepare(void) {
+  pthread_mutex_lock(&preload.lock);
+}
+
+static void preload_parent(void) {
+  pthread_mutex_unlock(&preload.lock);
+}
+
+static void preload_child(void) {
+  pthread_mutex_init(&preload.lock, NULL);
+}
+
+static mp__atfork_t preload_atfork = {.prepare = preload_prepare,
+                                      .parent = preload_parent,
+                                      .child = preload_child};
+
+int mp_set_forkserver_preload(const char *const *paths, size_t n) {
+  if (!paths && n > 0)
+    return MP_EINVAL;
+  size_t size = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (!paths[i] || !paths[i][0])
+      return MP_EINVAL;
+    size += strlen(paths[i]) + 1;
+  }
+  char *blob = size ? malloc(size) : NULL;
+  if (size && !blob)
+    return -ENOMEM;
+  for (size_t i = 0, at = 0; i < n; i++) {
+    size_t len = strlen(paths[i]) + 1;
+    memcpy(blob + at, paths[i], len);
+    at += len;
+  }
+  mp__atfork_register(&preload_atfork);
+  pthread_mutex_lock(&preload.lock);
+  char *old = preload.paths;
+  preload.paths = blob;
+  preload.size = size;
+  pthread_mutex_unlock(&preload.lock);
+  free(old);
+  return 0;
+}
+
+int mp__forkserver_preload(char **paths, size_t *size) {
+  pthread_mutex_lock(&preload.lock);
+  *size = preload.size;
+  *paths = preload.size ? malloc(preload.size) : NULL;
+  if (*paths)
+    memcpy(*paths, preload.paths, preload.size);
+  pthread_mutex_unlock(&preload.lock);
+  return *size && !*paths ? -ENOMEM : 0;
 }

@@ -274,7 +274,6 @@ static pid_t server_pid;
  * order), then closes everything else. */
 static _Noreturn void run_child(int sock, int *received, int count,
                                 mp__child_runner_cb run) {
-  signal(SIGINT, SIG_DFL);
   close(sock);
   for (size_t i = 0; i < served_count; i++) {
     close(served[i].pidfd);
@@ -305,6 +304,12 @@ static _Noreturn void run_child(int sock, int *received, int count,
   /* The server's pid as known before the fork: getppid() here would give
    * the reaper if the server died meanwhile, and the child would miss its
    * parent's death (end_with_parent, daemons). */
+  /* SIGINT was blocked in the server (see mp__forkserver_main): one sent
+   * to this child since the fork is pending, and is delivered now. */
+  sigset_t sigint;
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  sigprocmask(SIG_UNBLOCK, &sigint, NULL);
   run(server_pid);
 }
 
@@ -365,8 +370,15 @@ static void report_exit(size_t index) {
 
 _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
                                    size_t key_len, mp__child_runner_cb run) {
-  /* As Python's forkserver: Ctrl-C is for the client, not the server. */
-  signal(SIGINT, SIG_IGN);
+  /* As Python's forkserver: Ctrl-C is for the client, not the server.
+   * Blocked rather than ignored: an ignored signal sent to a child in the
+   * instant between its fork and its reset would be lost (discarded at
+   * once), a blocked one waits in the child until it unblocks it
+   * (run_child). In the server it stays pending and is never delivered. */
+  sigset_t sigint;
+  sigemptyset(&sigint);
+  sigaddset(&sigint, SIGINT);
+  sigprocmask(SIG_BLOCK, &sigint, NULL);
   server_pid = getpid();
   challenge_client(sock, key, key_len);
   for (;;) {

@@ -2,6 +2,7 @@
  * the top of a spawned child or forkserver. In an ordinary program it
  * returns 0 at once; in a process started by spawn or the forkserver it
  * runs the child (or the server) and never returns. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,15 @@ _Noreturn static void run_from_start_data(pid_t direct_parent) {
   mp__child_main(p, &start);
 }
 
+/* set_forkserver_preload: the server loads the libraries once, so every
+ * child it forks has them. As Python ignores a module that fails to
+ * import, a library that fails to load is skipped (its children load it
+ * themselves if they need it). */
+static void preload_libraries(const char *paths, size_t size) {
+  for (size_t at = 0; at < size; at += strlen(paths + at) + 1)
+    dlopen(paths + at, RTLD_NOW | RTLD_GLOBAL);
+}
+
 int mp_main(int argc, char **argv) {
   (void)argc;
   (void)argv;
@@ -67,8 +77,10 @@ int mp_main(int argc, char **argv) {
             mp_strerror(error));
     _exit(MP__EXIT_START_FAILED);
   }
-  if (role == MP__BOOT_SERVER)
+  if (role == MP__BOOT_SERVER) {
+    preload_libraries(payload, (size_t)h->payload_size);
     mp__forkserver_main(h->channel_fd, h->authkey, sizeof h->authkey,
                         run_from_start_data);
+  }
   run_from_start_data(0);
 }

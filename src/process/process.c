@@ -439,6 +439,8 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   if (p->sentinel >= 0) /* the read end of its own "alive" pipe */
     close(p->sentinel);
   p->sentinel = p->pidfd = -1;
+  if (p->ctx) /* as Python's _bootstrap: the context's method is ours */
+    mp__set_default_method(p->ctx->method);
   p->kind = MP__PROCESS_SELF;
   p->pid = getpid();
   p->state = MP__PROCESS_STARTED;
@@ -525,6 +527,10 @@ int mp_process_terminate(mp_process_t *p) {
 
 int mp_process_kill(mp_process_t *p) {
   return send_signal(p, SIGKILL);
+}
+
+int mp_process_interrupt(mp_process_t *p) {
+  return send_signal(p, SIGINT);
 }
 
 bool mp_process_is_alive(mp_process_t *p) {

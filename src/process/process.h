@@ -109,6 +109,11 @@ void mp__atexit_run(void);
  * own joins, which mp_interrupt() must not end. */
 int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d);
 
+/* A copy (malloc'd, NULL when empty) of the paths set with
+ * mp_set_forkserver_preload, NUL-terminated one after the other, and their
+ * total size. 0 or -ENOMEM. */
+int mp__forkserver_preload(char **paths, size_t *size);
+
 /* ---- pidfds (pidfd.c) --------------------------------------------------- */
 
 /* After a start method set p->pid: opens the pidfd that watches the child

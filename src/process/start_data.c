@@ -83,7 +83,10 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
   h.parent_pidfd = mp__self_pidfd(); /* -ENOSYS without pidfds */
   if (h.parent_pidfd < 0)
     h.parent_pidfd = -1;
-  h.default_method = (int32_t)mp__default_context()->method;
+  /* As Python's _bootstrap: a child started through a context has that
+   * context's method as its default, others their parent's. */
+  h.default_method =
+      (int32_t)(p && p->ctx ? p->ctx : mp__default_context())->method;
   const mp_process_t *described = p ? p : self;
   h.daemon = p && p->daemon;
   h.end_with_parent = p && p->end_with_parent;
@@ -92,8 +95,11 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
   memcpy(h.authkey, described->authkey, sizeof h.authkey);
   snprintf(h.name, sizeof h.name, "%s", p ? p->name : "ForkServer");
   snprintf(h.parent_name, sizeof h.parent_name, "%s", self->name);
+  char *preload = NULL; /* the forkserver's payload: the libraries to load */
   if (!p) {
-    /* The forkserver: no target. */
+    size_t size;
+    rc = mp__forkserver_preload(&preload, &size);
+    h.payload_size = size;
   } else if (p->type) {
     rc = mp__fn_encode(p->type, &h.type);
     h.payload_size = p->type->data_size;
@@ -101,27 +107,28 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
     rc = mp__fn_encode((const void *)p->target, &h.target);
     h.payload_size = p->arg_size;
   }
-  if (rc < 0)
-    return rc;
-  int *fds;
-  int n = collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds);
-  if (n < 0)
+  int *fds = NULL;
+  int n =
+      rc < 0 ? rc : collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds);
+  if (n < 0) {
+    free(preload);
     return n;
+  }
   h.fd_count = (uint32_t)n;
 
   int fd = memfd_create("mproc-start", MFD_CLOEXEC);
-  if (fd < 0) {
-    free(fds);
-    return -errno;
-  }
-  const void *payload = !p ? NULL : p->type ? p->data : p->arg;
-  if ((rc = write_all(fd, &h, sizeof h)) < 0 ||
+  rc = fd < 0 ? -errno : 0;
+  const void *payload = !p ? preload : p->type ? p->data : p->arg;
+  if (rc < 0 || (rc = write_all(fd, &h, sizeof h)) < 0 ||
       (rc = write_all(fd, fds, (size_t)n * sizeof *fds)) < 0 ||
       (rc = write_all(fd, payload, (size_t)h.payload_size)) < 0) {
+    free(preload);
     free(fds);
-    close(fd);
+    if (fd >= 0)
+      close(fd);
     return rc;
   }
+  free(preload);
   lseek(fd, 0, SEEK_SET);
   *fds_out = fds;
   *fd_count = n;

@@ -200,6 +200,24 @@ int mp_lock_release(mp_lock_t *l) {
   return unlock_word(&l->mutex);
 }
 
+/* Held by a live thread: a holder that died leaves the owner bits behind,
+ * but an acquire would not wait for it, so it reads as unlocked. */
+static bool mutex_locked(const mp__mutex_t *m) {
+  mp__owner_t owner = atomic_load(&((mp__mutex_t *)m)->word) & MP__MUTEX_OWNER;
+  /* mp__owner_ids also works in a process that never took a slot. */
+  return owner != MP__OWNER_NONE && mp__owner_ids(owner, NULL, NULL);
+}
+
+bool mp_lock_locked(const mp_lock_t *l) {
+  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  return mutex_locked(&l->mutex);
+}
+
+bool mp_rlock_locked(const mp_rlock_t *r) {
+  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  return mutex_locked(&r->mutex);
+}
+
 void mp_lock_free(mp_lock_t *l) {
   mp__shm_free(l);
 }

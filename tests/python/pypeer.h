@@ -222,4 +222,28 @@ static inline bool pypeer_exited_ok(int status) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/* The Python versions the interop tests of Python-defined formats run
+ * against (ShareableList, send_handle): each one found on the machine. */
+static const char *const pypeer_versions[] = {"3.11", "3.12", "3.13"};
+
+/* Runs fn(exe, version) with every interpreter of pypeer_versions found,
+ * saying which are missing; skips the test when there is none. */
+static inline void pypeer_each_version(void (*fn)(const char *exe,
+                                                  const char *version)) {
+  int found = 0;
+  char exe[512];
+  for (size_t i = 0; i < sizeof pypeer_versions / sizeof pypeer_versions[0];
+       i++) {
+    if (!pypeer_find(pypeer_versions[i], exe, sizeof exe)) {
+      print_message("[     INFO ] no python%s: not tested\n",
+                    pypeer_versions[i]);
+      continue;
+    }
+    found++;
+    fn(exe, pypeer_versions[i]);
+  }
+  if (!found)
+    skip();
+}
+
 #endif
