@@ -192,6 +192,46 @@ static void test_tcp_ipv4_and_ipv6(void **state) {
   c_to_c("tcp:[::1]:0", KEY);
 }
 
+/* Serves one client (thread) and returns with the listener still open. */
+static void serve_one(mp_listener_t *l, const char *key) {
+  client_job_t job;
+  client_start(&job, l, key);
+  int rc = accept_and_serve(l);
+  client_join(&job);
+  assert_mp_ok(rc);
+  assert_mp_ok(job.connect_rc);
+}
+
+/* Listener's port, path and last_accepted, without parsing addresses. */
+static void test_port_path_last_accepted(void **state) {
+  (void)state;
+  mp_listener_t *l = mp_listener_new("tcp:127.0.0.1:0", KEY, strlen(KEY));
+  assert_non_null(l);
+  int port = mp_listener_port(l);
+  assert_true(port > 0 && port < 65536);
+  assert_int_equal(port, atoi(mp_listener_address(l) + 14));
+  errno = 0;
+  assert_null(mp_listener_path(l));
+  assert_int_equal(errno, EINVAL);
+  assert_null(mp_listener_last_accepted(l));
+  serve_one(l, KEY);
+  const char *peer = mp_listener_last_accepted(l);
+  assert_non_null(peer);
+  assert_true(strncmp(peer, "tcp:127.0.0.1:", 14) == 0);
+  int peer_port = atoi(peer + 14);
+  assert_true(peer_port > 0 && peer_port != port); /* the client's own */
+  mp_listener_free(l);
+
+  const char *address = unix_address();
+  l = mp_listener_new(address, NULL, 0);
+  assert_non_null(l);
+  assert_mp(MP_EINVAL, mp_listener_port(l));
+  assert_string_equal(mp_listener_path(l), sock_path);
+  serve_one(l, NULL);
+  assert_string_equal(mp_listener_last_accepted(l), "unix:"); /* unnamed */
+  mp_listener_free(l);
+}
+
 static void test_default_address(void **state) {
   (void)state;
   mp_listener_t *l = mp_listener_new(NULL, KEY, strlen(KEY));
@@ -671,6 +711,7 @@ int main(int argc, char **argv) {
       mpt_test(test_unix_path_socket),
       mpt_test(test_abstract_socket),
       mpt_test(test_tcp_ipv4_and_ipv6),
+      mpt_test(test_port_path_last_accepted),
       mpt_test(test_default_address),
       mpt_test(test_bad_addresses),
       mpt_test(test_accept_timeout_and_close),

@@ -63,8 +63,8 @@ typedef struct mp_listener_opts {
   double handshake_timeout; /* 0: MP_HANDSHAKE_TIMEOUT; MP_FOREVER: none */
   size_t max_message;       /* 0: none; else mp_conn_set_max_message on
                                every accepted connection */
-  size_t max_pending; /* handshakes carried at once; 0: 128. A peer that
-                         finds them all taken pushes out the oldest */
+  size_t max_pending;       /* handshakes carried at once; 0: 128. A peer that
+                               finds them all taken pushes out the oldest */
   bool untracked; /* a Unix socket file is removed by mp_listener_close
                      and, should the family be killed first, by the
                      resource tracker (see mp_shm_untrack); true: not by
@@ -112,6 +112,21 @@ MP_API int mp_listener_accept(mp_listener_t *l, double timeout,
 /* Listener.address: the address actually bound, in the form above (with
  * the port the system picked, "tcp:127.0.0.1:40123"). Valid until free. */
 MP_API const char *mp_listener_address(const mp_listener_t *l);
+
+/* The TCP port the listener is bound to (the one the system picked for
+ * port 0), without parsing the address; MP_EINVAL for a Unix socket. */
+MP_API int mp_listener_port(const mp_listener_t *l);
+
+/* The path of a Unix-socket listener ("@name" for an abstract one),
+ * without parsing the address; NULL with errno EINVAL for TCP. Valid until
+ * free. */
+MP_API const char *mp_listener_path(const mp_listener_t *l);
+
+/* Listener.last_accepted: the peer's address of the connection the last
+ * successful accept returned, in mproc's form ("tcp:127.0.0.1:51234";
+ * "unix:" for an unnamed Unix peer, as a client usually is); NULL before
+ * the first accept. Valid until the next accept or free. */
+MP_API const char *mp_listener_last_accepted(const mp_listener_t *l);
 
 /* The listening socket's fd, to wait for a peer with mp_wait (readable
  * means a peer is waiting), or MP_ECLOSED. */

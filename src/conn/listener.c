@@ -55,6 +55,7 @@ struct mp_listener {
   struct pollfd *pfds;  /* the listening fd, the pending, mp__poll's */
   size_t n_pending, max_pending;
   uint64_t serial;
+  char *last_accepted; /* the peer of the last connection handed out */
 };
 
 /* ---- addresses ------------------------------------------------------------
@@ -314,6 +315,13 @@ static int hand_out(mp_listener_t *l, int fd, mp_conn_t **out) {
   }
   if (l->max_message)
     mp_conn_set_max_message(c, l->max_message);
+  struct sockaddr_storage peer;
+  socklen_t len = sizeof peer;
+  char *name = NULL;
+  if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0)
+    name = format_address(&peer, len); /* NULL without memory: none known */
+  free(l->last_accepted);
+  l->last_accepted = name;
   *out = c;
   return 0;
 }
@@ -517,6 +525,25 @@ const char *mp_listener_address(const mp_listener_t *l) {
   return l->address;
 }
 
+int mp_listener_port(const mp_listener_t *l) {
+  if (strncmp(l->address, "tcp:", 4) != 0)
+    return MP_EINVAL;
+  const char *colon = strrchr(l->address, ':');
+  return atoi(colon + 1); /* format_address wrote it: digits */
+}
+
+const char *mp_listener_path(const mp_listener_t *l) {
+  if (strncmp(l->address, "unix:", 5) != 0) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return l->address + 5;
+}
+
+const char *mp_listener_last_accepted(const mp_listener_t *l) {
+  return l->last_accepted;
+}
+
 int mp_listener_fileno(const mp_listener_t *l) {
   return l->fd >= 0 ? l->fd : MP_ECLOSED;
 }
@@ -546,6 +573,7 @@ void mp_listener_free(mp_listener_t *l) {
     free(l->authkey);
   }
   free(l->address);
+  free(l->last_accepted);
   free(l->pending);
   free(l->pfds);
   pthread_mutex_destroy(&l->lock);
