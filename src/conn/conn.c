@@ -310,8 +310,10 @@ mp_conn_t *mp_conn_from_fd(int fd) {
 int mp_pipe(mp_conn_t **a, mp_conn_t **b, bool duplex) {
   int fds[2];
   *a = *b = NULL;
-  int rc = duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)
-                  : pipe2(fds, O_CLOEXEC);
+  int rc = mp__fd_pair_high(
+      duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)
+             : pipe2(fds, O_CLOEXEC),
+      fds);
   if (rc < 0)
     return -errno;
   *a = mp__conn_wrap(fds[0], true, duplex);

@@ -154,7 +154,8 @@ static int bound_address(mp_listener_t *l) {
 }
 
 static int listen_unix(mp_listener_t *l, const address_t *a, int backlog) {
-  l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  l->fd = mp__fd_high(
+      socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (l->fd < 0)
     return -errno;
   /* Linux gives the socket file the mode of the socket's inode: set 0600
@@ -183,8 +184,8 @@ static int listen_tcp(mp_listener_t *l, const address_t *a, int backlog) {
     return rc;
   rc = -EADDRNOTAVAIL;
   for (struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-    int fd =
-        socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = mp__fd_high(
+        socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     int one = 1;
     /* As Python on POSIX: a restarted server can bind again at once. */
     if (fd >= 0 &&
@@ -265,7 +266,7 @@ static int accept_peer(mp_listener_t *l, const mp__deadline_t *d) {
     int rc = mp__wait_fd(l->fd, POLLIN, d);
     if (rc <= 0)
       return rc == 0 ? MP_ETIMEDOUT : rc;
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = mp__fd_high(accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
     if (fd >= 0)
       return fd;
     /* Taken by another thread or process, or gone before we got it. */
@@ -359,7 +360,8 @@ static int connect_finish(int fd, const mp__deadline_t *d) {
 
 static int connect_one(int family, const struct sockaddr *sa, socklen_t len,
                        const mp__deadline_t *d) {
-  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd =
+      mp__fd_high(socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd < 0)
     return -errno;
   int rc;

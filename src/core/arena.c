@@ -127,7 +127,7 @@ static void *map_at(void *address, uint64_t size, int fd, bool fixed) {
 
 static int create_locked(void) {
   uint64_t size = arena_limit();
-  int fd = memfd_create("mproc-arena", MFD_CLOEXEC);
+  int fd = mp__fd_high(memfd_create("mproc-arena", MFD_CLOEXEC));
   if (fd < 0)
     return -errno;
   if (ftruncate(fd, (off_t)size) < 0 || fallocate(fd, 0, 0, COMMIT_STEP) < 0) {
@@ -206,12 +206,12 @@ static bool thread_gone(pid_t tid) {
     return errno == ESRCH;
   char path[64], buf[256];
   snprintf(path, sizeof path, "/proc/%d/stat", (int)tid);
-  FILE *f = fopen(path, "re");
-  if (!f)
+  int fd = mp__fd_high(open(path, O_RDONLY | O_CLOEXEC));
+  if (fd < 0)
     return errno == ENOENT;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  buf[n > 0 ? n : 0] = 0;
   /* "tid (comm) S ...": the state follows the last ')'. */
   char *end = strrchr(buf, ')');
   return end && (end[2] == 'Z' || end[2] == 'X');

@@ -75,6 +75,17 @@ int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
 int mp__arena_attach(int fd, uintptr_t address, uint64_t size);
 bool mp__arena_contains(const void *ptr);
 
+/* ---- fds ------------------------------------------------------------------
+ * Every fd the library opens is passed through mp__fd_high as it is made
+ * (memfds, pipes, sockets, pidfds, eventfds): it comes back at a number
+ * above 2, close-on-exec, so that a program whose fd 0, 1 or 2 is closed
+ * never has an mproc fd there. fd < 0 is returned as is (errno kept); on
+ * failure the fd is closed and -1 returned with errno set. */
+int mp__fd_high(int fd);
+/* The same for both fds of a pipe2() or socketpair() call that returned
+ * rc: 0, or -1 with errno (and nothing left open). */
+int mp__fd_pair_high(int rc, int fds[2]);
+
 /* fds that must exist, at the same number, in every child (spawn and
  * forkserver pass them explicitly; fork inherits them anyway). The fd keeps
  * FD_CLOEXEC in the parent. Thread-safe. Returns 0 or -errno. */

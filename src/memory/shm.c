@@ -53,7 +53,8 @@ static void random_path(char *path, size_t cap) {
 
 /* Creates the segment and reserves its memory. The fd, or -errno. */
 static int create_segment(const char *path, size_t size) {
-  int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd =
+      mp__fd_high(shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (fd < 0)
     return -errno;
   /* Reserving the pages makes a full /dev/shm an error now instead of a
@@ -85,7 +86,7 @@ static int open_fd(mp_shm_t *s, const char *name, bool create, size_t size) {
     return rc;
   if (create)
     return create_segment(s->path, size);
-  int fd = shm_open(s->path, O_RDWR | O_CLOEXEC, 0);
+  int fd = mp__fd_high(shm_open(s->path, O_RDWR | O_CLOEXEC, 0));
   return fd < 0 ? -errno : fd;
 }
 

@@ -630,7 +630,7 @@ static int pool_init(mp_pool_t *pool, const mp_pool_opts_t *o) {
   int rc;
   if ((rc = mp__arena_ensure()) < 0)
     return rc;
-  pool->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pool->event_fd = mp__fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (pool->event_fd < 0)
     return -errno;
   if ((rc = mp__inherit_fd_add(pool->event_fd)) < 0) {

@@ -318,7 +318,7 @@ int mp_process_start(mp_process_t *p) {
   }
   int alive[2] = {-1, -1};
   if (ctx->method != MP__METHOD_FORKSERVER && without_pidfd()) {
-    if (pipe2(alive, O_CLOEXEC) < 0 || mp__inherit_fd_add(alive[1]) < 0) {
+    if (mp__fd_pair_high(pipe2(alive, O_CLOEXEC), alive) < 0 || mp__inherit_fd_add(alive[1]) < 0) {
       rc = -errno;
       goto out;
     }
