@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,11 +156,148 @@ static void test_connection_reaches_grandchild(void **state) {
   mp_conn_free(b);
 }
 
+
+/* ---- 5. sizes ---------------------------------------------------------- */
+
+static void test_huge_sizes_fail_promptly(void **state) {
+  (void)state;
+  char byte = 1;
+  size_t huge[] = {SIZE_MAX, SIZE_MAX / 2, (size_t)1 << 62, (size_t)1 << 49};
+  mp_queue_t *q = mp_queue_new(0);
+  mp_simple_queue_t *sq = mp_simple_queue_new();
+  mp_joinable_queue_t *jq = mp_joinable_queue_new(0);
+  for (size_t i = 0; i < sizeof huge / sizeof *huge; i++) {
+    /* The length is refused before the bytes are read: one byte will do. */
+    assert_mp(-ENOMEM, mp_queue_put(q, &byte, huge[i], 0));
+    assert_mp(-ENOMEM, mp_queue_put(q, &byte, huge[i], MP_FOREVER));
+    assert_mp(-ENOMEM, mp_simple_queue_put(sq, &byte, huge[i]));
+    assert_mp(-ENOMEM, mp_joinable_queue_put(jq, &byte, huge[i], 1));
+    errno = 0;
+    assert_null(mp_value_new(huge[i], true));
+    assert_int_equal(errno, ENOMEM);
+    assert_null(mp_value_new(huge[i], false));
+    assert_null(mp_raw_alloc(huge[i]));
+    assert_null(mp_array_new(huge[i], 8, true));
+    assert_null(mp_array_new(3, huge[i], false));
+  }
+  /* The queues still work. */
+  assert_mp_ok(mp_queue_put(q, &byte, 1, 0));
+  void *buf;
+  size_t len;
+  assert_mp_ok(mp_queue_get(q, &buf, &len, MP_FOREVER));
+  assert_int_equal(len, 1);
+  mp_free(buf);
+  mp_queue_free(q);
+  mp_simple_queue_free(sq);
+  mp_joinable_queue_free(jq);
+}
+
+/* ---- 6. NaN timeouts --------------------------------------------------- */
+
+static void test_nan_timeouts_are_einval(void **state) {
+  (void)state;
+  double nan = NAN;
+  mp_lock_t *l = mp_lock_new();
+  mp_rlock_t *r = mp_rlock_new();
+  mp_semaphore_t *s = mp_semaphore_new(1);
+  mp_event_t *e = mp_event_new();
+  mp_condition_t *c = mp_condition_new(NULL);
+  mp_barrier_t *b = mp_barrier_new(2, NULL, MP_FOREVER);
+  mp_queue_t *q = mp_queue_new(0);
+  mp_joinable_queue_t *jq = mp_joinable_queue_new(0);
+  mp_value_t *v = mp_value_new(8, true);
+  mp_conn_t *a, *z;
+  assert_mp_ok(mp_pipe(&a, &z, true));
+  /* Also where the call would not have to wait at all. */
+  assert_mp(MP_EINVAL, mp_lock_acquire(l, nan));
+  assert_mp(MP_EINVAL, mp_rlock_acquire(r, nan));
+  assert_mp(MP_EINVAL, mp_semaphore_acquire(s, nan));
+  assert_mp_ok(mp_event_set(e));
+  assert_mp(MP_EINVAL, mp_event_wait(e, nan));
+  assert_mp(MP_EINVAL, mp_condition_acquire(c, nan));
+  assert_mp_ok(mp_condition_acquire(c, MP_FOREVER));
+  assert_mp(MP_EINVAL, mp_condition_wait(c, nan));
+  assert_mp_ok(mp_condition_release(c));
+  assert_mp(MP_EINVAL, mp_barrier_wait_timeout(b, nan));
+  errno = 0;
+  assert_null(mp_barrier_new(2, NULL, nan));
+  assert_int_equal(errno, EINVAL);
+  assert_mp(MP_EINVAL, mp_queue_put(q, "x", 1, nan));
+  void *buf;
+  size_t len;
+  assert_mp(MP_EINVAL, mp_queue_get(q, &buf, &len, nan));
+  assert_mp(MP_EINVAL, mp_joinable_queue_join(jq, nan));
+  assert_mp(MP_EINVAL, mp_value_acquire(v, nan));
+  assert_mp(MP_EINVAL, mp_conn_poll(a, nan));
+  mp_waitable_t w = mp_waitable_conn(a);
+  assert_mp(MP_EINVAL, mp_wait(&w, 1, nan, NULL));
+  assert_mp(MP_EINVAL, mp_wait(NULL, 0, nan, NULL));
+  /* Waiting for nothing forever: the header promises MP_EINVAL. */
+  assert_mp(MP_EINVAL, mp_wait(NULL, 0, INFINITY, NULL));
+  assert_mp(MP_EINVAL, mp_wait(NULL, 0, MP_FOREVER, NULL));
+  mp_process_t *p = mp_process_new(set_flag, NULL, 0, NULL);
+  assert_mp(MP_EINVAL, mp_process_join(p, nan));
+  mp_process_free(p);
+  mp_conn_free(a);
+  mp_conn_free(z);
+  mp_value_free(v);
+  mp_joinable_queue_free(jq);
+  mp_queue_free(q);
+  mp_barrier_free(b);
+  mp_condition_free(c);
+  mp_event_free(e);
+  mp_semaphore_free(s);
+  mp_rlock_free(r);
+  mp_lock_free(l);
+}
+
+/* ---- 7. MPROC_START_METHOD with a typo ------------------------------------ */
+
+static int bad_start_method(void) {
+  /* stderr into a memfd, to read what was said. */
+  int err = memfd_create("stderr", 0);
+  if (err < 0 || dup2(err, 2) < 0)
+    return 1;
+  setenv("MPROC_START_METHOD", "spwan", 1);
+  mp_set_start_method(NULL, true); /* unfixed: the variable decides */
+  errno = 0;
+  if (mp_get_start_method() != NULL || errno != EINVAL)
+    return 2;
+  if (mp_get_context(NULL) != NULL)
+    return 3;
+  mp_process_t *p = mp_process_new(set_flag, NULL, 0, NULL);
+  if (!p || mp_process_start(p) != MP_EINVAL)
+    return 4;
+  mp_process_free(p);
+  char text[512] = {0};
+  if (pread(err, text, sizeof text - 1, 0) <= 0)
+    return 5;
+  if (!strstr(text, "spwan") || !strstr(text, "\"fork\"") ||
+      !strstr(text, "\"spawn\"") || !strstr(text, "\"forkserver\""))
+    return 6;
+  /* Said once. */
+  if (strstr(strstr(text, "spwan") + 1, "spwan"))
+    return 7;
+  /* set_start_method repairs it. */
+  if (mp_set_start_method("fork", true) != 0 ||
+      strcmp(mp_get_start_method(), "fork") != 0)
+    return 8;
+  return 0;
+}
+
+static void test_unknown_start_method_is_an_error(void **state) {
+  (void)state;
+  assert_int_equal(in_helper(bad_start_method, 60), 0);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
       mpt_test(test_marker_without_start_data),
       mpt_test(test_connection_reaches_grandchild),
+      mpt_test(test_huge_sizes_fail_promptly),
+      mpt_test(test_nan_timeouts_are_einval),
+      mpt_test(test_unknown_start_method_is_an_error),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -145,7 +145,12 @@ MP_API int mp_cpu_count(void);
 
 /* ---- Start methods and contexts ----------------------------------------
  * "fork" (the default), "spawn" and "forkserver". The environment variable
- * MPROC_START_METHOD sets the default for a whole program run. */
+ * MPROC_START_METHOD sets the default for a whole program run. A value
+ * that names no method (a typo: "spwan", "Spawn") is an error, not fork:
+ * a message naming the valid methods is printed once on stderr, starting
+ * a process with the default method returns MP_EINVAL, and the functions
+ * below that report the default return NULL with errno EINVAL, until
+ * mp_set_start_method fixes a method. */
 
 /* multiprocessing.get_context(method): NULL method gives the default
  * context. Unknown name: NULL with errno EINVAL. Contexts are static. */
@@ -159,7 +164,8 @@ MP_API const char *mp_context_start_method(const mp_context_t *ctx);
  * MP_EINVAL for an unknown name. */
 MP_API int mp_set_start_method(const char *method, bool force);
 
-/* multiprocessing.get_start_method(): fixes the default if not yet set. */
+/* multiprocessing.get_start_method(): fixes the default if not yet set.
+ * NULL (errno EINVAL) when MPROC_START_METHOD names no method. */
 MP_API const char *mp_get_start_method(void);
 
 /* multiprocessing.get_all_start_methods(): stores up to cap names in out

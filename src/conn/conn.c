@@ -688,8 +688,9 @@ int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
   int rc = recv_begin(c, maxlength, NULL, &l, &hlen, &n);
   if (rc < 0)
     return rc;
-  if (n > SIZE_MAX - 1) {
-    rc = -ENOMEM;
+  size_t checked;
+  if (n > SIZE_MAX || !mp__size((size_t)n, 1, 0, &checked)) {
+    rc = -ENOMEM; /* a peer's length no memory could hold */
     goto out;
   }
   void *data = malloc(n ? (size_t)n : 1);
@@ -754,7 +755,9 @@ static bool has_buffered(const mp_conn_t *c) {
 
 int mp_conn_poll(mp_conn_t *c, double timeout) {
   local_t *l;
-  int rc = local_check(c, LOCAL_READABLE, &l);
+  int rc = mp__timeout_check(timeout);
+  if (rc == 0)
+    rc = local_check(c, LOCAL_READABLE, &l);
   if (rc < 0)
     return rc;
   if (has_buffered(c))

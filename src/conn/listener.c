@@ -232,6 +232,8 @@ mp_listener_t *mp_listener_new_with_opts(const char *address,
     goto error;
   l->fd = -1;
   l->creator = getpid();
+  if (opts && (rc = mp__timeout_check(opts->handshake_timeout)) < 0)
+    goto error;
   l->handshake_timeout = opts && opts->handshake_timeout != 0
                              ? opts->handshake_timeout
                              : MP_HANDSHAKE_TIMEOUT;
@@ -277,6 +279,9 @@ static int accept_peer(mp_listener_t *l, const mp__deadline_t *d) {
 }
 
 int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   *out = NULL;
   if (l->fd < 0)
     return MP_ECLOSED;
@@ -416,6 +421,8 @@ int mp_client_with_opts(const char *address, const void *authkey,
   *out = NULL;
   if (authkey && !mp__auth_available())
     return -ENOTSUP;
+  if (opts && mp__timeout_check(opts->timeout) < 0)
+    return MP_EINVAL;
   int rc = parse_address(address, &a);
   if (rc < 0)
     return rc;

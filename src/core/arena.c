@@ -350,7 +350,8 @@ static block_t *alloc_large(arena_header_t *h, uint64_t total) {
 }
 
 void *mp__shm_alloc(size_t size) {
-  if (size > ((uint64_t)1 << 48)) {
+  size_t total;
+  if (!mp__size(size, 1, HEADER, &total)) {
     errno = ENOMEM;
     return NULL;
   }
@@ -360,7 +361,6 @@ void *mp__shm_alloc(size_t size) {
     return NULL;
   }
   arena_header_t *h = header();
-  uint64_t total = (uint64_t)size + HEADER;
   int c = small_class(total);
   arena_lock(h);
   block_t *b = c >= 0 ? alloc_small(h, c) : alloc_large(h, total);

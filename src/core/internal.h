@@ -36,6 +36,12 @@ typedef struct mp__deadline {
 } mp__deadline_t;
 
 mp__deadline_t mp__deadline_in(double timeout);
+/* The one check of a caller's timeout: NaN is MP_EINVAL (it would wait
+ * forever otherwise); every public function that takes a timeout calls it
+ * before anything else, also on its fast path. 0 or MP_EINVAL. */
+static inline int mp__timeout_check(double timeout) {
+  return timeout != timeout ? MP_EINVAL : 0;
+}
 /* A deadline that never passes, for waits that have none. */
 #define MP__NO_DEADLINE (&(const mp__deadline_t){.forever = true})
 /* True once the deadline has passed (never for forever). */
@@ -44,6 +50,23 @@ bool mp__deadline_expired(const mp__deadline_t *d);
 int mp__deadline_poll_ms(const mp__deadline_t *d);
 /* Monotonic now in nanoseconds. */
 uint64_t mp__now_ns(void);
+
+/* ---- Sizes ----------------------------------------------------------------
+ * Every size the library computes from a caller's numbers goes through
+ * mp__size: a * b + c, refused (false) when it overflows or exceeds
+ * MP__SIZE_MAX. The bound is far above any arena or message and far below
+ * where later arithmetic (headers, rounding to pages, doubling a capacity)
+ * could overflow, so code after the check need not think about it. The
+ * caller turns false into -ENOMEM (or NULL with errno ENOMEM). */
+#define MP__SIZE_MAX ((size_t)1 << 48)
+static inline bool mp__size(size_t a, size_t b, size_t c, size_t *out) {
+  size_t r;
+  if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r) ||
+      r > MP__SIZE_MAX)
+    return false;
+  *out = r;
+  return true;
+}
 
 /* ---- Shared memory allocation -------------------------------------------
  * Memory for shared objects (locks, queues, values). A pointer returned

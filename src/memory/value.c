@@ -30,13 +30,19 @@ struct mp_value {
 
 _Static_assert(offsetof(struct mp_value, data) == 64, "data is aligned");
 
-static mp_value_t *value_new(uint64_t size, uint64_t count,
+static mp_value_t *value_new(size_t elem_size, size_t count,
                              enum value_lock kind) {
   mp__check_bootstrapped();
+  size_t size, total;
+  if (!mp__size(elem_size, count, 0, &size) ||
+      !mp__size(size, 1, sizeof(mp_value_t), &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
   /* With a lock, mp__sync_alloc makes sure the owner table of the robust
    * locks exists before any child starts. */
-  mp_value_t *v = kind != VALUE_NO_LOCK ? mp__sync_alloc(sizeof *v + size)
-                                        : mp__shm_alloc(sizeof *v + size);
+  mp_value_t *v =
+      kind != VALUE_NO_LOCK ? mp__sync_alloc(total) : mp__shm_alloc(total);
   if (!v)
     return NULL;
   v->magic = VALUE_MAGIC;
@@ -85,12 +91,7 @@ mp_value_t *mp_array_new(size_t n, size_t elem_size, bool lock) {
     errno = EINVAL;
     return NULL;
   }
-  if (n > SIZE_MAX / elem_size) {
-    errno = ENOMEM;
-    return NULL;
-  }
-  return value_new((uint64_t)n * elem_size, n,
-                   lock ? VALUE_OWN_RLOCK : VALUE_NO_LOCK);
+  return value_new(elem_size, n, lock ? VALUE_OWN_RLOCK : VALUE_NO_LOCK);
 }
 
 static const mp_value_t *checked(const mp_value_t *v) {

@@ -120,17 +120,13 @@ static int job_array(mp_pool_t *pool, struct mp_async *r, int which,
   return 0;
 }
 
-static bool mul_overflows(size_t a, size_t b, size_t *out) {
-  return __builtin_mul_overflow(a, b, out);
-}
-
 static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
   size_t in_bytes, out_bytes, item_bytes;
-  if (mul_overflows(s->n, s->in_size, &in_bytes) ||
-      mul_overflows(s->n, s->out_size, &out_bytes) ||
-      mul_overflows(s->n, sizeof(mp__pool_item_t), &item_bytes) ||
-      item_bytes > SIZE_MAX / 2)
+  if (!mp__size(s->n, s->in_size, 0, &in_bytes) ||
+      !mp__size(s->n, s->out_size, 0, &out_bytes) ||
+      !mp__size(s->n, 2 * sizeof(mp__pool_item_t), 0, &item_bytes))
     return -ENOMEM;
+  item_bytes /= 2; /* the log has twice as many bytes as the items */
   r->blocks[MP__BLOCK_JOB] = mp__pool_block_get(pool, sizeof(mp__pool_job_t));
   mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
   if (!job)
@@ -165,9 +161,9 @@ static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
 
 static int build_apply_job(mp_pool_t *pool, const spec_t *s,
                            struct mp_async *r) {
-  size_t size = sizeof(mp__pool_job_t);
-  if (__builtin_add_overflow(size, s->in_size, &size) ||
-      __builtin_add_overflow(size, s->out_size, &size))
+  size_t size;
+  if (!mp__size(s->in_size, 1, sizeof(mp__pool_job_t), &size) ||
+      !mp__size(size, 1, s->out_size, &size))
     return -ENOMEM;
   r->blocks[MP__BLOCK_JOB] = mp__pool_block_get(pool, size);
   mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
@@ -620,7 +616,7 @@ static void release_shared(mp_pool_t *pool) {
 }
 
 static int check_opts(const mp_pool_opts_t *o) {
-  if (o->processes < 0 || isnan(o->task_timeout) ||
+  if (o->processes < 0 || mp__timeout_check(o->task_timeout) < 0 ||
       (!o->initarg && o->initarg_size))
     return MP_EINVAL;
   return 0;

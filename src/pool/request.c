@@ -69,6 +69,9 @@ bool mp__pool_request_ready(struct mp_async *r) {
  * seq moved. */
 int mp__pool_job_wait(mp__pool_job_t *job, bool (*ready)(void *), void *arg,
                       double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   if (ready(arg))
     return 0;
   mp__deadline_t deadline = mp__deadline_in(timeout);

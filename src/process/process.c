@@ -303,6 +303,8 @@ int mp_process_start(mp_process_t *p) {
   if (rc < 0)
     return rc;
   const mp_context_t *ctx = p->ctx ? p->ctx : mp__default_context();
+  if (!ctx)
+    return MP_EINVAL; /* MPROC_START_METHOD names no method */
   /* Every child gets the arena, also the ones started before anything was
    * allocated, so that later allocations reach them. */
   if ((rc = mp__arena_ensure()) < 0 ||
@@ -465,6 +467,9 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
  * -------------------------------------------------------- */
 
 int mp_process_join(mp_process_t *p, double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   if (p->kind == MP__PROCESS_PARENT) {
     /* The parent is no child of ours: wait for its pidfd only. */
     struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};

@@ -85,7 +85,8 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
   h.parent_pidfd = mp__self_pidfd(); /* -ENOSYS without pidfds */
   if (h.parent_pidfd < 0)
     h.parent_pidfd = -1;
-  h.default_method = (int32_t)mp__default_context()->method;
+  const mp_context_t *method = mp__default_context();
+  h.default_method = (int32_t)(method ? method->method : MP__METHOD_FORK);
   const mp_process_t *described = p ? p : self;
   h.daemon = p && p->daemon;
   h.depth = described->depth;

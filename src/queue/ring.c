@@ -870,6 +870,12 @@ static int put_record(mp__ring_t *r, put_op_t *op) {
 
 int mp__ring_put(mp__ring_t *r, const void *buf, size_t len, double timeout) {
   assert(r->magic == RING_MAGIC);
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
+  size_t checked;
+  if (!mp__size(len, 1, 0, &checked))
+    return -ENOMEM; /* no block could hold it: refused before any lock */
   if (is_closed(r))
     return MP_ECLOSED;
   put_op_t op = {.buf = buf, .len = len, .time = {.timeout = timeout}};
@@ -1108,6 +1114,9 @@ static int ring_get(mp__ring_t *r, get_out_t *out, double timeout) {
 }
 
 int mp__ring_get(mp__ring_t *r, void **buf, size_t *len, double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   get_out_t out = {.into = false};
   int rc = ring_get(r, &out, timeout);
   if (rc == 0) {
@@ -1119,6 +1128,9 @@ int mp__ring_get(mp__ring_t *r, void **buf, size_t *len, double timeout) {
 
 int mp__ring_get_into(mp__ring_t *r, void *buf, size_t cap, size_t *len,
                       double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   get_out_t out = {.into = true, .cap = cap, .buf = buf};
   int rc = ring_get(r, &out, timeout);
   if (rc == 0 || rc == MP_EOVERFLOW)
@@ -1211,6 +1223,9 @@ static bool nothing_unfinished(const void *arg) {
 }
 
 int mp__ring_join(mp__ring_t *r, double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   op_time_t t = {.timeout = timeout};
   for (;;) {
     if (unfinished_count(r) == 0)

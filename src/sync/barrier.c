@@ -95,7 +95,7 @@ static unsigned count_of(uint64_t st) {
 
 mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
                              double timeout) {
-  if (parties == 0 || parties > MAX_PARTIES) {
+  if (parties == 0 || parties > MAX_PARTIES || mp__timeout_check(timeout)) {
     errno = EINVAL;
     return NULL;
   }
@@ -366,7 +366,9 @@ static int finish(mp_barrier_t *b, unsigned index, uint32_t seq) {
 int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
   assert(b->magic == BARRIER_MAGIC);
   mp__owner_t me;
-  int rc = mp__owner_self(&me);
+  int rc = mp__timeout_check(timeout);
+  if (rc == 0)
+    rc = mp__owner_self(&me);
   if (rc < 0)
     return rc;
   mp__deadline_t deadline = mp__deadline_in(timeout);

@@ -97,6 +97,9 @@ static int wait_until(mp_condition_t *c, const mp__deadline_t *deadline) {
 
 int mp_condition_wait(mp_condition_t *c, double timeout) {
   assert(c->magic == CONDITION_MAGIC);
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   mp__deadline_t deadline = mp__deadline_in(timeout);
   return wait_until(c, &deadline);
 }
@@ -104,6 +107,9 @@ int mp_condition_wait(mp_condition_t *c, double timeout) {
 int mp_condition_wait_for(mp_condition_t *c, mp_condition_pred_cb pred,
                           void *arg, double timeout) {
   assert(c->magic == CONDITION_MAGIC);
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   if (!mp__mutex_is_mine(c->lock))
     return MP_ENOTOWNER;
   mp__deadline_t deadline = mp__deadline_in(timeout);

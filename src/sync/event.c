@@ -68,6 +68,9 @@ static bool was_set(uint32_t start, uint32_t now) {
 
 int mp_event_wait(mp_event_t *e, double timeout) {
   assert(e->magic == EVENT_MAGIC);
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   uint32_t start = atomic_load(&e->word);
   if (start & FLAG_SET)
     goto set;

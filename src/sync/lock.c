@@ -71,11 +71,11 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
 
 /* The slow path of an acquire given a timeout: the deadline is computed
  * only here, so the fast path reads no clock (and waiting forever never
- * does: NaN waits forever too). */
+ * does). */
 static __attribute__((noinline)) int
 lock_slow_timeout(mp__mutex_t *m, mp__owner_t me, double timeout) {
   mp__deadline_t deadline = {.forever = true};
-  if (timeout >= 0)
+  if (timeout >= 0) /* NaN was refused before */
     deadline = mp__deadline_in(timeout);
   return lock_slow(m, me, &deadline);
 }
@@ -87,7 +87,9 @@ static inline int mutex_acquire(mp__mutex_t *m, double timeout,
                                 const mp__deadline_t *deadline,
                                 bool recursive) {
   mp__owner_t me;
-  int rc = mp__owner_self(&me);
+  int rc = deadline ? 0 : mp__timeout_check(timeout);
+  if (rc == 0)
+    rc = mp__owner_self(&me);
   if (rc < 0)
     return rc;
   if (recursive && (atomic_load_explicit(&m->word, memory_order_relaxed) &

@@ -55,6 +55,9 @@ static bool try_take(mp_semaphore_t *s, uint32_t *v) {
 
 int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
   assert(s->magic == SEMAPHORE_MAGIC);
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   uint32_t v = atomic_load(&s->word);
   if (try_take(s, &v))
     goto taken;
