@@ -290,6 +290,26 @@ static void test_unknown_start_method_is_an_error(void **state) {
   assert_int_equal(in_helper(bad_start_method, 60), 0);
 }
 
+/* ---- 8. a fully static program ------------------------------------------ */
+
+static void test_static_program_starts_children(void **state) {
+  (void)state;
+#ifdef MPT_STATIC_CHILD
+  char *argv[] = {MPT_STATIC_CHILD, NULL};
+  char *out = NULL;
+  int status = 0;
+  assert_mp_ok(mpt_run_command(argv, 120, &out, &status));
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  assert_int_equal(
+      mpt_count_lines(out, "spawn: start=OK exitcode=0 flag=42"), 1);
+  assert_int_equal(
+      mpt_count_lines(out, "forkserver: start=OK exitcode=0 flag=42"), 1);
+  free(out);
+#else
+  skip(); /* no static libc here, or a sanitizer build */
+#endif
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
@@ -298,6 +318,7 @@ int main(int argc, char **argv) {
       mpt_test(test_huge_sizes_fail_promptly),
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),
+      mpt_test(test_static_program_starts_children),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -37,8 +37,11 @@ typedef struct mp_process_type {
  * the parent's main() never runs there. A spawned child that reaches any
  * other mproc call without having passed through mp_main() stops with a
  * message on stderr and exit status 70 instead of starting processes of
- * its own. Returns a negative code if the program was started as a child
- * but the start data could not be read. */
+ * its own. A program started with the spawn marker (MPROC_SPAWN) whose
+ * start data cannot be read (the marker names no readable start data)
+ * stops before main() with a message and the same status 70: it never
+ * runs main() as a child. Returns a negative code if the program was
+ * started as a child but the start data could not be read. */
 MP_API int mp_main(int argc, char **argv);
 
 /* ---- Process objects ---------------------------------------------------
@@ -62,8 +65,12 @@ MP_API void *mp_process_data(mp_process_t *p);
 
 /* Process.start(). MP_ESTATE if already started, closed, if the caller is
  * a daemonic process ("daemonic processes are not allowed to have
- * children"), or if the object is not the caller's child. -errno if the
- * system refused (EAGAIN, ENOMEM, or the exec error under spawn). */
+ * children"), or if the object is not the caller's child. MP_ENOMAIN under
+ * spawn and forkserver when the program's main() did not call mp_main()
+ * first (its child would run main() again; a message says so on stderr);
+ * MP_EINVAL when the default method is used and MPROC_START_METHOD names
+ * no method. -errno if the system refused (EAGAIN, ENOMEM, or the exec
+ * error under spawn). */
 MP_API int mp_process_start(mp_process_t *p);
 
 /* Process.join(timeout): waits until the process ends and reaps it.

@@ -168,6 +168,10 @@ enum mp__exit_status {
 void mp__boot_set_role(enum mp__boot_role role);
 /* mp_main(): the pending role, once (MP__BOOT_NONE afterwards). */
 enum mp__boot_role mp__boot_take(void);
+/* Whether mp_main() ran in this process (or in the parent it was forked
+ * from): a program whose main() does not call it cannot use spawn or the
+ * forkserver, since its children would run main() again. */
+bool mp__boot_main_called(void);
 /* Stops a spawned child that reached the API without passing through
  * mp_main() (see mp_main); does nothing otherwise. */
 void mp__check_bootstrapped(void);

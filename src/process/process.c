@@ -297,6 +297,19 @@ static int start_checks(mp_process_t *p) {
   return 0;
 }
 
+/* The program's main() did not call mp_main(): a spawned child (or the
+ * forkserver) would run main() again. Said once, refused every time. */
+static int no_main(void) {
+  static atomic_flag said = ATOMIC_FLAG_INIT;
+  if (!atomic_flag_test_and_set(&said))
+    fprintf(stderr,
+            "mproc: main() did not call mp_main(argc, argv) before starting a "
+            "process with the spawn or forkserver method: call it first "
+            "thing in main() (the C form of Python's `if __name__ == "
+            "\"__main__\":` guard). The start fails with MP_ENOMAIN.\n");
+  return MP_ENOMAIN;
+}
+
 int mp_process_start(mp_process_t *p) {
   mp__check_bootstrapped();
   int rc = start_checks(p);
@@ -305,6 +318,8 @@ int mp_process_start(mp_process_t *p) {
   const mp_context_t *ctx = p->ctx ? p->ctx : mp__default_context();
   if (!ctx)
     return MP_EINVAL; /* MPROC_START_METHOD names no method */
+  if (ctx->method != MP__METHOD_FORK && !mp__boot_main_called())
+    return no_main();
   /* Every child gets the arena, also the ones started before anything was
    * allocated, so that later allocations reach them. */
   if ((rc = mp__arena_ensure()) < 0 ||
