@@ -14,7 +14,8 @@
 #include "support.h"
 #include "testing.h"
 
-/* ---- helpers -------------------------------------------------------------- */
+/* ---- helpers --------------------------------------------------------------
+ */
 
 /* Runs fn in a forked helper process and returns its exit status (or 128 +
  * the signal). The helper is killed if it has not ended after 60 s. */
@@ -25,8 +26,7 @@ static int in_helper(int (*fn)(void), double timeout) {
   if (pid == 0)
     _exit(fn());
   int status = 0;
-  for (double waited = 0; waitpid(pid, &status, WNOHANG) == 0;
-       waited += 0.01) {
+  for (double waited = 0; waitpid(pid, &status, WNOHANG) == 0; waited += 0.01) {
     if (waited > timeout) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
@@ -41,7 +41,8 @@ static bool fd_is_open(int fd) {
   return fcntl(fd, F_GETFD) >= 0;
 }
 
-/* ---- 1. fds 0, 1 and 2 closed in the parent -------------------------------- */
+/* ---- 1. fds 0, 1 and 2 closed in the parent --------------------------------
+ */
 
 static void set_flag(void *arg) {
   atomic_store(*(_Atomic int **)arg, 1);
@@ -108,7 +109,8 @@ static void test_marker_without_start_data(void **state) {
   }
 }
 
-/* ---- 2. a connection passed on to a grandchild ---------------------------- */
+/* ---- 2. a connection passed on to a grandchild ----------------------------
+ */
 
 typedef struct relay_arg {
   mp_conn_t *conn;
@@ -155,7 +157,6 @@ static void test_connection_reaches_grandchild(void **state) {
   mp_conn_free(a);
   mp_conn_free(b);
 }
-
 
 /* ---- 5. sizes ---------------------------------------------------------- */
 
@@ -251,7 +252,8 @@ static void test_nan_timeouts_are_einval(void **state) {
   mp_lock_free(l);
 }
 
-/* ---- 7. MPROC_START_METHOD with a typo ------------------------------------ */
+/* ---- 7. MPROC_START_METHOD with a typo ------------------------------------
+ */
 
 static int bad_start_method(void) {
   /* stderr into a memfd, to read what was said. */
@@ -300,8 +302,8 @@ static void test_static_program_starts_children(void **state) {
   int status = 0;
   assert_mp_ok(mpt_run_command(argv, 120, &out, &status));
   assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-  assert_int_equal(
-      mpt_count_lines(out, "spawn: start=OK exitcode=0 flag=42"), 1);
+  assert_int_equal(mpt_count_lines(out, "spawn: start=OK exitcode=0 flag=42"),
+                   1);
   assert_int_equal(
       mpt_count_lines(out, "forkserver: start=OK exitcode=0 flag=42"), 1);
   free(out);

@@ -57,6 +57,29 @@ MP_API const char *mp_strerror(int err);
  * NULL; the string is static. */
 MP_API const char *mp_errname(int err);
 
+/* ---- The checking mode (beyond Python) ------------------------------------
+ * C has no pickling to stop a child from receiving a pointer it cannot use,
+ * nor multiprocessing's logger. With the environment variable MPROC_DEBUG
+ * set to a level (read once, before main), or with mp_set_debug(level):
+ *   MP_DEBUG_INFO (1): a warning when the arg bytes or the data block of a
+ *     process started with spawn or forkserver hold an 8-byte aligned value
+ *     that points into the parent's stack, heap or code (the child would
+ *     crash on it: pass data, or arena pointers); a line on stderr for each
+ *     process start and exit, each pool worker replaced, and each lock whose
+ *     dead owner was taken over (Python's log_to_stderr(INFO));
+ *   MP_DEBUG_TRACE (2): more detail (Python's DEBUG).
+ * Lines look like "[mproc INFO/1234] ..." (the pid). Off (0, the default),
+ * it costs one load at each place that could log. */
+enum mp_debug_level {
+  MP_DEBUG_OFF = 0,
+  MP_DEBUG_INFO = 1,
+  MP_DEBUG_TRACE = 2,
+};
+
+/* Sets the level (negative means off) for this process and the children
+ * it starts afterwards; returns the previous level. Thread-safe. */
+MP_API int mp_set_debug(int level);
+
 /* Frees a buffer the library returned with malloc (recv_bytes, get, ...). */
 MP_API void mp_free(void *buf);
 

@@ -51,6 +51,26 @@ int mp__deadline_poll_ms(const mp__deadline_t *d);
 /* Monotonic now in nanoseconds. */
 uint64_t mp__now_ns(void);
 
+/* ---- The checking mode (debug.c) ------------------------------------------
+ * mp__debug_log(level, format, ...) prints one line on stderr when the
+ * level set by MPROC_DEBUG or mp_set_debug is at least `level`; off, it is
+ * one load and a branch, and its arguments are not evaluated. */
+extern _Atomic int mp__debug_level;
+void mp__debug_print(int level, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+#define mp__debug_log(level, ...)                                              \
+  do {                                                                         \
+    if (__builtin_expect(atomic_load_explicit(&mp__debug_level,                \
+                                              memory_order_relaxed) >=         \
+                             (level),                                          \
+                         0))                                                   \
+      mp__debug_print((level), __VA_ARGS__);                                   \
+  } while (0)
+/* Whether the checks of that level are on (for checks that cost). */
+static inline bool mp__debug_on(int level) {
+  return atomic_load_explicit(&mp__debug_level, memory_order_relaxed) >= level;
+}
+
 /* ---- Sizes ----------------------------------------------------------------
  * Every size the library computes from a caller's numbers goes through
  * mp__size: a * b + c, refused (false) when it overflows or exceeds

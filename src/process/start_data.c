@@ -106,8 +106,8 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
   if (rc < 0)
     return rc;
   int *fds;
-  int n = collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds,
-                      &h.user_fds);
+  int n =
+      collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds, &h.user_fds);
   if (n < 0)
     return n;
   h.fd_count = (uint32_t)n;

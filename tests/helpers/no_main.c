@@ -15,9 +15,9 @@ int main(void) {
   fflush(stdout);
   const char *methods[] = {"spawn", "forkserver", "fork"};
   for (int i = 0; i < 3; i++) {
-    mp_process_t *p = mp_process_new(
-        target, NULL, 0,
-        &(mp_process_opts_t){.ctx = mp_get_context(methods[i])});
+    mp_process_t *p =
+        mp_process_new(target, NULL, 0,
+                       &(mp_process_opts_t){.ctx = mp_get_context(methods[i])});
     int rc = p ? mp_process_start(p) : -1;
     int code = -1;
     if (rc == 0 && mp_process_join(p, 30) == 0)

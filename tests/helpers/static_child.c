@@ -17,9 +17,9 @@ int main(int argc, char **argv) {
   const char *methods[] = {"spawn", "forkserver"};
   for (int i = 0; i < 2; i++) {
     atomic_store(flag, 0);
-    mp_process_t *p = mp_process_new(
-        target, &flag, sizeof flag,
-        &(mp_process_opts_t){.ctx = mp_get_context(methods[i])});
+    mp_process_t *p =
+        mp_process_new(target, &flag, sizeof flag,
+                       &(mp_process_opts_t){.ctx = mp_get_context(methods[i])});
     int rc = p ? mp_process_start(p) : -1;
     int code = -1;
     if (rc == 0 && mp_process_join(p, 60) == 0)
