@@ -312,11 +312,95 @@ static void test_static_program_starts_children(void **state) {
 #endif
 }
 
+/* ---- 3. pool tasks that write past their room ------------------------------
+ */
+
+/* Ignores out_cap: always writes 8 KiB and says so. */
+static int write_8k(const void *in, size_t in_len, void *out, size_t out_cap,
+                    size_t *out_len) {
+  (void)in, (void)in_len, (void)out_cap;
+  memset(out, 0x5a, 8192);
+  *out_len = 8192;
+  return 0;
+}
+
+/* A result of *(size_t *)in bytes, byte k being k % 251. */
+static int write_n(const void *in, size_t in_len, void *out, size_t out_cap,
+                   size_t *out_len) {
+  (void)in_len, (void)out_cap;
+  size_t n = *(const size_t *)in;
+  for (size_t k = 0; k < n; k++)
+    ((unsigned char *)out)[k] = (unsigned char)(k % 251);
+  *out_len = n;
+  return 0;
+}
+
+/* A map function that writes twice its out_size (8 bytes) for item 3. */
+static int overrun_at_3(const void *in, void *out) {
+  int k = *(const int *)in;
+  memset(out, 0x77, k == 3 ? 4096 * 4 : 8);
+  return 0;
+}
+
+typedef struct fenced {
+  uint64_t before[64];
+  uint64_t out[8];
+  uint64_t after[64];
+} fenced_t;
+
+static void test_pool_task_overrun_is_an_error(void **state) {
+  (void)state;
+  mp_pool_t *pool = mp_pool_new(&(mp_pool_opts_t){.processes = 2});
+  assert_non_null(pool);
+  /* apply_async has room for any size by default. */
+  mp_async_t *a = mp_pool_apply_async(pool, write_8k, NULL, 0, NULL);
+  assert_non_null(a);
+  const void *result;
+  size_t len;
+  assert_mp_ok(mp_async_get(a, 60, &result, &len));
+  assert_int_equal(len, 8192);
+  assert_int_equal(((const unsigned char *)result)[8191], 0x5a);
+  mp_async_free(a);
+  size_t big = 10u << 20;
+  a = mp_pool_apply_async(pool, write_n, &big, sizeof big, NULL);
+  assert_mp_ok(mp_async_get(a, 60, &result, &len));
+  assert_int_equal(len, big);
+  for (size_t k = 0; k < big; k += 4099)
+    assert_int_equal(((const unsigned char *)result)[k], k % 251);
+  mp_async_free(a);
+  /* A task that writes past the room it was given dies on it: the parent's
+   * memory is untouched and the task's result is MP_EWORKER. */
+  fenced_t *f = calloc(1, sizeof *f);
+  assert_mp(MP_EWORKER, mp_pool_apply(pool, write_8k, NULL, 0, f->out,
+                                      sizeof f->out, &len));
+  a = mp_pool_apply_async(pool, write_8k, NULL, 0,
+                          &(mp_async_opts_t){.result_max = 100});
+  assert_mp(MP_EWORKER, mp_async_get(a, 60, &result, &len));
+  mp_async_free(a);
+  int in[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  assert_mp(MP_EWORKER, mp_pool_map(pool, overrun_at_3, in, sizeof *in, f->out,
+                                    sizeof *f->out, 8, 1));
+  for (int k = 0; k < 64; k++)
+    assert_true(f->before[k] == 0 && f->after[k] == 0);
+  for (int k = 0; k < 8; k++)
+    if (k != 3)
+      assert_int_equal(f->out[k], 0x7777777777777777ull);
+  /* The pool goes on. */
+  assert_mp_ok(mp_pool_apply(pool, write_n, &(size_t){16}, sizeof(size_t),
+                             f->out, sizeof f->out, &len));
+  assert_int_equal(len, 16);
+  free(f);
+  assert_mp_ok(mp_pool_close(pool));
+  assert_mp_ok(mp_pool_join(pool));
+  mp_pool_free(pool);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
       mpt_test(test_marker_without_start_data),
       mpt_test(test_connection_reaches_grandchild),
+      mpt_test(test_pool_task_overrun_is_an_error),
       mpt_test(test_huge_sizes_fail_promptly),
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),

@@ -88,6 +88,7 @@ typedef struct spec {
   uint32_t flags; /* MP__JOB_EACH for imap */
   bool log;       /* imap_unordered */
   const mp_async_opts_t *opts;
+  bool any_size; /* apply_async without result_max */
 } spec_t;
 
 static size_t auto_chunksize(size_t n, int processes) {
@@ -176,6 +177,7 @@ static int build_apply_job(mp_pool_t *pool, const spec_t *s,
     memcpy(in, s->in, s->in_size);
   job->in = in;
   job->out = in + s->in_size;
+  job->any_size = s->any_size;
   job->items = &job->item;
   job->in_size = s->in_size;
   job->out_size = s->out_size;
@@ -383,11 +385,13 @@ int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
   if (rc < 0)
     return rc;
   rc = r->result;
-  size_t len = atomic_load(&r->job->out_len);
+  const void *result;
+  size_t len;
+  mp__pool_result(r, &result, &len);
   if (out_len)
     *out_len = len;
   if (rc == 0 && len)
-    memcpy(out, r->job->out, len);
+    memcpy(out, result, len);
   mp__pool_request_release(r);
   return rc;
 }
@@ -395,8 +399,10 @@ int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
 mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
                                 const void *in, size_t in_len,
                                 const mp_async_opts_t *opts) {
-  size_t cap = opts && opts->result_max ? opts->result_max : MP_POOL_RESULT_MAX;
+  bool any_size = !opts || !opts->result_max;
+  size_t cap = any_size ? MP__POOL_INLINE_RESULT : opts->result_max;
   spec_t s = apply_spec(fn, in, in_len, cap);
+  s.any_size = any_size;
   s.opts = opts;
   return submit_or_null(pool, &s);
 }
