@@ -395,12 +395,158 @@ static void test_pool_task_overrun_is_an_error(void **state) {
   mp_pool_free(pool);
 }
 
+/* ---- 4. freed, foreign and NULL handles -----------------------------------
+ */
+
+static void test_freed_and_foreign_handles_are_einval(void **state) {
+  (void)state;
+  mp_lock_t *l = mp_lock_new();
+  mp_rlock_t *r = mp_rlock_new();
+  mp_semaphore_t *s = mp_semaphore_new(1);
+  mp_event_t *e = mp_event_new();
+  mp_condition_t *c = mp_condition_new(NULL);
+  mp_barrier_t *b = mp_barrier_new(2, NULL, MP_FOREVER);
+  mp_queue_t *q = mp_queue_new(0);
+  mp_simple_queue_t *sq = mp_simple_queue_new();
+  mp_joinable_queue_t *jq = mp_joinable_queue_new(0);
+  mp_value_t *v = mp_value_new(8, true);
+  mp_conn_t *a, *z;
+  assert_mp_ok(mp_pipe(&a, &z, true));
+  /* Foreign: an object of another kind, or memory that is no object. */
+  int local = 0;
+  assert_mp(MP_EINVAL, mp_lock_acquire((mp_lock_t *)e, 0));
+  assert_mp(MP_EINVAL, mp_lock_acquire((mp_lock_t *)&local, 0));
+  assert_mp(MP_EINVAL, mp_event_set((mp_event_t *)l));
+  assert_mp(MP_EINVAL, mp_queue_put((mp_queue_t *)sq, "x", 1, 0));
+  assert_mp(MP_EINVAL, mp_simple_queue_put((mp_simple_queue_t *)q, "x", 1));
+  assert_mp(MP_EINVAL, mp_conn_send_bytes((mp_conn_t *)v, "x", 1));
+  /* Freed: every call says so instead of acting on freed memory. */
+  mp_lock_free(l);
+  mp_rlock_free(r);
+  mp_semaphore_free(s);
+  mp_event_free(e);
+  mp_condition_free(c);
+  mp_barrier_free(b);
+  mp_queue_free(q);
+  mp_simple_queue_free(sq);
+  mp_joinable_queue_free(jq);
+  mp_value_free(v);
+  mp_conn_free(z);
+  assert_mp(MP_EINVAL, mp_lock_acquire(l, MP_FOREVER));
+  assert_mp(MP_EINVAL, mp_lock_release(l));
+  assert_mp(MP_EINVAL, mp_rlock_acquire(r, MP_FOREVER));
+  assert_false(mp_rlock_is_mine(r));
+  assert_mp(MP_EINVAL, mp_semaphore_acquire(s, MP_FOREVER));
+  assert_mp(MP_EINVAL, mp_semaphore_release(s));
+  assert_mp(MP_EINVAL, mp_event_set(e));
+  assert_mp(MP_EINVAL, mp_event_wait(e, MP_FOREVER));
+  assert_false(mp_event_is_set(e));
+  assert_mp(MP_EINVAL, mp_condition_acquire(c, MP_FOREVER));
+  assert_mp(MP_EINVAL, mp_condition_notify_all(c));
+  assert_mp(MP_EINVAL, mp_barrier_wait(b));
+  assert_int_equal(mp_barrier_parties(b), 0);
+  assert_mp(MP_EINVAL, mp_queue_put(q, "x", 1, MP_FOREVER));
+  void *buf;
+  size_t len;
+  assert_mp(MP_EINVAL, mp_queue_get(q, &buf, &len, MP_FOREVER));
+  assert_int_equal(mp_queue_qsize(q), 0);
+  assert_mp(MP_EINVAL, mp_simple_queue_put(sq, "x", 1));
+  assert_mp(MP_EINVAL, mp_joinable_queue_join(jq, MP_FOREVER));
+  assert_null(mp_value_ptr(v));
+  assert_mp(MP_EINVAL, mp_value_acquire(v, MP_FOREVER));
+  assert_mp(MP_EINVAL, mp_conn_send_bytes(z, "x", 1));
+  assert_true(mp_conn_closed(z));
+  mp_conn_free(a);
+}
+
+static void test_null_handles_never_crash(void **state) {
+  (void)state;
+  assert_null(mp_process_name(NULL));
+  assert_int_equal(mp_process_pid(NULL), -1);
+  assert_mp(MP_EINVAL, mp_process_start(NULL));
+  assert_mp(MP_EINVAL, mp_process_join(NULL, 0));
+  assert_mp(MP_EINVAL, mp_process_terminate(NULL));
+  assert_false(mp_process_is_alive(NULL));
+  int code;
+  assert_mp(MP_EINVAL, mp_process_exitcode(NULL, &code));
+  assert_mp(MP_EINVAL, mp_process_sentinel(NULL));
+  mp_process_free(NULL);
+  assert_mp(MP_EINVAL, mp_lock_acquire(NULL, 0));
+  assert_mp(MP_EINVAL, mp_rlock_release(NULL));
+  assert_int_equal(mp_rlock_count(NULL), 0);
+  assert_mp(MP_EINVAL, mp_semaphore_value(NULL));
+  assert_false(mp_event_is_set(NULL));
+  assert_mp(MP_EINVAL, mp_condition_wait(NULL, 0));
+  assert_false(mp_barrier_broken(NULL));
+  assert_mp(MP_EINVAL, mp_queue_put(NULL, "x", 1, 0));
+  assert_true(mp_queue_empty(NULL) == false);
+  assert_mp(MP_EINVAL, mp_simple_queue_close(NULL));
+  assert_mp(MP_EINVAL, mp_joinable_queue_task_done(NULL));
+  assert_null(mp_value_ptr(NULL));
+  assert_int_equal(mp_value_size(NULL), 0);
+  assert_mp(MP_EINVAL, mp_conn_send_bytes(NULL, "x", 1));
+  assert_mp(MP_EINVAL, mp_conn_poll(NULL, 0));
+  mp_waitable_t w = mp_waitable_conn(NULL);
+  assert_mp(MP_EINVAL, mp_wait(&w, 1, 0, NULL));
+  assert_null(mp_shm_buf(NULL));
+  assert_null(mp_listener_address(NULL));
+  assert_mp(MP_EINVAL, mp_pool_close(NULL));
+  assert_mp(MP_EINVAL, mp_async_wait(NULL, 0));
+  assert_mp(MP_EINVAL, mp_iter_next(NULL, 0, NULL, NULL));
+  /* Freeing NULL is nothing, as free(NULL). */
+  mp_lock_free(NULL);
+  mp_queue_free(NULL);
+  mp_conn_free(NULL);
+  mp_value_free(NULL);
+  mp_pool_free(NULL);
+  mp_async_free(NULL);
+  mp_listener_free(NULL);
+}
+
+/* Frees a lock twice with stderr in a memfd; the helper must abort. */
+static int stderr_fd = -1;
+
+static int free_lock_twice(void) {
+  dup2(stderr_fd, 2);
+  mp_lock_t *l = mp_lock_new();
+  mp_lock_free(l);
+  mp_lock_free(l);
+  return 0; /* not reached */
+}
+
+static int free_queue_twice(void) {
+  dup2(stderr_fd, 2);
+  mp_queue_t *q = mp_queue_new(0);
+  mp_queue_free(q);
+  mp_queue_free(q);
+  return 0;
+}
+
+static void expect_abort(int (*fn)(void), const char *message) {
+  stderr_fd = memfd_create("stderr", 0);
+  assert_true(stderr_fd >= 0);
+  assert_int_equal(in_helper(fn, 60), 128 + SIGABRT);
+  char text[512] = {0};
+  assert_true(pread(stderr_fd, text, sizeof text - 1, 0) > 0);
+  assert_non_null(strstr(text, message));
+  close(stderr_fd);
+}
+
+static void test_double_free_aborts_naming_the_kind(void **state) {
+  (void)state;
+  expect_abort(free_lock_twice, "mp_lock_free: this lock was already freed");
+  expect_abort(free_queue_twice, "mp_queue_free: this queue was already freed");
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
       mpt_test(test_marker_without_start_data),
       mpt_test(test_connection_reaches_grandchild),
       mpt_test(test_pool_task_overrun_is_an_error),
+      mpt_test(test_freed_and_foreign_handles_are_einval),
+      mpt_test(test_null_handles_never_crash),
+      mpt_test(test_double_free_aborts_naming_the_kind),
       mpt_test(test_huge_sizes_fail_promptly),
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),

@@ -563,6 +563,8 @@ static uint64_t be_load(const uint8_t *p, int bytes) {
 
 int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
                   const mp__deadline_t *deadline) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   if (!buf && len > 0)
     return MP_EINVAL;
@@ -584,6 +586,8 @@ int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
 }
 
 int mp_conn_send_bytes(mp_conn_t *c, const void *buf, size_t len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   return mp__conn_send(c, buf, len, NULL);
 }
 
@@ -682,6 +686,8 @@ static int recv_begin(mp_conn_t *c, uint64_t limit, const mp__deadline_t *d,
 
 int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
                            size_t *len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   size_t hlen;
   uint64_t n;
@@ -711,10 +717,14 @@ out:
 }
 
 int mp_conn_recv_bytes(mp_conn_t *c, void **buf, size_t *len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   return mp_conn_recv_bytes_max(c, SIZE_MAX, buf, len);
 }
 
 int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   size_t hlen;
   uint64_t n;
@@ -732,6 +742,8 @@ int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
 
 int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
                   const mp__deadline_t *deadline) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   size_t hlen;
   uint64_t n;
@@ -754,6 +766,8 @@ static bool has_buffered(const mp_conn_t *c) {
 }
 
 int mp_conn_poll(mp_conn_t *c, double timeout) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   int rc = mp__timeout_check(timeout);
   if (rc == 0)
@@ -767,6 +781,10 @@ int mp_conn_poll(mp_conn_t *c, double timeout) {
 }
 
 int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l = local_find(c, ~0u);
   if (!l)
     return -ENOMEM;
@@ -777,6 +795,8 @@ int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
 }
 
 int mp_conn_fileno(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   bool ignored;
   return mp__conn_wait_fd(c, &ignored);
 }
@@ -787,18 +807,26 @@ static uint32_t local_state(mp_conn_t *c) {
 }
 
 bool mp_conn_closed(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return true; /* nothing can be done with it */
   return !(local_state(c) & LOCAL_OPEN);
 }
 
 bool mp_conn_readable(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return false;
   return local_state(c) & LOCAL_READABLE;
 }
 
 bool mp_conn_writable(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return false;
   return local_state(c) & LOCAL_WRITABLE;
 }
 
 void mp_conn_set_max_message(mp_conn_t *c, size_t max_len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return;
   atomic_store(&c->max_message, (uint64_t)max_len);
 }
 
@@ -806,6 +834,8 @@ void mp_conn_set_max_message(mp_conn_t *c, size_t max_len) {
  */
 
 int mp_conn_close(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l = local_find(c, ~0u);
   if (!l)
     return -ENOMEM;
@@ -820,10 +850,12 @@ int mp_conn_close(mp_conn_t *c) {
 void mp_conn_free(mp_conn_t *c) {
   if (!c)
     return;
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    mp__object_retire(c, CONN_MAGIC, "conn"); /* aborts with a message */
   mp_conn_close(c);
   local_forget(c);
   if (c->creator == (int32_t)getpid()) {
-    c->magic = 0;
+    mp__object_retire(c, CONN_MAGIC, "conn");
     mp__shm_free(c);
   }
 }

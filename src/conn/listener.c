@@ -279,6 +279,8 @@ static int accept_peer(mp_listener_t *l, const mp__deadline_t *d) {
 }
 
 int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
+  if (!l)
+    return MP_EINVAL;
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
@@ -312,14 +314,20 @@ int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
 }
 
 const char *mp_listener_address(const mp_listener_t *l) {
+  if (!l)
+    return NULL;
   return l->address;
 }
 
 int mp_listener_fileno(const mp_listener_t *l) {
+  if (!l)
+    return MP_EINVAL;
   return l->fd >= 0 ? l->fd : MP_ECLOSED;
 }
 
 int mp_listener_close(mp_listener_t *l) {
+  if (!l)
+    return MP_EINVAL;
   if (l->fd >= 0) {
     close(l->fd);
     l->fd = -1;
@@ -365,8 +373,8 @@ static int connect_finish(int fd, const mp__deadline_t *d) {
 
 static int connect_one(int family, const struct sockaddr *sa, socklen_t len,
                        const mp__deadline_t *d) {
-  int fd =
-      mp__fd_high(socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  int fd = mp__fd_high(
+      socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd < 0)
     return -errno;
   int rc;

@@ -138,6 +138,28 @@ void mp__inherit_fd_remove(int fd);
  * front (and one spare at the end). Returns the number copied, or -ENOMEM. */
 int mp__inherit_fd_copy(int **out, size_t reserve);
 
+/* ---- Handles of shared objects ----------------------------------------------
+ * Every shared object (lock, semaphore, event, condition, barrier, queue,
+ * value, connection) starts with a 32-bit magic of its kind. Every public
+ * call checks the handle it is given with mp__object_check, in every
+ * build: a NULL handle, a pointer outside the arena, an object of another
+ * kind or a freed one gives MP_EINVAL (false, 0 or NULL where the function
+ * returns no code). Freeing marks the object freed (MP__FREED of its
+ * magic) before its memory goes back, so that a use after the free is
+ * caught until the memory is used again, and a second free aborts with a
+ * message naming the kind. NULL is freed as nothing. */
+#define MP__FREED(magic) (~(uint32_t)(magic))
+static inline int mp__object_check(const void *obj, uint32_t magic) {
+  return obj && mp__arena_contains(obj) &&
+                 atomic_load_explicit((_Atomic uint32_t *)obj,
+                                      memory_order_relaxed) == magic
+             ? 0
+             : MP_EINVAL;
+}
+/* At the top of mp_<kind>_free of a non-NULL handle: marks obj freed, or
+ * aborts with a message when it is freed already or not a <kind>. */
+void mp__object_retire(void *obj, uint32_t magic, const char *kind);
+
 /* ---- After fork -----------------------------------------------------------
  * One registry for what each area must do around fork(): every fork of the
  * process (the fork start method, the forkserver's forks and the user's own

@@ -120,18 +120,26 @@ mp_shm_t *mp_shm_open(const char *name, bool create, size_t size) {
 }
 
 void *mp_shm_buf(const mp_shm_t *s) {
+  if (!s)
+    return NULL;
   return s->buf;
 }
 
 size_t mp_shm_size(const mp_shm_t *s) {
+  if (!s)
+    return 0;
   return s->size;
 }
 
 const char *mp_shm_name(const mp_shm_t *s) {
+  if (!s)
+    return NULL;
   return s->path + 1;
 }
 
 int mp_shm_unlink(const mp_shm_t *s) {
+  if (!s)
+    return MP_EINVAL;
   return shm_unlink(s->path) < 0 ? -errno : 0;
 }
 

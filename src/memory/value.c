@@ -65,7 +65,7 @@ mp_value_t *mp_value_new(size_t size, bool lock) {
 }
 
 mp_value_t *mp_value_new_with_rlock(size_t size, mp_rlock_t *lock) {
-  if (size == 0 || !lock) {
+  if (size == 0 || mp__object_check(lock, MP__RLOCK_MAGIC) < 0) {
     errno = EINVAL;
     return NULL;
   }
@@ -76,7 +76,7 @@ mp_value_t *mp_value_new_with_rlock(size_t size, mp_rlock_t *lock) {
 }
 
 mp_value_t *mp_value_new_with_lock(size_t size, mp_lock_t *lock) {
-  if (size == 0 || !lock) {
+  if (size == 0 || mp__object_check(lock, MP__LOCK_MAGIC) < 0) {
     errno = EINVAL;
     return NULL;
   }
@@ -94,33 +94,39 @@ mp_value_t *mp_array_new(size_t n, size_t elem_size, bool lock) {
   return value_new(elem_size, n, lock ? VALUE_OWN_RLOCK : VALUE_NO_LOCK);
 }
 
-static const mp_value_t *checked(const mp_value_t *v) {
-  assert(v && v->magic == VALUE_MAGIC);
-  return v;
-}
-
 void *mp_value_ptr(const mp_value_t *v) {
-  return (void *)checked(v)->data;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return NULL;
+  return (void *)v->data;
 }
 
 size_t mp_value_size(const mp_value_t *v) {
-  return (size_t)checked(v)->size;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return 0;
+  return (size_t)v->size;
 }
 
 size_t mp_value_len(const mp_value_t *v) {
-  return (size_t)checked(v)->count;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return 0;
+  return (size_t)v->count;
 }
 
 mp_rlock_t *mp_value_lock(const mp_value_t *v) {
-  return checked(v)->rlock;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return NULL;
+  return v->rlock;
 }
 
 mp_lock_t *mp_value_plain_lock(const mp_value_t *v) {
-  return checked(v)->lock;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return NULL;
+  return v->lock;
 }
 
 int mp_value_acquire(mp_value_t *v, double timeout) {
-  checked(v);
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return MP_EINVAL;
   if (v->rlock)
     return mp_rlock_acquire(v->rlock, timeout);
   if (v->lock)
@@ -129,7 +135,8 @@ int mp_value_acquire(mp_value_t *v, double timeout) {
 }
 
 int mp_value_release(mp_value_t *v) {
-  checked(v);
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return MP_EINVAL;
   if (v->rlock)
     return mp_rlock_release(v->rlock);
   if (v->lock)
@@ -140,7 +147,6 @@ int mp_value_release(mp_value_t *v) {
 void mp_value_free(mp_value_t *v) {
   if (!v)
     return;
-  checked(v);
-  v->magic = 0;
+  mp__object_retire(v, VALUE_MAGIC, "value");
   mp__shm_free(v); /* the own RLock goes with it */
 }

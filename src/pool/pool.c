@@ -331,6 +331,8 @@ static int run_sync(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
 int mp_pool_map(mp_pool_t *pool, int (*fn)(const void *in, void *out),
                 const void *in, size_t in_size, void *out, size_t out_size,
                 size_t n, size_t chunksize) {
+  if (!pool)
+    return MP_EINVAL;
   last_task_code = 0;
   if (n == 0 && !on_pool_thread(pool)) {
     pthread_mutex_lock(&pool->lock);
@@ -358,6 +360,10 @@ mp_async_t *mp_pool_map_async(mp_pool_t *pool,
                               const void *in, size_t in_size, void *out,
                               size_t out_size, size_t n, size_t chunksize,
                               const mp_async_opts_t *opts) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   spec_t s =
       map_spec((const void *)fn, in, in_size, out, out_size, n, chunksize);
   s.opts = opts;
@@ -376,6 +382,8 @@ static spec_t apply_spec(mp_pool_task_fn fn, const void *in, size_t in_len,
 
 int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
                   size_t in_len, void *out, size_t out_cap, size_t *out_len) {
+  if (!pool)
+    return MP_EINVAL;
   last_task_code = 0;
   if (!out && out_cap)
     return MP_EINVAL;
@@ -399,6 +407,10 @@ int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
 mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
                                 const void *in, size_t in_len,
                                 const mp_async_opts_t *opts) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   bool any_size = !opts || !opts->result_max;
   size_t cap = any_size ? MP__POOL_INLINE_RESULT : opts->result_max;
   spec_t s = apply_spec(fn, in, in_len, cap);
@@ -410,10 +422,14 @@ mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
 /* ---- AsyncResult -------------------------------------------------------- */
 
 int mp_async_wait(mp_async_t *a, double timeout) {
+  if (!a)
+    return MP_EINVAL;
   return mp__pool_request_wait(a, timeout);
 }
 
 bool mp_async_ready(mp_async_t *a) {
+  if (!a)
+    return false;
   if (!mp__pool_request_ready(a))
     return false;
   mp__pool_finalize(a);
@@ -421,6 +437,8 @@ bool mp_async_ready(mp_async_t *a) {
 }
 
 int mp_async_successful(mp_async_t *a) {
+  if (!a)
+    return MP_EINVAL;
   if (!mp_async_ready(a))
     return MP_ESTATE; /* Python: ValueError "... not ready" */
   return a->result == 0;
@@ -428,6 +446,8 @@ int mp_async_successful(mp_async_t *a) {
 
 int mp_async_get(mp_async_t *a, double timeout, const void **result,
                  size_t *len) {
+  if (!a)
+    return MP_EINVAL;
   int rc = mp__pool_request_wait(a, timeout);
   if (rc < 0)
     return rc;
@@ -443,10 +463,14 @@ int mp_async_get(mp_async_t *a, double timeout, const void **result,
 }
 
 int mp_async_task_code(mp_async_t *a) {
+  if (!a)
+    return MP_EINVAL;
   return mp_async_ready(a) ? a->task_code : 0;
 }
 
 int mp_async_item(mp_async_t *a, size_t index, int *task_code) {
+  if (!a)
+    return MP_EINVAL;
   if (!mp_async_ready(a))
     return MP_ESTATE;
   if (index >= a->job->n)
@@ -499,6 +523,10 @@ static mp_iter_t *imap(mp_pool_t *pool, const void *fn, const void *in,
 mp_iter_t *mp_pool_imap(mp_pool_t *pool, int (*fn)(const void *in, void *out),
                         const void *in, size_t in_size, size_t out_size,
                         size_t n, size_t chunksize) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   return imap(pool, (const void *)fn, in, in_size, out_size, n, chunksize,
               false);
 }
@@ -507,6 +535,10 @@ mp_iter_t *mp_pool_imap_unordered(mp_pool_t *pool,
                                   int (*fn)(const void *in, void *out),
                                   const void *in, size_t in_size,
                                   size_t out_size, size_t n, size_t chunksize) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   return imap(pool, (const void *)fn, in, in_size, out_size, n, chunksize,
               true);
 }
@@ -538,6 +570,8 @@ static void deliver(mp_iter_t *it, uint64_t k, void *out,
 
 int mp_iter_next(mp_iter_t *it, double timeout, void *out,
                  mp_iter_item_t *item) {
+  if (!it)
+    return MP_EINVAL;
   mp__pool_job_t *job = it->r->job;
   if (it->delivered == job->n)
     return 0;
@@ -684,10 +718,14 @@ mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
 }
 
 int mp_pool_processes(const mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   return pool->processes;
 }
 
 size_t mp_pool_workers(mp_pool_t *pool, pid_t *out, size_t cap) {
+  if (!pool)
+    return 0;
   size_t count = 0;
   pthread_mutex_lock(&pool->lock);
   for (int i = 0; pool->workers && i < pool->processes; i++) {
@@ -702,6 +740,8 @@ size_t mp_pool_workers(mp_pool_t *pool, pid_t *out, size_t cap) {
 }
 
 int mp_pool_error(const mp_pool_t *cpool, int *exitcode) {
+  if (!cpool)
+    return MP_EINVAL;
   mp_pool_t *pool = (mp_pool_t *)cpool;
   pthread_mutex_lock(&pool->lock);
   int rc = pool->error;
@@ -712,6 +752,8 @@ int mp_pool_error(const mp_pool_t *cpool, int *exitcode) {
 }
 
 int mp_pool_close(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   pthread_mutex_lock(&pool->lock);
   if (pool->state == MP__POOL_RUNNING) {
     pool->state = MP__POOL_CLOSING;
@@ -731,6 +773,8 @@ int mp_pool_close(mp_pool_t *pool) {
 }
 
 int mp_pool_terminate(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   if (on_pool_thread(pool))
     return MP_ESTATE;
   pthread_mutex_lock(&pool->lock);
@@ -746,6 +790,8 @@ int mp_pool_terminate(mp_pool_t *pool) {
 }
 
 int mp_pool_join(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   if (on_pool_thread(pool))
     return MP_ESTATE;
   pthread_mutex_lock(&pool->lock);

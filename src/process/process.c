@@ -178,6 +178,8 @@ mp_process_t *mp_process_new_type(const mp_process_type_t *type,
 }
 
 void *mp_process_data(mp_process_t *p) {
+  if (!p)
+    return NULL;
   return p->data;
 }
 
@@ -311,6 +313,8 @@ static int no_main(void) {
 }
 
 int mp_process_start(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   mp__check_bootstrapped();
   int rc = start_checks(p);
   if (rc < 0)
@@ -335,7 +339,8 @@ int mp_process_start(mp_process_t *p) {
   }
   int alive[2] = {-1, -1};
   if (ctx->method != MP__METHOD_FORKSERVER && without_pidfd()) {
-    if (mp__fd_pair_high(pipe2(alive, O_CLOEXEC), alive) < 0 || mp__inherit_fd_add(alive[1]) < 0) {
+    if (mp__fd_pair_high(pipe2(alive, O_CLOEXEC), alive) < 0 ||
+        mp__inherit_fd_add(alive[1]) < 0) {
       rc = -errno;
       goto out;
     }
@@ -373,6 +378,8 @@ out:
 /* The fork start method. Signals are blocked across fork() so that no
  * handler of the parent runs in the child before it is set up. */
 int mp__start_fork(mp_process_t *p, const mp_process_t *self) {
+  if (!p)
+    return MP_EINVAL;
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -482,6 +489,8 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
  * -------------------------------------------------------- */
 
 int mp_process_join(mp_process_t *p, double timeout) {
+  if (!p)
+    return MP_EINVAL;
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
@@ -541,14 +550,20 @@ static int send_signal(mp_process_t *p, int sig) {
 }
 
 int mp_process_terminate(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   return send_signal(p, SIGTERM);
 }
 
 int mp_process_kill(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   return send_signal(p, SIGKILL);
 }
 
 bool mp_process_is_alive(mp_process_t *p) {
+  if (!p)
+    return false;
   if (p == family.current)
     return true;
   if (p->kind == MP__PROCESS_PARENT) {
@@ -566,6 +581,8 @@ bool mp_process_is_alive(mp_process_t *p) {
 }
 
 int mp_process_exitcode(const mp_process_t *cp, int *code) {
+  if (!cp)
+    return MP_EINVAL;
   mp_process_t *p = (mp_process_t *)cp;
   if (check_started_child(p) < 0 || !try_reap(p))
     return MP_ESTATE;
@@ -583,6 +600,8 @@ static void release_fds(mp_process_t *p) {
 }
 
 int mp_process_close(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind != MP__PROCESS_CHILD)
     return MP_ESTATE;
   if (is_closed(p))
@@ -628,6 +647,8 @@ void mp_process_free(mp_process_t *p) {
 }
 
 pid_t mp_process_pid(const mp_process_t *p) {
+  if (!p)
+    return -1;
   if (is_closed(p))
     return -1;
   if (p == family.current)
@@ -636,10 +657,14 @@ pid_t mp_process_pid(const mp_process_t *p) {
 }
 
 const char *mp_process_name(const mp_process_t *p) {
+  if (!p)
+    return NULL;
   return p->name;
 }
 
 int mp_process_set_name(mp_process_t *p, const char *name) {
+  if (!p)
+    return MP_EINVAL;
   if (!name)
     return MP_EINVAL;
   char *copy = strdup(name);
@@ -652,10 +677,14 @@ int mp_process_set_name(mp_process_t *p, const char *name) {
 }
 
 bool mp_process_daemon(const mp_process_t *p) {
+  if (!p)
+    return false;
   return p->daemon;
 }
 
 int mp_process_set_daemon(mp_process_t *p, bool daemon) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind != MP__PROCESS_CHILD || p->state != MP__PROCESS_INITIAL)
     return MP_ESTATE; /* "process has already started" */
   p->daemon = daemon;
@@ -663,6 +692,8 @@ int mp_process_set_daemon(mp_process_t *p, bool daemon) {
 }
 
 int mp_process_sentinel(const mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind == MP__PROCESS_PARENT)
     return p->sentinel;
   if (p->kind != MP__PROCESS_CHILD || p->state != MP__PROCESS_STARTED)

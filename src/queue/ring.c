@@ -68,7 +68,6 @@
  * in all on a 2.6 GHz core. */
 #define SPIN_BURSTS 8
 
-#define RING_MAGIC    0x52494e47u /* "RING" */
 #define SEGMENT_MAGIC 0x5345474du /* "SEGM" */
 #define BLOCK_MAGIC   0x424c4f4bu /* "BLOK" */
 
@@ -869,7 +868,7 @@ static int put_record(mp__ring_t *r, put_op_t *op) {
 }
 
 int mp__ring_put(mp__ring_t *r, const void *buf, size_t len, double timeout) {
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__RING_MAGIC);
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
@@ -1071,7 +1070,7 @@ static int wait_message(mp__ring_t *r, get_op_t *op, uint32_t seen) {
 
 /* The get loop: fills *out (its length also for MP_EOVERFLOW). */
 static int ring_get(mp__ring_t *r, get_out_t *out, double timeout) {
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__RING_MAGIC);
   get_op_t op = {.out = *out, .time = {.timeout = timeout}};
   uint32_t seen = 0;
   bool armed = false;
@@ -1150,7 +1149,7 @@ mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind) {
     mp__shm_free(r);
     return NULL;
   }
-  r->magic = RING_MAGIC;
+  r->magic = MP__RING_MAGIC;
   r->kind = kind;
   r->maxsize = maxsize;
   mp__mutex_init(&r->put_lock, MP__LOCK_MAGIC);
@@ -1171,7 +1170,8 @@ bool mp__ring_arena_interrupted(const void *q) {
 }
 
 enum mp__ring_kind mp__ring_kind(const mp__ring_t *r) {
-  assert(r->magic == RING_MAGIC);
+  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+    return 0;
   return (enum mp__ring_kind)r->kind;
 }
 
@@ -1187,7 +1187,7 @@ bool mp__ring_full(const mp__ring_t *r) {
 }
 
 int mp__ring_close(mp__ring_t *r) {
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__RING_MAGIC);
   atomic_store(&r->closed, 1);
   waitlist_wake_all(&r->getters);
   waitlist_wake_all(&r->putters);
@@ -1251,7 +1251,7 @@ int mp__ring_join(mp__ring_t *r, double timeout) {
 void mp__ring_free(mp__ring_t *r) {
   if (!r)
     return;
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__FREED(MP__RING_MAGIC)); /* queue.c retired it */
   segment_t *s = atomic_load(&r->head_seg);
   while (s) {
     segment_t *n = atomic_load(&s->next);
@@ -1262,6 +1262,5 @@ void mp__ring_free(mp__ring_t *r) {
     n = b->next;
     mp__shm_free(b);
   }
-  r->magic = 0;
   mp__shm_free(r);
 }

@@ -191,16 +191,21 @@ mp_lock_t *mp_lock_new(void) {
 }
 
 int mp_lock_acquire(mp_lock_t *l, double timeout) {
-  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return mutex_acquire(&l->mutex, timeout, NULL, false);
 }
 
 int mp_lock_release(mp_lock_t *l) {
-  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return unlock_word(&l->mutex);
 }
 
 void mp_lock_free(mp_lock_t *l) {
+  if (!l)
+    return;
+  mp__object_retire(l, MP__LOCK_MAGIC, "lock");
   mp__shm_free(l);
 }
 
@@ -209,20 +214,26 @@ mp_rlock_t *mp_rlock_new(void) {
 }
 
 int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
-  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return mutex_acquire(&r->mutex, timeout, NULL, true);
 }
 
 int mp_rlock_release(mp_rlock_t *r) {
-  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return rlock_release(&r->mutex);
 }
 
 bool mp_rlock_is_mine(const mp_rlock_t *r) {
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return false;
   return mp__mutex_is_mine(&r->mutex);
 }
 
 unsigned mp_rlock_count(const mp_rlock_t *r) {
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return 0;
   mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
   if (!(atomic_load(&m->word) & MP__MUTEX_OWNER))
     return 0;
@@ -230,6 +241,8 @@ unsigned mp_rlock_count(const mp_rlock_t *r) {
 }
 
 pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return 0;
   mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
   pid_t pid = 0, thread = 0;
   mp__owner_t owner = atomic_load(&m->word) & MP__MUTEX_OWNER;
@@ -241,5 +254,8 @@ pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
 }
 
 void mp_rlock_free(mp_rlock_t *r) {
+  if (!r)
+    return;
+  mp__object_retire(r, MP__RLOCK_MAGIC, "rlock");
   mp__shm_free(r);
 }

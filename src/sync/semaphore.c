@@ -54,7 +54,8 @@ static bool try_take(mp_semaphore_t *s, uint32_t *v) {
 }
 
 int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
-  assert(s->magic == SEMAPHORE_MAGIC);
+  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+    return MP_EINVAL;
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
@@ -83,7 +84,8 @@ taken:
 }
 
 int mp_semaphore_release(mp_semaphore_t *s) {
-  assert(s->magic == SEMAPHORE_MAGIC);
+  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+    return MP_EINVAL;
   mp__tsan_release(s);
   uint32_t v = atomic_load(&s->word);
   do {
@@ -96,9 +98,14 @@ int mp_semaphore_release(mp_semaphore_t *s) {
 }
 
 int mp_semaphore_value(const mp_semaphore_t *s) {
+  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+    return MP_EINVAL;
   return (int)(atomic_load(&((mp_semaphore_t *)s)->word) & VALUE_MASK);
 }
 
 void mp_semaphore_free(mp_semaphore_t *s) {
+  if (!s)
+    return;
+  mp__object_retire(s, SEMAPHORE_MAGIC, "semaphore");
   mp__shm_free(s);
 }
