@@ -538,6 +538,102 @@ static void test_double_free_aborts_naming_the_kind(void **state) {
   expect_abort(free_queue_twice, "mp_queue_free: this queue was already freed");
 }
 
+/* ---- the checking mode ------------------------------------------------------ */
+
+typedef struct pointers {
+  void *stack, *heap, *arena;
+  long number;
+} pointers_t;
+
+static void ignore_arg(void *arg) {
+  (void)arg;
+}
+
+static void hold_and_return(void *arg) {
+  mp_lock_acquire(*(mp_lock_t **)arg, MP_FOREVER); /* and never release */
+}
+
+static int kill_worker(const void *in, size_t in_len, void *out,
+                       size_t out_cap, size_t *out_len) {
+  (void)in, (void)in_len, (void)out, (void)out_cap, (void)out_len;
+  raise(SIGKILL);
+  return 0;
+}
+
+/* Exit status 0 when every expected line was logged (stderr in stderr_fd). */
+static int debug_session(void) {
+  dup2(stderr_fd, 2);
+  if (mp_set_debug(MP_DEBUG_INFO) != 0)
+    return 1;
+  int local = 7;
+  void *heap = malloc(64);
+  pointers_t arg = {&local, heap, mp_raw_alloc(8), 42};
+  mp_context_t *spawn = mp_get_context("spawn");
+  mp_process_t *p = mp_process_new(ignore_arg, &arg, sizeof arg,
+                                   &(mp_process_opts_t){.ctx = spawn});
+  if (!p || mp_process_start(p) != 0 || mp_process_join(p, 60) != 0)
+    return 2;
+  mp_process_free(p);
+  /* A lock whose holder ended is taken over. */
+  mp_lock_t *l = mp_lock_new();
+  p = mp_process_new(hold_and_return, &l, sizeof l, NULL);
+  if (!p || mp_process_start(p) != 0 || mp_process_join(p, 60) != 0)
+    return 3;
+  mp_process_free(p);
+  if (mp_lock_acquire(l, 60) != MP_EOWNERDEAD)
+    return 4;
+  /* A pool worker that dies is replaced. */
+  mp_pool_t *pool = mp_pool_new(&(mp_pool_opts_t){.processes = 1});
+  size_t len;
+  char out[8];
+  if (!pool ||
+      mp_pool_apply(pool, kill_worker, NULL, 0, out, sizeof out, &len) !=
+          MP_EWORKER)
+    return 5;
+  mp_pool_close(pool);
+  mp_pool_join(pool);
+  mp_pool_free(pool);
+  /* Off: nothing more is said. */
+  mp_set_debug(MP_DEBUG_OFF);
+  off_t said = lseek(stderr_fd, 0, SEEK_END);
+  p = mp_process_new(ignore_arg, &arg, sizeof arg,
+                     &(mp_process_opts_t){.ctx = spawn});
+  if (!p || mp_process_start(p) != 0 || mp_process_join(p, 60) != 0)
+    return 6;
+  mp_process_free(p);
+  if (lseek(stderr_fd, 0, SEEK_END) != said)
+    return 7;
+  free(heap);
+  return 0;
+}
+
+static void test_checking_mode_logs_and_warns(void **state) {
+  (void)state;
+  stderr_fd = memfd_create("stderr", 0);
+  assert_true(stderr_fd >= 0);
+  int status = in_helper(debug_session, 120);
+  char *text = calloc(1, 1 << 16);
+  assert_true(pread(stderr_fd, text, (1 << 16) - 1, 0) > 0);
+  close(stderr_fd);
+  if (status != 0)
+    fprintf(stderr, "%s", text);
+  assert_int_equal(status, 0);
+  /* Pointers into the stack and the heap are warned about, not the arena
+   * pointer, nor the number. */
+  assert_non_null(strstr(text, "holds at byte 0 a pointer into this "
+                               "process's stack"));
+  assert_non_null(strstr(text, "holds at byte 8 a pointer into this "
+                               "process's heap"));
+  assert_null(strstr(text, "at byte 16"));
+  assert_null(strstr(text, "at byte 24"));
+  assert_non_null(strstr(text, "] started process Process-"));
+  assert_non_null(strstr(text, "with spawn"));
+  assert_non_null(strstr(text, "ended with exit code 0"));
+  assert_non_null(strstr(text, "took over Lock"));
+  assert_non_null(strstr(text, "pool worker 0 ended with exit code -9"));
+  free(text);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
@@ -551,6 +647,7 @@ int main(int argc, char **argv) {
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),
       mpt_test(test_static_program_starts_children),
+      mpt_test(test_checking_mode_logs_and_warns),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -66,6 +66,13 @@ void mp__debug_print(int level, const char *format, ...)
                          0))                                                   \
       mp__debug_print((level), __VA_ARGS__);                                   \
   } while (0)
+/* Warns (one line per word) about the 8-byte aligned words of bytes that
+ * point into this process's own stack, heap, code or data, which a child
+ * started with spawn or forkserver cannot use; `what` and `name` say whose
+ * bytes they are. Returns the number of such words. Call it only when the
+ * checking mode is on. */
+int mp__debug_scan_pointers(const void *bytes, size_t len, const char *what,
+                            const char *name);
 /* Whether the checks of that level are on (for checks that cost). */
 static inline bool mp__debug_on(int level) {
   return atomic_load_explicit(&mp__debug_level, memory_order_relaxed) >= level;

@@ -252,7 +252,12 @@ static bool try_reap(mp_process_t *p) {
     }
   }
   bool reaped = p->reaped;
+  bool report = reaped && !p->exit_logged;
+  p->exit_logged |= reaped;
   pthread_mutex_unlock(&p->lock);
+  if (report)
+    mp__debug_log(MP_DEBUG_INFO, "process %s (pid %d) ended with exit code %d",
+                  p->name, (int)p->pid, p->exitcode);
   return reaped;
 }
 
@@ -347,6 +352,13 @@ int mp_process_start(mp_process_t *p) {
     p->sentinel = alive[0];
   }
   const mp_process_t *self = mp_current_process();
+  if (ctx->method != MP__METHOD_FORK && mp__debug_on(MP_DEBUG_INFO)) {
+    if (p->type)
+      mp__debug_scan_pointers(p->data, p->type->data_size, "data block",
+                              p->name);
+    else
+      mp__debug_scan_pointers(p->arg, p->arg_size, "arg bytes", p->name);
+  }
   switch (ctx->method) {
   case MP__METHOD_SPAWN:
     rc = mp__start_spawn(p, self);
@@ -361,6 +373,8 @@ int mp_process_start(mp_process_t *p) {
   if (rc == 0) {
     p->state = MP__PROCESS_STARTED;
     list_add(p);
+    mp__debug_log(MP_DEBUG_INFO, "started process %s (pid %d) with %s",
+                  p->name, (int)p->pid, ctx->name);
   }
 out:
   if (alive[1] >= 0) {

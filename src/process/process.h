@@ -67,6 +67,7 @@ struct mp_process {
   bool reaped;
   bool via_server; /* started by the forkserver: the exit status comes
                       through the sentinel, not waitid */
+  bool exit_logged; /* the checking mode reported its end */
   int exitcode;
 };
 

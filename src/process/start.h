@@ -31,6 +31,7 @@ typedef struct mp__start_header {
   mp__fnref_t target;    /* the plain form's target, or */
   mp__fnref_t type;      /* the type of the run() form */
   uint64_t payload_size; /* the arg bytes or the type's data block */
+  int32_t debug_level;   /* the parent's checking mode (mp_set_debug) */
   uint32_t fd_count;     /* inherited fd numbers that follow the header */
   uint32_t user_fds;     /* the index of the first of them that is the
                             user's (connections, pools): the child

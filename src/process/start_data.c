@@ -82,6 +82,7 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
     return rc;
   h.arena_address = address;
   h.parent_pid = getpid();
+  h.debug_level = atomic_load(&mp__debug_level);
   h.parent_pidfd = mp__self_pidfd(); /* -ENOSYS without pidfds */
   if (h.parent_pidfd < 0)
     h.parent_pidfd = -1;
@@ -203,6 +204,8 @@ int mp__start_data_read(int fd, bool close_others) {
     mp__start_data_close_others();
   if (rc == 0)
     rc = mp__arena_attach(h->arena_fd, h->arena_address, h->arena_size);
+  if (rc == 0 && h->debug_level > 0)
+    mp_set_debug(h->debug_level);
   /* The user's fds are open here as they were in the parent: registered
    * again, they reach this child's own children too (a connection passed
    * on to a grandchild). */

@@ -54,8 +54,14 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
     }
     if (mp__owner_dead(owner)) {
       /* Others may sleep on the word: keep WAITERS for our release. */
-      if (atomic_compare_exchange_strong(&m->word, &v, me | MP__MUTEX_WAITERS))
+      if (atomic_compare_exchange_strong(&m->word, &v,
+                                         me | MP__MUTEX_WAITERS)) {
+        mp__debug_log(MP_DEBUG_INFO,
+                      "took over %s %p from its dead owner (MP_EOWNERDEAD)",
+                      m->magic == MP__RLOCK_MAGIC ? "RLock" : "Lock",
+                      (void *)m);
         return MP_EOWNERDEAD;
+      }
       continue;
     }
     if (mp__deadline_expired(deadline))
