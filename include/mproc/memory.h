@@ -55,7 +55,8 @@ MP_API mp_value_t *mp_value_new_with_lock(size_t size, mp_lock_t *lock);
  * EAGAIN. Freed with mp_value_free. */
 MP_API mp_value_t *mp_array_new(size_t n, size_t elem_size, bool lock);
 
-/* The value's bytes (Python's .value / the array's items). Never NULL. */
+/* The value's bytes (Python's .value / the array's items). Never NULL for
+ * a live value; NULL for a NULL, freed or foreign handle. */
 MP_API void *mp_value_ptr(const mp_value_t *v);
 
 /* The size in bytes, and the number of elements (1 for a value: Python's
