@@ -46,7 +46,7 @@ int mp__inherit_fd_copy(int **out, size_t reserve) {
   pthread_mutex_lock(&inherited.lock);
   size_t n = inherited.count;
   int *fds = malloc((reserve + n + 1) * sizeof *fds);
-  if (fds)
+  if (fds && n)
     memcpy(fds + reserve, inherited.fds, n * sizeof *fds);
   pthread_mutex_unlock(&inherited.lock);
   *out = fds;

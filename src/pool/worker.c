@@ -74,7 +74,7 @@ static struct {
 
 /* room bytes of writable memory followed by the guard page, or NULL. */
 static char *guarded(size_t room) {
-  if (room > window.size) {
+  if (room > window.size || !window.base) {
     if (window.base)
       munmap(window.base, window.size + GUARD_PAGE);
     size_t size = (room + GUARD_PAGE - 1) & ~(size_t)(GUARD_PAGE - 1);
