@@ -93,6 +93,26 @@ static char *guarded(size_t room) {
   return window.base + window.size - room;
 }
 
+/* A fault on the guard page ends the worker at once with its own status
+ * (a sanitizer's handler of a deadly signal may hang in a dying worker);
+ * any other fault goes on to the default action. */
+#define WORKER_OVERRAN 75
+
+static void guard_hit(int sig, siginfo_t *info, void *context) {
+  (void)context;
+  char *at = info->si_addr;
+  if (window.base && at >= window.base + window.size &&
+      at < window.base + window.size + GUARD_PAGE)
+    _exit(WORKER_OVERRAN);
+  signal(sig, SIG_DFL); /* the faulting access runs again and kills */
+}
+
+static void watch_guard(void) {
+  struct sigaction sa = {.sa_sigaction = guard_hit, .sa_flags = SA_SIGINFO};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, NULL);
+}
+
 /* After a task that used much of the window: its pages go back. */
 static void window_release(size_t used) {
   if (used > (1u << 20))
@@ -255,6 +275,7 @@ static void worker_main(mp_process_t *process) {
   if (mp__owner_self(&token) < 0)
     exit(WORKER_CANNOT_RUN);
   run_initializer(w);
+  watch_guard();
   atomic_store(&w->slot->state, MP__SLOT_READY);
   work(w);
 }
