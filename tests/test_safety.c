@@ -653,6 +653,54 @@ static void test_checking_mode_logs_and_warns(void **state) {
   free(text);
 }
 
+/* A child blocked on a queue or an event that its parent frees wakes up
+ * with MP_EINVAL instead of sleeping for ever (or finds it freed already:
+ * the same answer, whatever the order). */
+typedef struct blocked_arg {
+  mp_queue_t *q;
+  mp_event_t *e;
+} blocked_arg_t;
+
+static void get_from_freed(void *arg) {
+  blocked_arg_t *a = arg;
+  void *buf;
+  size_t len;
+  int rq = mp_queue_get(a->q, &buf, &len, MP_FOREVER);
+  int re = mp_event_wait(a->e, MP_FOREVER);
+  exit(rq == MP_EINVAL && re == MP_EINVAL ? 0 : 1);
+}
+
+static bool sleeping(void *arg) {
+  char path[64], state = 0;
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)mp_process_pid(arg));
+  FILE *f = fopen(path, "r");
+  if (f) {
+    if (fscanf(f, "%*d %*s %c", &state) != 1)
+      state = 0;
+    fclose(f);
+  }
+  return state == 'S';
+}
+
+static void test_waiter_on_freed_object_wakes(void **state) {
+  (void)state;
+  blocked_arg_t arg = {mp_queue_new(0), mp_event_new()};
+  mp_process_t *p = mp_process_new(get_from_freed, &arg, sizeof arg, NULL);
+  assert_mp_ok(mp_process_start(p));
+  /* Most often it sleeps in the get by then; either way is right. */
+  mpt_wait_until(sleeping, p, 5);
+  mp_queue_free(arg.q);
+  mp_event_free(arg.e);
+  int rc = mp_process_join(p, 60);
+  if (rc != 0)
+    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
+  assert_mp_ok(rc);
+  int code = -1;
+  assert_mp_ok(mp_process_exitcode(p, &code));
+  assert_int_equal(code, 0);
+  mp_process_free(p);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
@@ -662,6 +710,7 @@ int main(int argc, char **argv) {
       mpt_test(test_freed_and_foreign_handles_are_einval),
       mpt_test(test_null_handles_never_crash),
       mpt_test(test_double_free_aborts_naming_the_kind),
+      mpt_test(test_waiter_on_freed_object_wakes),
       mpt_test(test_huge_sizes_fail_promptly),
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),

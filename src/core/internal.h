@@ -159,7 +159,7 @@ int mp__inherit_fd_copy(int **out, size_t reserve);
 static inline int mp__object_check(const void *obj, uint32_t magic) {
   return obj && mp__arena_contains(obj) &&
                  atomic_load_explicit((_Atomic uint32_t *)obj,
-                                      memory_order_relaxed) == magic
+                                      memory_order_acquire) == magic
              ? 0
              : MP_EINVAL;
 }

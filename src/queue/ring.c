@@ -462,13 +462,20 @@ static uint32_t arm(_Atomic uint32_t *progress, bool *armed) {
  * MP_ETIMEDOUT at the deadline, or a negative code. */
 static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
                          const mp__deadline_t *deadline) {
+  /* Freed while we wait (see mp__ring_free): said, not slept on. */
+  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+    return MP_EINVAL;
   if (w->progress && spin_for_change(w->progress, w->seen))
     return 0;
   mp__owner_t me = self_token();
   int slot = waitlist_join(w->list, me);
   uint32_t seen = atomic_load(&w->list->seq);
   int rc = 0;
-  if (wait_over(r, w))
+  /* Checked after `seen` was read: a free that bumped seq before has
+   * retired the ring before that, and one after wakes the futex below. */
+  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+    rc = MP_EINVAL;
+  else if (wait_over(r, w))
     rc = 0;
   else if (lock_is_held(w->section))
     rc = section_pass(r, w->section, deadline);
@@ -1252,6 +1259,11 @@ void mp__ring_free(mp__ring_t *r) {
   if (!r)
     return;
   assert(r->magic == MP__FREED(MP__RING_MAGIC)); /* queue.c retired it */
+  /* Whoever still sleeps on it wakes up and finds it freed (MP_EINVAL)
+   * instead of sleeping for ever. */
+  waitlist_wake_all(&r->getters);
+  waitlist_wake_all(&r->putters);
+  waitlist_wake_all(&r->joiners);
   segment_t *s = atomic_load(&r->head_seg);
   while (s) {
     segment_t *n = atomic_load(&s->next);

@@ -84,6 +84,11 @@ int mp_event_wait(mp_event_t *e, double timeout) {
     mp__futex_spin(&e->word, start);
   for (;;) {
     uint32_t v = atomic_load(&e->word);
+    /* Freed while we waited: mp_event_free retires it, then moves the word
+     * and wakes, so either this sees it retired or the wait below returns
+     * at once. */
+    if (mp__object_check(e, EVENT_MAGIC) < 0)
+      return MP_EINVAL;
     if (was_set(start, v))
       goto set;
     if (mp__deadline_expired(&deadline))
@@ -101,5 +106,7 @@ void mp_event_free(mp_event_t *e) {
   if (!e)
     return;
   mp__object_retire(e, EVENT_MAGIC, "event");
+  atomic_fetch_add(&e->word, COUNTER_ONE);
+  mp__futex_wake(&e->word, INT_MAX); /* waiters find it freed */
   mp__shm_free(e);
 }

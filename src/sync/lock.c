@@ -64,6 +64,8 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
       }
       continue;
     }
+    if (m->magic != MP__LOCK_MAGIC && m->magic != MP__RLOCK_MAGIC)
+      return MP_EINVAL; /* freed while we waited */
     if (mp__deadline_expired(deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))

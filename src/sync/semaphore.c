@@ -71,6 +71,8 @@ int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
   for (;;) {
     if (try_take(s, &v))
       goto taken;
+    if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+      return MP_EINVAL; /* freed while we waited */
     if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&s->word, &v, WAITERS))
