@@ -466,6 +466,25 @@ static void test_freed_and_foreign_handles_are_einval(void **state) {
   assert_mp(MP_EINVAL, mp_conn_send_bytes(z, "x", 1));
   assert_true(mp_conn_closed(z));
   mp_conn_free(a);
+  /* New objects of the same kinds do not take the freed ones' memory (the
+   * arena keeps freed blocks out of reuse for a while): the old handles
+   * still say MP_EINVAL. */
+  mp_lock_t *l2[4];
+  mp_queue_t *q2 = mp_queue_new(0);
+  mp_event_t *e2 = mp_event_new();
+  for (int i = 0; i < 4; i++) {
+    l2[i] = mp_lock_new();
+    assert_ptr_not_equal(l2[i], l);
+  }
+  assert_ptr_not_equal(q2, q);
+  assert_ptr_not_equal(e2, e);
+  assert_mp(MP_EINVAL, mp_lock_acquire(l, 0));
+  assert_mp(MP_EINVAL, mp_queue_put(q, "x", 1, 0));
+  assert_mp(MP_EINVAL, mp_event_set(e));
+  for (int i = 0; i < 4; i++)
+    mp_lock_free(l2[i]);
+  mp_queue_free(q2);
+  mp_event_free(e2);
 }
 
 static void test_null_handles_never_crash(void **state) {

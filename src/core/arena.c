@@ -55,7 +55,8 @@
 #define BLOCK_FREE         0x46524545u           /* "FREE" */
 #define PAGE               4096u
 #define HEADER             64u
-#define SMALL_CLASSES      6 /* 128, 256, ..., 4096 bytes with the header */
+#define SMALL_CLASSES      6  /* 128, 256, ..., 4096 bytes with the header */
+#define QUARANTINE         16 /* free small blocks kept out of reuse */
 #define COMMIT_STEP        (2u << 20)
 #define DEFAULT_ARENA_SIZE (32ull << 30)
 
@@ -87,7 +88,15 @@ typedef struct arena_header {
   /* Guarded by lock: */
   uint64_t top;       /* offset of the first byte never handed out */
   uint64_t committed; /* fallocated bytes from the start of the bump area */
+  /* Free small blocks, first in first out, and never fewer than
+   * QUARANTINE of them (a page is carved instead): a freed block is handed
+   * out again only after every block freed before it and QUARANTINE
+   * blocks freed after it, so that a handle used after its object was
+   * freed meets the freed mark (see mp__object_check), not a new object
+   * of the same kind. */
   uint64_t free_small[SMALL_CLASSES];
+  uint64_t free_small_tail[SMALL_CLASSES]; /* 0 when the list is empty */
+  uint64_t free_small_count[SMALL_CLASSES];
   uint64_t free_large; /* sorted by offset */
   uint64_t in_use;     /* bytes handed out, headers included */
   journal_entry_t journal[JOURNAL_MAX];
@@ -395,12 +404,17 @@ static int small_class(uint64_t total) {
 
 static block_t *alloc_small(arena_header_t *h, int c) {
   uint64_t size = 128u << c;
-  if (!h->free_small[c]) {
-    /* Carve a page worth of blocks (one block for 4 KiB). */
+  if (h->free_small_count[c] <= QUARANTINE) {
+    /* Carve a page worth of blocks (one block for 4 KiB), at the head of
+     * the list: they were never used. */
     block_t *page = bump(h, PAGE);
     if (!page)
       return NULL;
     uint64_t first = offset_of(page);
+    if (!h->free_small_tail[c])
+      journal_set(h, &h->free_small_tail[c], first + PAGE - size);
+    journal_set(h, &h->free_small_count[c],
+                h->free_small_count[c] + PAGE / size);
     journal_save(h, &h->free_small[c]);
     for (uint64_t off = first + PAGE - size; off >= first; off -= size) {
       block_t *b = block_at(off);
@@ -414,6 +428,9 @@ static block_t *alloc_small(arena_header_t *h, int c) {
   }
   block_t *b = block_at(h->free_small[c]);
   journal_set(h, &h->free_small[c], b->next);
+  journal_set(h, &h->free_small_count[c], h->free_small_count[c] - 1);
+  if (!b->next)
+    journal_set(h, &h->free_small_tail[c], 0);
   memset((char *)b + HEADER, 0, size - HEADER);
   return b;
 }
@@ -549,9 +566,14 @@ void mp__shm_free(void *ptr) {
   }
   journal_set(h, &h->in_use, h->in_use - b->size);
   if (b->size_class < SMALL_CLASSES) {
-    journal_set(h, block_word(b), block_word_of(BLOCK_FREE, b->size_class));
-    journal_set(h, &b->next, h->free_small[b->size_class]);
-    journal_set(h, &h->free_small[b->size_class], offset_of(b));
+    uint32_t c = b->size_class;
+    uint64_t tail = h->free_small_tail[c];
+    journal_set(h, block_word(b), block_word_of(BLOCK_FREE, c));
+    journal_set(h, &b->next, 0);
+    journal_set(h, tail ? &block_at(tail)->next : &h->free_small[c],
+                offset_of(b));
+    journal_set(h, &h->free_small_tail[c], offset_of(b));
+    journal_set(h, &h->free_small_count[c], h->free_small_count[c] + 1);
   } else {
     free_large(h, b);
   }
@@ -594,13 +616,18 @@ static bool free_lists_ok(arena_header_t *h, uint64_t blocks,
   *listed = 0;
   for (int c = 0; c <= SMALL_CLASSES; c++) {
     uint64_t off = c < SMALL_CLASSES ? h->free_small[c] : h->free_large;
-    for (uint64_t steps = 0; off; steps++, off = block_at(off)->next) {
+    uint64_t steps = 0, last = 0;
+    for (; off; steps++, off = block_at(off)->next) {
       block_t *b = block_at(off);
       if (steps > blocks || off >= h->top || b->magic != BLOCK_FREE ||
           b->size_class != (uint32_t)c)
         return false;
+      last = off;
       (*listed)++;
     }
+    if (c < SMALL_CLASSES &&
+        (steps != h->free_small_count[c] || last != h->free_small_tail[c]))
+      return false;
   }
   return true;
 }
