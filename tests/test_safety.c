@@ -490,6 +490,10 @@ static void test_freed_and_foreign_handles_are_einval(void **state) {
 static void test_null_handles_never_crash(void **state) {
   (void)state;
   assert_null(mp_process_name(NULL));
+  size_t keylen = 1;
+  assert_null(mp_process_authkey(NULL, &keylen));
+  assert_int_equal(keylen, 0);
+  assert_mp(MP_EINVAL, mp_pipe(NULL, NULL, true));
   assert_int_equal(mp_process_pid(NULL), -1);
   assert_mp(MP_EINVAL, mp_process_start(NULL));
   assert_mp(MP_EINVAL, mp_process_join(NULL, 0));

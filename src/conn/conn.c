@@ -309,6 +309,8 @@ mp_conn_t *mp_conn_from_fd(int fd) {
 
 int mp_pipe(mp_conn_t **a, mp_conn_t **b, bool duplex) {
   int fds[2];
+  if (!a || !b)
+    return MP_EINVAL;
   *a = *b = NULL;
   int rc = mp__fd_pair_high(
       duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)

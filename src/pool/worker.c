@@ -153,6 +153,12 @@ static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
     return end_item(w, job->items, MP_EINVAL, 0);
   size_t len = 0, cap = job->any_size ? MP_POOL_RESULT_MAX : job->out_size;
   char *room = guarded(cap);
+  if (!room && job->any_size) {
+    /* A system that counts address space as memory (strict overcommit):
+     * the room the job itself has; a larger result is MP_EOVERFLOW. */
+    cap = job->out_size;
+    room = guarded(cap);
+  }
   if (!room)
     return end_item(w, job->items, -ENOMEM, 0);
   int rc = fn(job->in, job->in_size, room, cap, &len);

@@ -716,7 +716,7 @@ int mp_process_sentinel(const mp_process_t *p) {
 }
 
 const unsigned char *mp_process_authkey(const mp_process_t *p, size_t *len) {
-  if (is_closed(p) || p->kind == MP__PROCESS_PARENT) {
+  if (!p || is_closed(p) || p->kind == MP__PROCESS_PARENT) {
     if (len)
       *len = 0;
     return NULL;
