@@ -487,12 +487,13 @@ static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
 
 /* ---- Arena calls --------------------------------------------------------- */
 
-/* The arena is not safe against a process killed inside it (its lock is
- * taken over after a while, but the block being handed out or given back is
- * lost). The ring counts the processes inside such a window, from before
- * the call until the block is linked into (or after it was unlinked from)
- * the ring, so a test can tell an interrupted arena call from a leak of the
- * ring's own. Arena calls are rare: growth and new blocks, not every put. */
+/* A process killed inside an arena call can leave one block behind (the
+ * arena undoes its unfinished call: the block it was about to receive once
+ * the call completed, or the one it was giving back, stays allocated). The ring
+ * counts the processes inside such a window, from before the call until the
+ * block is linked into (or after it was unlinked from) the ring, so a test can
+ * tell an interrupted arena call from a leak of the ring's own. Arena calls are
+ * rare: growth and new blocks, not every put. */
 static void arena_enter(mp__ring_t *r) {
   atomic_fetch_add(&r->arena_ops, 1);
 }
