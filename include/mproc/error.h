@@ -36,7 +36,7 @@ extern "C" {
   X(EAUTH, -1009, "authentication failed")                                     \
   X(EOWNERDEAD, -1010, "acquired, but the previous holder died holding it")    \
   X(EWORKER, -1011, "the worker process died while running the task")          \
-  X(ETASK, -1012, "the task returned an error")                               \
+  X(ETASK, -1012, "the task returned an error")                                \
   X(ENOMAIN, -1013,                                                            \
     "main() does not call mp_main(): spawn and forkserver cannot start "       \
     "children of this program")

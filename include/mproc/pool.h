@@ -177,8 +177,9 @@ MP_API int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
 /* Pool.apply_async(fn, args, callback, error_callback): as mp_pool_apply
  * but returns at once with a handle. The task gets out_cap =
  * opts->result_max, or MP_POOL_RESULT_MAX without one (results of any
- * practical size; the memory a result uses is its size). NULL with errno EINVAL, ENOMEM, or the positive value
- * of MP_ESTATE / MP_EBROKEN (mp_strerror(-errno) names it). */
+ * practical size; the memory a result uses is its size). NULL with errno
+ * EINVAL, ENOMEM, or the positive value of MP_ESTATE / MP_EBROKEN
+ * (mp_strerror(-errno) names it). */
 MP_API mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
                                        const void *in, size_t in_len,
                                        const mp_async_opts_t *opts);

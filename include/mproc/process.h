@@ -106,8 +106,8 @@ MP_API bool mp_process_is_alive(mp_process_t *p);
 MP_API pid_t mp_process_pid(const mp_process_t *p);
 
 /* Process.name: never NULL for a process object (NULL for a NULL handle,
- * as every function's NULL rule in the guide says). Valid until the name is set again or the object
- * is freed. */
+ * as every function's NULL rule in the guide says). Valid until the name is set
+ * again or the object is freed. */
 MP_API const char *mp_process_name(const mp_process_t *p);
 MP_API int mp_process_set_name(mp_process_t *p, const char *name);
 

@@ -60,10 +60,10 @@ void mp__debug_print(int level, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
 #define mp__debug_log(level, ...)                                              \
   do {                                                                         \
-    if (__builtin_expect(atomic_load_explicit(&mp__debug_level,                \
-                                              memory_order_relaxed) >=         \
-                             (level),                                          \
-                         0))                                                   \
+    if (__builtin_expect(                                                      \
+            atomic_load_explicit(&mp__debug_level, memory_order_relaxed) >=    \
+                (level),                                                       \
+            0))                                                                \
       mp__debug_print((level), __VA_ARGS__);                                   \
   } while (0)
 /* Warns (one line per word) about the 8-byte aligned words of bytes that

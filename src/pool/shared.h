@@ -62,8 +62,8 @@ enum mp__job_kind { MP__JOB_MAP, MP__JOB_APPLY };
  * lock); seq and waiters (atomics, the wake-up protocol). */
 struct mp__pool_job {
   uint32_t magic;
-  uint32_t kind; /* enum mp__job_kind */
-  uint32_t fn;   /* index in the pool's function table */
+  uint32_t kind;     /* enum mp__job_kind */
+  uint32_t fn;       /* index in the pool's function table */
   uint32_t any_size; /* apply_async without result_max: the task gets
                         MP_POOL_RESULT_MAX of room; a result above out_size
                         goes to big_out */

@@ -156,7 +156,8 @@ static int answer_challenge(int sock, const mp_process_t *self) {
 static int server_start(const mp_process_t *self) {
   int pair[2];
   if (mp__fd_pair_high(
-          socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), pair) < 0)
+          socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), pair) <
+      0)
     return -errno;
   int *fds, n;
   int start_fd = mp__start_data_write(NULL, self, pair[1], &fds, &n);

@@ -373,8 +373,8 @@ int mp_process_start(mp_process_t *p) {
   if (rc == 0) {
     p->state = MP__PROCESS_STARTED;
     list_add(p);
-    mp__debug_log(MP_DEBUG_INFO, "started process %s (pid %d) with %s",
-                  p->name, (int)p->pid, ctx->name);
+    mp__debug_log(MP_DEBUG_INFO, "started process %s (pid %d) with %s", p->name,
+                  (int)p->pid, ctx->name);
   }
 out:
   if (alive[1] >= 0) {

@@ -65,8 +65,8 @@ struct mp_process {
   int sentinel; /* readable when the process ended (== pidfd, or a status
                    fd from the forkserver) */
   bool reaped;
-  bool via_server; /* started by the forkserver: the exit status comes
-                      through the sentinel, not waitid */
+  bool via_server;  /* started by the forkserver: the exit status comes
+                       through the sentinel, not waitid */
   bool exit_logged; /* the checking mode reported its end */
   int exitcode;
 };
