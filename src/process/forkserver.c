@@ -272,7 +272,7 @@ static void challenge_client(int sock, const unsigned char *key,
  * (received[0] is the start data, received[1..] the fds it lists, in its
  * order), then closes everything else. */
 static _Noreturn void run_child(int sock, int *received, int count,
-                                mp__child_runner_cb run) {
+                                mp__child_runner_cb run, pid_t server_pid) {
   signal(SIGINT, SIG_DFL);
   close(sock);
   for (size_t i = 0; i < served_count; i++) {
@@ -301,7 +301,10 @@ static _Noreturn void run_child(int sock, int *received, int count,
     close(received[i]);
   }
   mp__start_data_close_others();
-  run(getppid());
+  /* The server's pid as the server saw it before the fork, not getppid()
+   * now: a server that already ended would make that 1, and a daemon
+   * would then take the reaper for its parent and outlive its family. */
+  run(server_pid);
 }
 
 static void serve_request(int sock, int *received, int count,
@@ -313,9 +316,10 @@ static void serve_request(int sock, int *received, int count,
     reply[1] = -errno;
     goto answer;
   }
+  pid_t server_pid = getpid();
   pid_t pid = fork();
   if (pid == 0)
-    run_child(sock, received, count, run);
+    run_child(sock, received, count, run, server_pid);
   if (pid < 0) {
     reply[1] = -errno;
     goto answer;
