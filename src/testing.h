@@ -19,6 +19,16 @@ uint64_t mp__arena_in_use(void);
 _Atomic uint32_t *mp__arena_lock_word(void);
 /* The arena's memfd, address and size. */
 int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
+/* Checks the allocator under its lock: the blocks tile the used range,
+ * in_use is the sum of the blocks in use, every free block is on its free
+ * list exactly once. Calls each_used (when not NULL) with the address of
+ * each block in use. 0, or -1 with a message on stderr. */
+int mp__arena_check(void (*each_used)(void *ptr, void *arg), void *arg);
+/* Fault injection: when set, called inside the allocator's lock before
+ * each change it records (step: the journal entry about to be written) and
+ * before the journal is emptied (step 128); a test ends the process
+ * there. */
+extern void (*mp__arena_fault_hook)(unsigned step);
 
 /* ---- process/spawn.c, process/forkserver.c ------------------------------- */
 /* The program the spawn method executes ("/proc/self/exe"): tests point it

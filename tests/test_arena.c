@@ -2,6 +2,7 @@
  * child, under every start method. */
 #include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,6 +211,154 @@ static void test_dead_allocator_holder_is_taken_over(void **state) {
   mp_process_free(p);
 }
 
+/* ---- killed inside the allocator
+ * --------------------------------------------- Processes allocate and free at
+ * random, and are killed at random: by SIGKILL from the parent at any moment,
+ * and by themselves at a random step inside the allocator's lock (every step of
+ * every call is reached). Afterwards the allocator is consistent (its blocks
+ * tile the arena, every free block is on its list, in_use is the sum of the
+ * blocks in use) and at most one block per kill is lost: the one a dead process
+ * was about to receive. */
+
+#define CHURNERS 3
+#define KILLS    120
+#define ROWS     (KILLS + CHURNERS)
+#define SLOTS    32
+
+typedef struct kill_table {
+  /* Each process has a row of its own: what it holds (recorded after the
+   * allocation, cleared after the free). */
+  _Atomic(void *) held[ROWS][SLOTS];
+} kill_table_t;
+
+typedef struct killed_arg {
+  kill_table_t *table;
+  int row;
+  unsigned seed;
+} killed_arg_t;
+
+static unsigned kill_seed;
+
+static void kill_self_sometimes(unsigned step) {
+  (void)step;
+  kill_seed = kill_seed * 1103515245u + 12345u;
+  if ((kill_seed >> 8) % 4000 == 0)
+    raise(SIGKILL);
+}
+
+static void churn_until_killed(void *arg) {
+  killed_arg_t *a = arg;
+  unsigned r = a->seed;
+  kill_seed = a->seed * 7u + 1u;
+  if (a->row % 2)
+    mp__arena_fault_hook = kill_self_sometimes;
+  _Atomic(void *) *held = a->table->held[a->row];
+  for (;;) {
+    r = r * 1103515245u + 12345u;
+    int j = (int)((r >> 8) % SLOTS);
+    void *p = atomic_load(&held[j]);
+    if (p) {
+      mp_raw_free(p);
+      atomic_store(&held[j], NULL);
+    } else {
+      size_t size =
+          (r >> 20) % 4 == 0 ? 4096 + (r >> 4) % 300000 : 1 + (r >> 4) % 4000;
+      atomic_store(&held[j], mp_raw_alloc(size));
+    }
+  }
+}
+
+typedef struct used_list {
+  void **ptrs;
+  size_t count, cap;
+} used_list_t;
+
+static void collect_used(void *ptr, void *arg) {
+  used_list_t *l = arg;
+  if (l->count == l->cap) {
+    l->cap = l->cap ? l->cap * 2 : 1024;
+    l->ptrs = realloc(l->ptrs, l->cap * sizeof *l->ptrs);
+    assert_non_null(l->ptrs);
+  }
+  l->ptrs[l->count++] = ptr;
+}
+
+static bool listed(const used_list_t *l, const void *ptr) {
+  for (size_t i = 0; i < l->count; i++)
+    if (l->ptrs[i] == ptr)
+      return true;
+  return false;
+}
+
+static mp_process_t *start_churner(kill_table_t *t, int row) {
+  killed_arg_t arg = {t, row, (unsigned)row * 2654435761u + 17u};
+  mp_process_t *p = mp_process_new(churn_until_killed, &arg, sizeof arg, NULL);
+  assert_non_null(p);
+  assert_mp_ok(mp_process_start(p));
+  return p;
+}
+
+static void test_killed_allocators_lose_nothing(void **state) {
+  (void)state;
+  used_list_t before = {0};
+  assert_int_equal(mp__arena_check(collect_used, &before), 0);
+  kill_table_t *t = mp_raw_alloc(sizeof *t);
+  assert_non_null(t);
+  mp_process_t *p[CHURNERS];
+  int next_row = 0, deaths = 0;
+  for (int i = 0; i < CHURNERS; i++)
+    p[i] = start_churner(t, next_row++);
+  srand(11);
+  while (next_row < ROWS) {
+    mp_waitable_t w[CHURNERS];
+    for (int i = 0; i < CHURNERS; i++)
+      w[i] = mp_waitable_process(p[i]);
+    size_t ready[CHURNERS];
+    /* A churner that killed itself is replaced; otherwise one is killed
+     * after a short while (pacing only: any moment is a good one). */
+    int n = mp_wait(w, CHURNERS, 0.001 * (1 + rand() % 5), ready);
+    assert_true(n >= 0);
+    int victim = n > 0 ? (int)ready[0] : rand() % CHURNERS;
+    if (n == 0)
+      assert_mp_ok(mp_process_kill(p[victim]));
+    assert_mp_ok(mp_process_join(p[victim], MP_FOREVER));
+    mp_process_free(p[victim]);
+    deaths++;
+    p[victim] = start_churner(t, next_row++);
+  }
+  for (int i = 0; i < CHURNERS; i++) {
+    mp_process_kill(p[i]);
+    assert_mp_ok(mp_process_join(p[i], MP_FOREVER));
+    mp_process_free(p[i]);
+    deaths++;
+  }
+  used_list_t after = {0};
+  assert_int_equal(mp__arena_check(collect_used, &after), 0);
+  /* Every block in use was in use before, is the table, or is held by a
+   * row, but at most one per death (the block it was about to record).
+   * What the rows hold is given back. */
+  int lost = 0;
+  for (size_t i = 0; i < after.count; i++) {
+    void *ptr = after.ptrs[i];
+    if (ptr == t || listed(&before, ptr))
+      continue;
+    bool held = false;
+    for (int row = 0; row < ROWS && !held; row++)
+      for (int j = 0; j < SLOTS && !held; j++)
+        held = atomic_load(&t->held[row][j]) == ptr;
+    /* Given back once (a row may still name a block its dead process
+     * freed, which another row now holds). */
+    if (held)
+      mp_raw_free(ptr);
+    lost += !held;
+  }
+  assert_true(lost <= deaths);
+  mp_raw_free(t);
+  assert_int_equal(mp__arena_check(NULL, NULL), 0);
+  free(before.ptrs);
+  free(after.ptrs);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_alloc_is_zeroed_and_aligned),
@@ -220,6 +369,7 @@ int main(int argc, char **argv) {
       mpt_test(test_allocation_after_start_is_visible),
       mpt_test(test_threads_allocate_concurrently),
       mpt_test(test_dead_allocator_holder_is_taken_over),
+      mpt_test(test_killed_allocators_lose_nothing),
   };
   return MPT_RUN(argc, argv, tests);
 }

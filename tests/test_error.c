@@ -9,6 +9,7 @@ static void test_names_and_messages(void **state) {
   assert_string_equal(mp_errname(MP_ETIMEDOUT), "MP_ETIMEDOUT");
   assert_string_equal(mp_errname(MP_EOWNERDEAD), "MP_EOWNERDEAD");
   assert_string_equal(mp_errname(MP_ETASK), "MP_ETASK");
+  assert_string_equal(mp_errname(MP_ENOMAIN), "MP_ENOMAIN");
   assert_string_equal(mp_strerror(MP_ETIMEDOUT), "timed out");
   assert_string_equal(mp_errname(0), "OK");
 }
@@ -43,7 +44,8 @@ static void test_codes_are_distinct_from_errno(void **state) {
   const int codes[] = {MP_ESTATE,    MP_ETIMEDOUT,  MP_EEMPTY,  MP_EFULL,
                        MP_EOVERFLOW, MP_ENOTOWNER,  MP_EBROKEN, MP_ECLOSED,
                        MP_EAUTH,     MP_EOWNERDEAD, MP_EWORKER, MP_ETASK,
-                       MP_EKEY,      MP_EINDEX,     MP_ELOST,   MP_EINTR};
+                       MP_EKEY,      MP_EINDEX,     MP_ELOST,   MP_EINTR,
+                       MP_ENOMAIN};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
     assert_null(strerrorname_np(-codes[i]));
     assert_true(strncmp(mp_errname(codes[i]), "MP_E", 4) == 0);

@@ -36,12 +36,14 @@ extern "C" {
   X(EAUTH, -1009, "authentication failed")                                     \
   X(EOWNERDEAD, -1010, "acquired, but the previous holder died holding it")    \
   X(EWORKER, -1011, "the worker process died while running the task")          \
-  X(ETASK, -1012, "the task returned an error")                               \
+  X(ETASK, -1012, "the task returned an error")                                \
   X(EKEY, -1013, "no such key")                                                \
-  X(EINDEX, -1014, "index out of range")                                         \
-  X(ELOST, -1015, "the host (MPI rank) running it was lost, retries spent")                                                \
-  X(EINTR, -1016, "interrupted by mp_interrupt()")
-
+  X(EINDEX, -1014, "index out of range")                                       \
+  X(ELOST, -1015, "the host (MPI rank) running it was lost, retries spent")    \
+  X(EINTR, -1016, "interrupted by mp_interrupt()")                             \
+  X(ENOMAIN, -1017,                                                            \
+    "main() does not call mp_main(): spawn and forkserver cannot start "       \
+    "children of this program")
 
 /* The codes as constants (MP_ESTATE, MP_ETIMEDOUT, ...), from
  * MP_ERROR_MAP. */
@@ -81,6 +83,28 @@ MP_API void mp_interrupt(void);
 
 /* Ends the interrupted state: waits block again. Async-signal-safe. */
 MP_API void mp_interrupt_clear(void);
+/* ---- The checking mode (beyond Python) ------------------------------------
+ * C has no pickling to stop a child from receiving a pointer it cannot use,
+ * nor multiprocessing's logger. With the environment variable MPROC_DEBUG
+ * set to a level (read once, before main), or with mp_set_debug(level):
+ *   MP_DEBUG_INFO (1): a warning when the arg bytes or the data block of a
+ *     process started with spawn or forkserver hold an 8-byte aligned value
+ *     that points into the parent's stack, heap or code (the child would
+ *     crash on it: pass data, or arena pointers); a line on stderr for each
+ *     process start and exit, each pool worker replaced, and each lock whose
+ *     dead owner was taken over (Python's log_to_stderr(INFO));
+ *   MP_DEBUG_TRACE (2): more detail (Python's DEBUG).
+ * Lines look like "[mproc INFO/1234] ..." (the pid). Off (0, the default),
+ * it costs one load at each place that could log. */
+enum mp_debug_level {
+  MP_DEBUG_OFF = 0,
+  MP_DEBUG_INFO = 1,
+  MP_DEBUG_TRACE = 2,
+};
+
+/* Sets the level (negative means off) for this process and the children
+ * it starts afterwards; returns the previous level. Thread-safe. */
+MP_API int mp_set_debug(int level);
 
 /* Frees a buffer the library returned with malloc (recv_bytes, get, ...). */
 MP_API void mp_free(void *buf);

@@ -68,14 +68,15 @@ MP_API mp_value_t *mp_array_new_from(const void *init, size_t n,
 
 /* Array(typecode, init, lock=<a Lock or RLock>): an array guarded by the
  * caller's lock (as mp_value_new_with_rlock / _with_lock), its bytes copied
- * from init (NULL: zeroed). NULL with errno EINVAL (lock NULL, elem_size
- * 0), ENOMEM. */
+ * from init (NULL: zeroed). NULL with errno EINVAL (lock NULL, freed or of
+ * another kind; elem_size 0), ENOMEM (the size overflows or no memory). */
 MP_API mp_value_t *mp_array_new_with_rlock(size_t n, size_t elem_size,
                                            const void *init, mp_rlock_t *lock);
 MP_API mp_value_t *mp_array_new_with_lock(size_t n, size_t elem_size,
                                           const void *init, mp_lock_t *lock);
 
-/* The value's bytes (Python's .value / the array's items). Never NULL. */
+/* The value's bytes (Python's .value / the array's items). Never NULL for
+ * a live value; NULL for a NULL, freed or foreign handle. */
 MP_API void *mp_value_ptr(const mp_value_t *v);
 
 /* The size in bytes, and the number of elements (1 for a value: Python's

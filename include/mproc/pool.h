@@ -21,6 +21,11 @@
  *     apply_async. A task whose result does not fit sets *out_len to the
  *     size it needs and returns 0: the result is then MP_EOVERFLOW, with
  *     that size, so the caller can submit it again with more room.
+ * A task writes only the room it was given: out_size bytes (map form) or
+ * out_cap bytes (bytes form). It writes into memory of its worker that ends
+ * at an inaccessible page, and the worker copies the result into place, so
+ * a task that writes past its room never touches the caller's memory: it
+ * dies there, and its result is MP_EWORKER (the worker is replaced).
  * A task returns 0, or a nonzero code of its own: its result is then
  * MP_ETASK and the code is kept (mp_async_task_code, mp_pool_task_code,
  * mp_iter_item_t.task_code).
@@ -109,11 +114,14 @@ typedef struct mp_async_opts {
   mp_pool_error_callback error_callback;
   void *arg;         /* passed to both callbacks */
   size_t result_max; /* apply_async: the out_cap its task gets, the largest
-                        result it may write; 0: MP_POOL_RESULT_MAX */
+                        result it may write; 0: MP_POOL_RESULT_MAX (1 GiB,
+                        address space only) */
 } mp_async_opts_t;
 
-/* The default result capacity of apply_async. */
-#define MP_POOL_RESULT_MAX 4096
+/* The default result capacity of apply_async: 1 GiB, so that results of
+ * any practical size work as in Python. It is address space in the
+ * worker, not memory: a result costs what it holds. */
+#define MP_POOL_RESULT_MAX ((size_t)1 << 30)
 
 /* multiprocessing.Pool(processes, initializer, initargs, maxtasksperchild,
  * context), plus task_timeout. Starts the workers and returns once they
@@ -171,8 +179,10 @@ MP_API int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
 
 /* Pool.apply_async(fn, args, callback, error_callback): as mp_pool_apply
  * but returns at once with a handle. The task gets out_cap =
- * opts->result_max. NULL with errno EINVAL, ENOMEM, or the positive value
- * of MP_ESTATE / MP_EBROKEN (mp_strerror(-errno) names it). */
+ * opts->result_max, or MP_POOL_RESULT_MAX without one (results of any
+ * practical size; the memory a result uses is its size). NULL with errno
+ * EINVAL, ENOMEM, or the positive value of MP_ESTATE / MP_EBROKEN
+ * (mp_strerror(-errno) names it). */
 MP_API mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
                                        const void *in, size_t in_len,
                                        const mp_async_opts_t *opts);

@@ -17,10 +17,10 @@ typedef struct mp_context mp_context_t;
 
 /* Options of a new process; a NULL pointer means all defaults. */
 typedef struct mp_process_opts {
-  const char *name;  /* NULL: "Process-N" / "<type>-N", numbered as Python */
-  bool daemon;       /* as Python: a daemon cannot have children, so
-                        inheriting always gives false */
-  mp_context_t *ctx; /* NULL: the default start method */
+  const char *name;     /* NULL: "Process-N" / "<type>-N", numbered as Python */
+  bool daemon;          /* as Python: a daemon cannot have children, so
+                           inheriting always gives false */
+  mp_context_t *ctx;    /* NULL: the default start method */
   bool end_with_parent; /* beyond Python: the child is killed (SIGKILL)
                            when its parent ends, however it ends (see
                            mp_process_set_end_with_parent) */
@@ -42,8 +42,11 @@ typedef struct mp_process_type {
  * the parent's main() never runs there. A spawned child that reaches any
  * other mproc call without having passed through mp_main() stops with a
  * message on stderr and exit status 70 instead of starting processes of
- * its own. Returns a negative code if the program was started as a child
- * but the start data could not be read. */
+ * its own. A program started with the spawn marker (MPROC_SPAWN) whose
+ * start data cannot be read (the marker names no readable start data)
+ * stops before main() with a message and the same status 70: it never
+ * runs main() as a child. Returns a negative code if the program was
+ * started as a child but the start data could not be read. */
 MP_API int mp_main(int argc, char **argv);
 
 /* ---- Process objects ---------------------------------------------------
@@ -67,8 +70,12 @@ MP_API void *mp_process_data(mp_process_t *p);
 
 /* Process.start(). MP_ESTATE if already started, closed, if the caller is
  * a daemonic process ("daemonic processes are not allowed to have
- * children"), or if the object is not the caller's child. -errno if the
- * system refused (EAGAIN, ENOMEM, or the exec error under spawn). */
+ * children"), or if the object is not the caller's child. MP_ENOMAIN under
+ * spawn and forkserver when the program's main() did not call mp_main()
+ * first (its child would run main() again; a message says so on stderr);
+ * MP_EINVAL when the default method is used and MPROC_START_METHOD names
+ * no method. -errno if the system refused (EAGAIN, ENOMEM, or the exec
+ * error under spawn). */
 MP_API int mp_process_start(mp_process_t *p);
 
 /* Process.join(timeout): waits until the process ends and reaps it.
@@ -108,8 +115,9 @@ MP_API bool mp_process_is_alive(mp_process_t *p);
 /* Process.pid and Process.ident: 0 before start; -1 after close. */
 MP_API pid_t mp_process_pid(const mp_process_t *p);
 
-/* Process.name: never NULL. Valid until the name is set again or the object
- * is freed. */
+/* Process.name: never NULL for a process object (NULL for a NULL handle,
+ * as every function's NULL rule in the guide says). Valid until the name is set
+ * again or the object is freed. */
 MP_API const char *mp_process_name(const mp_process_t *p);
 MP_API int mp_process_set_name(mp_process_t *p, const char *name);
 
@@ -181,7 +189,12 @@ MP_API int mp_cpu_count(void);
 
 /* ---- Start methods and contexts ----------------------------------------
  * "fork" (the default), "spawn" and "forkserver". The environment variable
- * MPROC_START_METHOD sets the default for a whole program run. */
+ * MPROC_START_METHOD sets the default for a whole program run. A value
+ * that names no method (a typo: "spwan", "Spawn") is an error, not fork:
+ * a message naming the valid methods is printed once on stderr, starting
+ * a process with the default method returns MP_EINVAL, and the functions
+ * below that report the default return NULL with errno EINVAL, until
+ * mp_set_start_method fixes a method. */
 
 /* multiprocessing.get_context(method): NULL method gives the default
  * context. Unknown name: NULL with errno EINVAL. Contexts are static. A
@@ -198,7 +211,8 @@ MP_API const char *mp_context_start_method(const mp_context_t *ctx);
  * MP_EINVAL for an unknown name. */
 MP_API int mp_set_start_method(const char *method, bool force);
 
-/* multiprocessing.get_start_method(): fixes the default if not yet set. */
+/* multiprocessing.get_start_method(): fixes the default if not yet set.
+ * NULL (errno EINVAL) when MPROC_START_METHOD names no method. */
 MP_API const char *mp_get_start_method(void);
 
 /* multiprocessing.set_forkserver_preload(module_names): shared libraries

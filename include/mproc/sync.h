@@ -23,8 +23,10 @@
  *
  * *_free: every process must have stopped using the object; freeing one
  * that another process still uses (or waits on) is undefined behaviour.
- * Passing NULL or a freed object is a programming error (asserted in debug
- * builds). */
+ * A NULL, freed or foreign handle is checked by every function, in every
+ * build: MP_EINVAL (false or 0 where no code is returned); freeing an
+ * object twice aborts with a message naming its kind (see the guide's
+ * conventions). */
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 

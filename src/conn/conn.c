@@ -321,9 +321,13 @@ mp_conn_t *mp_conn_from_fd(int fd) {
 
 int mp_pipe(mp_conn_t **a, mp_conn_t **b, bool duplex) {
   int fds[2];
+  if (!a || !b)
+    return MP_EINVAL;
   *a = *b = NULL;
-  int rc = duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)
-                  : pipe2(fds, O_CLOEXEC);
+  int rc = mp__fd_pair_high(
+      duplex ? socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds)
+             : pipe2(fds, O_CLOEXEC),
+      fds);
   if (rc < 0)
     return -errno;
   *a = mp__conn_wrap(fds[0], true, duplex);
@@ -614,6 +618,8 @@ static uint64_t be_load(const uint8_t *p, int bytes) {
 
 int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
                   const mp__deadline_t *deadline) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   if (!buf && len > 0)
     return MP_EINVAL;
@@ -635,6 +641,8 @@ int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
 }
 
 int mp_conn_send_bytes(mp_conn_t *c, const void *buf, size_t len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   return mp__conn_send(c, buf, len, NULL);
 }
 
@@ -737,14 +745,17 @@ static int recv_begin(mp_conn_t *c, uint64_t limit, const mp__deadline_t *d,
 
 int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
                            size_t *len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   size_t hlen;
   uint64_t n;
   int rc = recv_begin(c, maxlength, RECV_DEADLINE, &l, &hlen, &n);
   if (rc < 0)
     return rc;
-  if (n > SIZE_MAX - 1) {
-    rc = -ENOMEM;
+  size_t checked;
+  if (n > SIZE_MAX || !mp__size((size_t)n, 1, 0, &checked)) {
+    rc = -ENOMEM; /* a peer's length no memory could hold */
     goto out;
   }
   void *data = malloc(n ? (size_t)n : 1);
@@ -765,10 +776,14 @@ out:
 }
 
 int mp_conn_recv_bytes(mp_conn_t *c, void **buf, size_t *len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   return mp_conn_recv_bytes_max(c, SIZE_MAX, buf, len);
 }
 
 int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   size_t hlen;
   uint64_t n;
@@ -786,6 +801,8 @@ int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
 
 int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
                   const mp__deadline_t *deadline) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
   size_t hlen;
   uint64_t n;
@@ -804,7 +821,7 @@ int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
 
 int mp_conn_send_handle(mp_conn_t *c, int fd) {
   local_t *l;
-  if (fd < 0)
+  if (fd < 0 || mp__object_check(c, CONN_MAGIC) < 0)
     return MP_EINVAL;
   int rc = local_check(c, LOCAL_WRITABLE, &l);
   if (rc < 0)
@@ -855,6 +872,8 @@ static int take_handle(mp_conn_t *c, int *fd) {
 
 int mp_conn_recv_handle(mp_conn_t *c, int *fd) {
   local_t *l;
+  if (!fd || mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   int rc = local_check(c, LOCAL_READABLE, &l);
   if (rc < 0)
     return rc;
@@ -881,8 +900,12 @@ static bool has_buffered(const mp_conn_t *c) {
 }
 
 int mp_conn_poll(mp_conn_t *c, double timeout) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l;
-  int rc = local_check(c, LOCAL_READABLE, &l);
+  int rc = mp__timeout_check(timeout);
+  if (rc == 0)
+    rc = local_check(c, LOCAL_READABLE, &l);
   if (rc < 0)
     return rc;
   if (has_buffered(c))
@@ -892,6 +915,10 @@ int mp_conn_poll(mp_conn_t *c, double timeout) {
 }
 
 int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l = local_find(c, ~0u);
   if (!l)
     return -ENOMEM;
@@ -902,6 +929,8 @@ int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
 }
 
 int mp_conn_fileno(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   bool ignored;
   return mp__conn_wait_fd(c, &ignored);
 }
@@ -912,18 +941,26 @@ static uint32_t local_state(mp_conn_t *c) {
 }
 
 bool mp_conn_closed(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return true; /* nothing can be done with it */
   return !(local_state(c) & LOCAL_OPEN);
 }
 
 bool mp_conn_readable(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return false;
   return local_state(c) & LOCAL_READABLE;
 }
 
 bool mp_conn_writable(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return false;
   return local_state(c) & LOCAL_WRITABLE;
 }
 
 void mp_conn_set_max_message(mp_conn_t *c, size_t max_len) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return;
   atomic_store(&c->max_message, (uint64_t)max_len);
 }
 
@@ -931,6 +968,8 @@ void mp_conn_set_max_message(mp_conn_t *c, size_t max_len) {
  */
 
 int mp_conn_close(mp_conn_t *c) {
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    return MP_EINVAL;
   local_t *l = local_find(c, ~0u);
   if (!l)
     return -ENOMEM;
@@ -947,10 +986,12 @@ int mp_conn_close(mp_conn_t *c) {
 void mp_conn_free(mp_conn_t *c) {
   if (!c)
     return;
+  if (mp__object_check(c, CONN_MAGIC) < 0)
+    mp__object_retire(c, CONN_MAGIC, "conn"); /* aborts with a message */
   mp_conn_close(c);
   local_forget(c);
   if (c->creator == (int32_t)getpid()) {
-    c->magic = 0;
+    mp__object_retire(c, CONN_MAGIC, "conn");
     mp__shm_free(c);
   }
 }

@@ -175,7 +175,8 @@ static int bound_address(mp_listener_t *l) {
 
 static int listen_unix(mp_listener_t *l, const address_t *a, int backlog,
                        bool untracked) {
-  l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  l->fd = mp__fd_high(
+      socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (l->fd < 0)
     return -errno;
   /* Linux gives the socket file the mode of the socket's inode: set 0600
@@ -206,8 +207,8 @@ static int listen_tcp(mp_listener_t *l, const address_t *a, int backlog) {
     return rc;
   rc = -EADDRNOTAVAIL;
   for (struct addrinfo *ai = list; ai; ai = ai->ai_next) {
-    int fd =
-        socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = mp__fd_high(
+        socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     int one = 1;
     /* As Python on POSIX: a restarted server can bind again at once. */
     if (fd >= 0 &&
@@ -254,6 +255,8 @@ mp_listener_t *mp_listener_new_with_opts(const char *address,
     goto error;
   l->fd = -1;
   l->creator = getpid();
+  if (opts && (rc = mp__timeout_check(opts->handshake_timeout)) < 0)
+    goto error;
   pthread_mutex_init(&l->lock, NULL);
   l->max_pending =
       opts && opts->max_pending > 0 ? opts->max_pending : DEFAULT_PENDING;
@@ -292,7 +295,7 @@ static int accept_peer(mp_listener_t *l, const mp__deadline_t *d) {
     int rc = mp__wait_fd(l->fd, POLLIN, d);
     if (rc <= 0)
       return rc == 0 ? MP_ETIMEDOUT : rc;
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+    int fd = mp__fd_high(accept4(l->fd, NULL, NULL, SOCK_CLOEXEC));
     if (fd >= 0)
       return fd;
     /* Taken by another thread or process, or gone before we got it. */
@@ -388,7 +391,8 @@ static int advance(mp_listener_t *l, size_t i) {
 static int accept_new(mp_listener_t *l) {
   int result = 0;
   for (size_t n = 0; n < l->max_pending; n++) {
-    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int fd =
+        mp__fd_high(accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
           errno == ECONNABORTED || errno == EPROTO)
@@ -505,6 +509,11 @@ static int accept_authenticated(mp_listener_t *l, const mp__deadline_t *d,
 }
 
 int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
+  if (!l || !out)
+    return MP_EINVAL;
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   *out = NULL;
   if (l->fd < 0)
     return MP_ECLOSED;
@@ -522,18 +531,20 @@ int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
 }
 
 const char *mp_listener_address(const mp_listener_t *l) {
+  if (!l)
+    return NULL;
   return l->address;
 }
 
 int mp_listener_port(const mp_listener_t *l) {
-  if (strncmp(l->address, "tcp:", 4) != 0)
+  if (!l || strncmp(l->address, "tcp:", 4) != 0)
     return MP_EINVAL;
   const char *colon = strrchr(l->address, ':');
   return atoi(colon + 1); /* format_address wrote it: digits */
 }
 
 const char *mp_listener_path(const mp_listener_t *l) {
-  if (strncmp(l->address, "unix:", 5) != 0) {
+  if (!l || strncmp(l->address, "unix:", 5) != 0) {
     errno = EINVAL;
     return NULL;
   }
@@ -541,14 +552,18 @@ const char *mp_listener_path(const mp_listener_t *l) {
 }
 
 const char *mp_listener_last_accepted(const mp_listener_t *l) {
-  return l->last_accepted;
+  return l ? l->last_accepted : NULL;
 }
 
 int mp_listener_fileno(const mp_listener_t *l) {
+  if (!l)
+    return MP_EINVAL;
   return l->fd >= 0 ? l->fd : MP_ECLOSED;
 }
 
 int mp_listener_close(mp_listener_t *l) {
+  if (!l)
+    return MP_EINVAL;
   drop_all(l);
   if (l->fd >= 0) {
     close(l->fd);
@@ -599,7 +614,8 @@ static int connect_finish(int fd, const mp__deadline_t *d) {
 
 static int connect_one(int family, const struct sockaddr *sa, socklen_t len,
                        const mp__deadline_t *d) {
-  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int fd = mp__fd_high(
+      socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (fd < 0)
     return -errno;
   int rc;
@@ -654,6 +670,8 @@ int mp_client_with_opts(const char *address, const void *authkey,
   *out = NULL;
   if (authkey && !mp__auth_available())
     return -ENOTSUP;
+  if (opts && mp__timeout_check(opts->timeout) < 0)
+    return MP_EINVAL;
   int rc = parse_address(address, &a);
   if (rc < 0)
     return rc;

@@ -26,7 +26,7 @@ static int object_fd(const mp_waitable_t *w, bool *ready_now) {
 /* Python's wait([]) sleeps for the timeout (forever with None: refused
  * here, nothing would ever end it). */
 static int wait_nothing(double timeout) {
-  if (timeout < 0)
+  if (timeout < 0 || timeout > 1e300) /* forever, or +inf */
     return MP_EINVAL;
   mp__deadline_t d = mp__deadline_in(timeout);
   struct pollfd interrupt[1];
@@ -52,6 +52,11 @@ static int collect(const struct pollfd *fds, const bool *ready_now, size_t n,
 
 int mp_wait(const mp_waitable_t *objs, size_t n, double timeout,
             size_t *ready_out) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
+  if (!objs && n > 0)
+    return MP_EINVAL;
   if (n == 0)
     return wait_nothing(timeout);
   if (n > INT32_MAX)

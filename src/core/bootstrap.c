@@ -21,6 +21,10 @@ enum mp__boot_role mp__boot_take(void) {
   return boot.role;
 }
 
+bool mp__boot_main_called(void) {
+  return boot.taken;
+}
+
 void mp__check_bootstrapped(void) {
   if (boot.role == MP__BOOT_NONE || boot.taken)
     return;

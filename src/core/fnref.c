@@ -9,15 +9,42 @@
 
 #include "core/fnref.h"
 
+/* The module whose loaded segments hold an address. dl_iterate_phdr, not
+ * dladdr: it works the same in a fully static program (whose only module
+ * is the program itself) and in C libraries without dladdr1 (musl). */
+typedef struct address_search {
+  uintptr_t address;
+  const char *name;
+  uintptr_t base;
+} address_search_t;
+
+static int find_address(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)size;
+  address_search_t *s = arg;
+  for (size_t i = 0; i < info->dlpi_phnum; i++) {
+    const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+    uintptr_t start = (uintptr_t)info->dlpi_addr + (uintptr_t)ph->p_vaddr;
+    if (ph->p_type == PT_LOAD && s->address >= start &&
+        s->address - start < (uintptr_t)ph->p_memsz) {
+      /* The main program's name is empty, as dl_iterate_phdr gives it in
+       * the child. */
+      s->name = info->dlpi_name ? info->dlpi_name : "";
+      s->base = (uintptr_t)info->dlpi_addr;
+      return 1;
+    }
+  }
+  return 0;
+}
+
 static bool module_base_of(const void *address, char *path, size_t cap,
                            uintptr_t *base) {
-  Dl_info info;
-  struct link_map *map = NULL;
-  if (!dladdr1(address, &info, (void **)&map, RTLD_DL_LINKMAP) || !map)
+  address_search_t s = {.address = (uintptr_t)address};
+  if (!dl_iterate_phdr(find_address, &s) || !s.name)
     return false;
-  /* The main program's link map has an empty name. */
-  snprintf(path, cap, "%s", map->l_name ? map->l_name : "");
-  *base = (uintptr_t)map->l_addr;
+  if (strlen(s.name) >= cap)
+    return false; /* a path the reference cannot hold */
+  snprintf(path, cap, "%s", s.name);
+  *base = s.base;
   return true;
 }
 

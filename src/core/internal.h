@@ -40,6 +40,12 @@ typedef struct mp__deadline {
 
 /* The deadline of a wait of the API: interruptible. */
 mp__deadline_t mp__deadline_in(double timeout);
+/* The one check of a caller's timeout: NaN is MP_EINVAL (it would wait
+ * forever otherwise); every public function that takes a timeout calls it
+ * before anything else, also on its fast path. 0 or MP_EINVAL. */
+static inline int mp__timeout_check(double timeout) {
+  return timeout != timeout ? MP_EINVAL : 0;
+}
 /* A deadline that never passes, for the library's own waits (not
  * interruptible). */
 #define MP__NO_DEADLINE (&(const mp__deadline_t){.forever = true})
@@ -69,6 +75,49 @@ struct pollfd;
  * failure. fds must have room for n + 1 entries: the last one is the
  * interrupt's. */
 int mp__poll(struct pollfd *fds, size_t n, const mp__deadline_t *deadline);
+/* ---- The checking mode (debug.c) ------------------------------------------
+ * mp__debug_log(level, format, ...) prints one line on stderr when the
+ * level set by MPROC_DEBUG or mp_set_debug is at least `level`; off, it is
+ * one load and a branch, and its arguments are not evaluated. */
+extern _Atomic int mp__debug_level;
+void mp__debug_print(int level, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+#define mp__debug_log(level, ...)                                              \
+  do {                                                                         \
+    if (__builtin_expect(                                                      \
+            atomic_load_explicit(&mp__debug_level, memory_order_relaxed) >=    \
+                (level),                                                       \
+            0))                                                                \
+      mp__debug_print((level), __VA_ARGS__);                                   \
+  } while (0)
+/* Warns (one line per word) about the 8-byte aligned words of bytes that
+ * point into this process's own stack, heap, code or data, which a child
+ * started with spawn or forkserver cannot use; `what` and `name` say whose
+ * bytes they are. Returns the number of such words. Call it only when the
+ * checking mode is on. */
+int mp__debug_scan_pointers(const void *bytes, size_t len, const char *what,
+                            const char *name);
+/* Whether the checks of that level are on (for checks that cost). */
+static inline bool mp__debug_on(int level) {
+  return atomic_load_explicit(&mp__debug_level, memory_order_relaxed) >= level;
+}
+
+/* ---- Sizes ----------------------------------------------------------------
+ * Every size the library computes from a caller's numbers goes through
+ * mp__size: a * b + c, refused (false) when it overflows or exceeds
+ * MP__SIZE_MAX. The bound is far above any arena or message and far below
+ * where later arithmetic (headers, rounding to pages, doubling a capacity)
+ * could overflow, so code after the check need not think about it. The
+ * caller turns false into -ENOMEM (or NULL with errno ENOMEM). */
+#define MP__SIZE_MAX ((size_t)1 << 48)
+static inline bool mp__size(size_t a, size_t b, size_t c, size_t *out) {
+  size_t r;
+  if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r) ||
+      r > MP__SIZE_MAX)
+    return false;
+  *out = r;
+  return true;
+}
 
 /* ---- Shared memory allocation -------------------------------------------
  * Memory for shared objects (locks, queues, values). A pointer returned
@@ -83,8 +132,8 @@ void mp__shm_free(void *ptr);
  * family-wide object there (the first process to need it creates it with a
  * compare-and-swap on its root; everyone else finds it there). */
 enum mp__root {
-  MP__ROOT_OWNERS, /* the robust owner table of the futex core */
-  MP__ROOT_CONNS,  /* the connection table */
+  MP__ROOT_OWNERS,  /* the robust owner table of the futex core */
+  MP__ROOT_CONNS,   /* the connection table */
   MP__ROOT_TRACKER, /* the resource tracker's end (tracker.c) */
   MP__ROOT_RESERVED3,
   MP__ROOT_COUNT = 16,
@@ -99,6 +148,17 @@ int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
 /* In a spawned child: maps the parent's arena at its address. */
 int mp__arena_attach(int fd, uintptr_t address, uint64_t size);
 bool mp__arena_contains(const void *ptr);
+
+/* ---- fds ------------------------------------------------------------------
+ * Every fd the library opens is passed through mp__fd_high as it is made
+ * (memfds, pipes, sockets, pidfds, eventfds): it comes back at a number
+ * above 2, close-on-exec, so that a program whose fd 0, 1 or 2 is closed
+ * never has an mproc fd there. fd < 0 is returned as is (errno kept); on
+ * failure the fd is closed and -1 returned with errno set. */
+int mp__fd_high(int fd);
+/* The same for both fds of a pipe2() or socketpair() call that returned
+ * rc: 0, or -1 with errno (and nothing left open). */
+int mp__fd_pair_high(int rc, int fds[2]);
 
 /* fds that must exist, at the same number, in every child (spawn and
  * forkserver pass them explicitly; fork inherits them anyway). The fd keeps
@@ -125,6 +185,27 @@ void mp__untrack(enum mp__resource kind, const char *name);
 /* In a spawned child: takes up the family's tracker end it was given, so
  * that its own children get it too. */
 void mp__tracker_inherit(void);
+/* ---- Handles of shared objects ----------------------------------------------
+ * Every shared object (lock, semaphore, event, condition, barrier, queue,
+ * value, connection) starts with a 32-bit magic of its kind. Every public
+ * call checks the handle it is given with mp__object_check, in every
+ * build: a NULL handle, a pointer outside the arena, an object of another
+ * kind or a freed one gives MP_EINVAL (false, 0 or NULL where the function
+ * returns no code). Freeing marks the object freed (MP__FREED of its
+ * magic) before its memory goes back, so that a use after the free is
+ * caught until the memory is used again, and a second free aborts with a
+ * message naming the kind. NULL is freed as nothing. */
+#define MP__FREED(magic) (~(uint32_t)(magic))
+static inline int mp__object_check(const void *obj, uint32_t magic) {
+  return obj && mp__arena_contains(obj) &&
+                 atomic_load_explicit((_Atomic uint32_t *)obj,
+                                      memory_order_acquire) == magic
+             ? 0
+             : MP_EINVAL;
+}
+/* At the top of mp_<kind>_free of a non-NULL handle: marks obj freed, or
+ * aborts with a message when it is freed already or not a <kind>. */
+void mp__object_retire(void *obj, uint32_t magic, const char *kind);
 
 /* ---- After fork -----------------------------------------------------------
  * One registry for what each area must do around fork(): every fork of the
@@ -176,6 +257,10 @@ enum mp__exit_status {
 void mp__boot_set_role(enum mp__boot_role role);
 /* mp_main(): the pending role, once (MP__BOOT_NONE afterwards). */
 enum mp__boot_role mp__boot_take(void);
+/* Whether mp_main() ran in this process (or in the parent it was forked
+ * from): a program whose main() does not call it cannot use spawn or the
+ * forkserver, since its children would run main() again. */
+bool mp__boot_main_called(void);
 /* Stops a spawned child that reached the API without passing through
  * mp_main() (see mp_main); does nothing otherwise. */
 void mp__check_bootstrapped(void);

@@ -87,7 +87,7 @@ int mp__interrupt_fd(void) {
   if (fd >= 0)
     return fd;
   mp__atfork_register(&interrupt_atfork);
-  int made = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int made = mp__fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (made < 0)
     return -errno;
   if (!atomic_compare_exchange_strong(&interrupt_fd, &fd, made)) {

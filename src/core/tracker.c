@@ -129,7 +129,8 @@ _Noreturn static void tracker_main(int fd) {
 /* Starts a tracker on a new socketpair: our end, or -errno. */
 static int start_tracker(void) {
   int sv[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+  if (mp__fd_pair_high(
+          socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), sv) < 0)
     return -errno;
   pid_t pid = fork();
   if (pid == 0) {

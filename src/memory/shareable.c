@@ -208,12 +208,14 @@ mp_shareable_list_t *mp_shareable_list_open(const char *name) {
 }
 
 size_t mp_shareable_list_len(const mp_shareable_list_t *l) {
-  return l->n;
+  return l ? l->n : 0;
 }
 
 /* Python's position handling: negative counts from the end. */
 static int position(const mp_shareable_list_t *l, ptrdiff_t index,
                     size_t *out) {
+  if (!l)
+    return MP_EINVAL;
   if (index < 0)
     index += (ptrdiff_t)l->n;
   if (index < 0 || (size_t)index >= l->n)
@@ -292,6 +294,8 @@ int mp_shareable_list_set(mp_shareable_list_t *l, ptrdiff_t index,
 
 int mp_shareable_list_format(const mp_shareable_list_t *l, char *buf,
                              size_t cap) {
+  if (!l)
+    return MP_EINVAL;
   size_t len = 0;
   char format[FORMAT_WIDTH + 1];
   for (size_t i = 0; i < l->n; i++) {
@@ -309,11 +313,11 @@ int mp_shareable_list_format(const mp_shareable_list_t *l, char *buf,
 }
 
 mp_shm_t *mp_shareable_list_shm(const mp_shareable_list_t *l) {
-  return l->shm;
+  return l ? l->shm : NULL;
 }
 
 const char *mp_shareable_list_name(const mp_shareable_list_t *l) {
-  return mp_shm_name(l->shm);
+  return l ? mp_shm_name(l->shm) : NULL;
 }
 
 int mp_shareable_list_close(mp_shareable_list_t *l) {

@@ -53,7 +53,8 @@ static void random_path(char *path, size_t cap) {
 
 /* Creates the segment and reserves its memory. The fd, or -errno. */
 static int create_segment(const char *path, size_t size) {
-  int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  int fd =
+      mp__fd_high(shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (fd < 0)
     return -errno;
   /* Reserving the pages makes a full /dev/shm an error now instead of a
@@ -85,7 +86,7 @@ static int open_fd(mp_shm_t *s, const char *name, bool create, size_t size) {
     return rc;
   if (create)
     return create_segment(s->path, size);
-  int fd = shm_open(s->path, O_RDWR | O_CLOEXEC, 0);
+  int fd = mp__fd_high(shm_open(s->path, O_RDWR | O_CLOEXEC, 0));
   return fd < 0 ? -errno : fd;
 }
 
@@ -124,14 +125,20 @@ mp_shm_t *mp_shm_open(const char *name, bool create, size_t size) {
 }
 
 void *mp_shm_buf(const mp_shm_t *s) {
+  if (!s)
+    return NULL;
   return s->buf;
 }
 
 size_t mp_shm_size(const mp_shm_t *s) {
+  if (!s)
+    return 0;
   return s->size;
 }
 
 const char *mp_shm_name(const mp_shm_t *s) {
+  if (!s)
+    return NULL;
   return s->path + 1;
 }
 
@@ -143,10 +150,14 @@ static int unlink_path(const char *path) {
 }
 
 int mp_shm_unlink(const mp_shm_t *s) {
+  if (!s)
+    return MP_EINVAL;
   return unlink_path(s->path);
 }
 
 int mp_shm_untrack(const mp_shm_t *s) {
+  if (!s)
+    return MP_EINVAL;
   mp__untrack(MP__RESOURCE_SHM, s->path);
   return 0;
 }

@@ -34,14 +34,19 @@ _Static_assert(offsetof(struct mp_value, data) == 64, "data is aligned");
 /* A value of count elements, size bytes in all, with a lock of the given
  * kind (rlock or lock for the caller's own) and its bytes copied from init
  * (NULL: zeroed). */
-static mp_value_t *value_new(uint64_t size, uint64_t count,
-                             enum value_lock kind, const void *init,
-                             mp_rlock_t *rlock, mp_lock_t *lock) {
+static mp_value_t *value_new(size_t size, size_t count, enum value_lock kind,
+                             const void *init, mp_rlock_t *rlock,
+                             mp_lock_t *lock) {
   mp__check_bootstrapped();
+  size_t total;
+  if (!mp__size(size, 1, sizeof(mp_value_t), &total)) {
+    errno = ENOMEM;
+    return NULL;
+  }
   /* With a lock, mp__sync_alloc makes sure the owner table of the robust
    * locks exists before any child starts. */
-  mp_value_t *v = kind != VALUE_NO_LOCK ? mp__sync_alloc(sizeof *v + size)
-                                        : mp__shm_alloc(sizeof *v + size);
+  mp_value_t *v =
+      kind != VALUE_NO_LOCK ? mp__sync_alloc(total) : mp__shm_alloc(total);
   if (!v)
     return NULL;
   v->magic = VALUE_MAGIC;
@@ -59,27 +64,23 @@ static mp_value_t *value_new(uint64_t size, uint64_t count,
   return v;
 }
 
-/* The size of n elements of elem_size bytes: 0, or errno EINVAL (elem_size
- * 0) / ENOMEM (the product overflows). */
-static int array_size(size_t n, size_t elem_size, uint64_t *size) {
-  if (elem_size == 0)
-    return EINVAL;
-  if (n > SIZE_MAX / elem_size)
-    return ENOMEM;
-  *size = (uint64_t)n * elem_size;
-  return 0;
-}
-
 /* Every constructor: checks the arguments, then value_new. A value has
- * count 1 and size elem_size (0 refused); an array count n. given is the
- * caller's lock when kind is VALUE_GIVEN_* (NULL refused). */
+ * count 1 and size elem_size (0 refused); an array count n (the size
+ * through the one checked-size helper: ENOMEM when it overflows). given is
+ * the caller's lock when kind is VALUE_GIVEN_* (NULL, freed or of another
+ * kind refused). */
 static mp_value_t *make(size_t n, size_t elem_size, bool array,
                         enum value_lock kind, const void *init, void *given) {
-  uint64_t size = elem_size;
+  size_t size = elem_size;
   int err =
-      array ? array_size(n, elem_size, &size) : (elem_size == 0 ? EINVAL : 0);
-  if (!err && (kind == VALUE_GIVEN_RLOCK || kind == VALUE_GIVEN_LOCK) && !given)
-    err = EINVAL;
+      elem_size == 0                               ? EINVAL
+      : array && !mp__size(elem_size, n, 0, &size) ? ENOMEM
+      : kind == VALUE_GIVEN_RLOCK &&
+              mp__object_check(given, MP__RLOCK_MAGIC) < 0
+          ? EINVAL
+      : kind == VALUE_GIVEN_LOCK && mp__object_check(given, MP__LOCK_MAGIC) < 0
+          ? EINVAL
+          : 0;
   if (err) {
     errno = err;
     return NULL;
@@ -128,33 +129,39 @@ mp_value_t *mp_array_new_with_lock(size_t n, size_t elem_size, const void *init,
   return make(n, elem_size, true, VALUE_GIVEN_LOCK, init, lock);
 }
 
-static const mp_value_t *checked(const mp_value_t *v) {
-  assert(v && v->magic == VALUE_MAGIC);
-  return v;
-}
-
 void *mp_value_ptr(const mp_value_t *v) {
-  return (void *)checked(v)->data;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return NULL;
+  return (void *)v->data;
 }
 
 size_t mp_value_size(const mp_value_t *v) {
-  return (size_t)checked(v)->size;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return 0;
+  return (size_t)v->size;
 }
 
 size_t mp_value_len(const mp_value_t *v) {
-  return (size_t)checked(v)->count;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return 0;
+  return (size_t)v->count;
 }
 
 mp_rlock_t *mp_value_lock(const mp_value_t *v) {
-  return checked(v)->rlock;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return NULL;
+  return v->rlock;
 }
 
 mp_lock_t *mp_value_plain_lock(const mp_value_t *v) {
-  return checked(v)->lock;
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return NULL;
+  return v->lock;
 }
 
 int mp_value_acquire(mp_value_t *v, double timeout) {
-  checked(v);
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return MP_EINVAL;
   if (v->rlock)
     return mp_rlock_acquire(v->rlock, timeout);
   if (v->lock)
@@ -163,7 +170,8 @@ int mp_value_acquire(mp_value_t *v, double timeout) {
 }
 
 int mp_value_release(mp_value_t *v) {
-  checked(v);
+  if (mp__object_check(v, VALUE_MAGIC) < 0)
+    return MP_EINVAL;
   if (v->rlock)
     return mp_rlock_release(v->rlock);
   if (v->lock)
@@ -174,7 +182,6 @@ int mp_value_release(mp_value_t *v) {
 void mp_value_free(mp_value_t *v) {
   if (!v)
     return;
-  checked(v);
-  v->magic = 0;
+  mp__object_retire(v, VALUE_MAGIC, "value");
   mp__shm_free(v); /* the own RLock goes with it */
 }

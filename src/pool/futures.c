@@ -21,7 +21,7 @@
 static int make_ready_fd(struct mp_async *r) {
   mp_pool_t *pool = r->pool;
   assert(mp__pthread_mutex_busy(&pool->lock));
-  int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  int fd = mp__fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (fd < 0)
     return -errno;
   r->ready_fd = fd;

@@ -88,6 +88,7 @@ typedef struct spec {
   uint32_t flags; /* MP__JOB_EACH for imap */
   bool log;       /* imap_unordered */
   const mp_async_opts_t *opts;
+  bool any_size; /* apply_async without result_max */
 } spec_t;
 
 static size_t auto_chunksize(size_t n, int processes) {
@@ -120,17 +121,13 @@ static int job_array(mp_pool_t *pool, struct mp_async *r, int which,
   return 0;
 }
 
-static bool mul_overflows(size_t a, size_t b, size_t *out) {
-  return __builtin_mul_overflow(a, b, out);
-}
-
 static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
   size_t in_bytes, out_bytes, item_bytes;
-  if (mul_overflows(s->n, s->in_size, &in_bytes) ||
-      mul_overflows(s->n, s->out_size, &out_bytes) ||
-      mul_overflows(s->n, sizeof(mp__pool_item_t), &item_bytes) ||
-      item_bytes > SIZE_MAX / 2)
+  if (!mp__size(s->n, s->in_size, 0, &in_bytes) ||
+      !mp__size(s->n, s->out_size, 0, &out_bytes) ||
+      !mp__size(s->n, 2 * sizeof(mp__pool_item_t), 0, &item_bytes))
     return -ENOMEM;
+  item_bytes /= 2; /* the log has twice as many bytes as the items */
   r->blocks[MP__BLOCK_JOB] = mp__pool_block_get(pool, sizeof(mp__pool_job_t));
   mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
   if (!job)
@@ -166,9 +163,9 @@ static int build_map_job(mp_pool_t *pool, const spec_t *s, struct mp_async *r) {
 
 static int build_apply_job(mp_pool_t *pool, const spec_t *s,
                            struct mp_async *r) {
-  size_t size = sizeof(mp__pool_job_t);
-  if (__builtin_add_overflow(size, s->in_size, &size) ||
-      __builtin_add_overflow(size, s->out_size, &size))
+  size_t size;
+  if (!mp__size(s->in_size, 1, sizeof(mp__pool_job_t), &size) ||
+      !mp__size(size, 1, s->out_size, &size))
     return -ENOMEM;
   r->blocks[MP__BLOCK_JOB] = mp__pool_block_get(pool, size);
   mp__pool_job_t *job = r->blocks[MP__BLOCK_JOB].ptr;
@@ -181,6 +178,7 @@ static int build_apply_job(mp_pool_t *pool, const spec_t *s,
     memcpy(in, s->in, s->in_size);
   job->in = in;
   job->out = in + s->in_size;
+  job->any_size = s->any_size;
   job->items = &job->item;
   job->in_size = s->in_size;
   job->out_size = s->out_size;
@@ -344,6 +342,8 @@ static int run_sync(mp_pool_t *pool, const spec_t *s, struct mp_async **out) {
 int mp_pool_map(mp_pool_t *pool, int (*fn)(const void *in, void *out),
                 const void *in, size_t in_size, void *out, size_t out_size,
                 size_t n, size_t chunksize) {
+  if (!pool)
+    return MP_EINVAL;
   last_task_code = 0;
   if (n == 0 && !on_pool_thread(pool)) {
     pthread_mutex_lock(&pool->lock);
@@ -371,6 +371,10 @@ mp_async_t *mp_pool_map_async(mp_pool_t *pool,
                               const void *in, size_t in_size, void *out,
                               size_t out_size, size_t n, size_t chunksize,
                               const mp_async_opts_t *opts) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   spec_t s =
       map_spec((const void *)fn, in, in_size, out, out_size, n, chunksize);
   s.opts = opts;
@@ -389,6 +393,8 @@ static spec_t apply_spec(mp_pool_task_fn fn, const void *in, size_t in_len,
 
 int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
                   size_t in_len, void *out, size_t out_cap, size_t *out_len) {
+  if (!pool)
+    return MP_EINVAL;
   last_task_code = 0;
   if (!out && out_cap)
     return MP_EINVAL;
@@ -398,11 +404,13 @@ int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
   if (rc < 0)
     return rc;
   rc = r->result;
-  size_t len = atomic_load(&r->job->out_len);
+  const void *result;
+  size_t len;
+  mp__pool_result(r, &result, &len);
   if (out_len)
     *out_len = len;
   if (rc == 0 && len)
-    memcpy(out, r->job->out, len);
+    memcpy(out, result, len);
   mp__pool_request_release(r);
   return rc;
 }
@@ -410,8 +418,14 @@ int mp_pool_apply(mp_pool_t *pool, mp_pool_task_fn fn, const void *in,
 mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
                                 const void *in, size_t in_len,
                                 const mp_async_opts_t *opts) {
-  size_t cap = opts && opts->result_max ? opts->result_max : MP_POOL_RESULT_MAX;
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
+  bool any_size = !opts || !opts->result_max;
+  size_t cap = any_size ? MP__POOL_INLINE_RESULT : opts->result_max;
   spec_t s = apply_spec(fn, in, in_len, cap);
+  s.any_size = any_size;
   s.opts = opts;
   return submit_or_null(pool, &s);
 }
@@ -419,10 +433,14 @@ mp_async_t *mp_pool_apply_async(mp_pool_t *pool, mp_pool_task_fn fn,
 /* ---- AsyncResult -------------------------------------------------------- */
 
 int mp_async_wait(mp_async_t *a, double timeout) {
+  if (!a)
+    return MP_EINVAL;
   return mp__pool_request_wait(a, timeout);
 }
 
 bool mp_async_ready(mp_async_t *a) {
+  if (!a)
+    return false;
   if (!mp__pool_request_ready(a))
     return false;
   mp__pool_finalize(a);
@@ -430,6 +448,8 @@ bool mp_async_ready(mp_async_t *a) {
 }
 
 int mp_async_successful(mp_async_t *a) {
+  if (!a)
+    return MP_EINVAL;
   if (!mp_async_ready(a))
     return MP_ESTATE; /* Python: ValueError "... not ready" */
   return a->result == 0;
@@ -437,6 +457,8 @@ int mp_async_successful(mp_async_t *a) {
 
 int mp_async_get(mp_async_t *a, double timeout, const void **result,
                  size_t *len) {
+  if (!a)
+    return MP_EINVAL;
   int rc = mp__pool_request_wait(a, timeout);
   if (rc < 0)
     return rc;
@@ -452,10 +474,14 @@ int mp_async_get(mp_async_t *a, double timeout, const void **result,
 }
 
 int mp_async_task_code(mp_async_t *a) {
+  if (!a)
+    return MP_EINVAL;
   return mp_async_ready(a) ? a->task_code : 0;
 }
 
 int mp_async_item(mp_async_t *a, size_t index, int *task_code) {
+  if (!a)
+    return MP_EINVAL;
   if (!mp_async_ready(a))
     return MP_ESTATE;
   if (index >= a->job->n)
@@ -508,6 +534,10 @@ static mp_iter_t *imap(mp_pool_t *pool, const void *fn, const void *in,
 mp_iter_t *mp_pool_imap(mp_pool_t *pool, int (*fn)(const void *in, void *out),
                         const void *in, size_t in_size, size_t out_size,
                         size_t n, size_t chunksize) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   return imap(pool, (const void *)fn, in, in_size, out_size, n, chunksize,
               false);
 }
@@ -516,6 +546,10 @@ mp_iter_t *mp_pool_imap_unordered(mp_pool_t *pool,
                                   int (*fn)(const void *in, void *out),
                                   const void *in, size_t in_size,
                                   size_t out_size, size_t n, size_t chunksize) {
+  if (!pool) {
+    errno = EINVAL;
+    return NULL;
+  }
   return imap(pool, (const void *)fn, in, in_size, out_size, n, chunksize,
               true);
 }
@@ -547,6 +581,8 @@ static void deliver(mp_iter_t *it, uint64_t k, void *out,
 
 int mp_iter_next(mp_iter_t *it, double timeout, void *out,
                  mp_iter_item_t *item) {
+  if (!it)
+    return MP_EINVAL;
   mp__pool_job_t *job = it->r->job;
   if (it->delivered == job->n)
     return 0;
@@ -631,7 +667,7 @@ static void release_shared(mp_pool_t *pool) {
 }
 
 static int check_opts(const mp_pool_opts_t *o) {
-  if (o->processes < 0 || isnan(o->task_timeout) ||
+  if (o->processes < 0 || mp__timeout_check(o->task_timeout) < 0 ||
       (!o->initarg && o->initarg_size))
     return MP_EINVAL;
   return 0;
@@ -641,7 +677,7 @@ static int pool_init(mp_pool_t *pool, const mp_pool_opts_t *o) {
   int rc;
   if ((rc = mp__arena_ensure()) < 0)
     return rc;
-  pool->event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pool->event_fd = mp__fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (pool->event_fd < 0)
     return -errno;
   if ((rc = mp__inherit_fd_add(pool->event_fd)) < 0) {
@@ -703,10 +739,14 @@ mp_pool_t *mp_pool_new(const mp_pool_opts_t *opts) {
 }
 
 int mp_pool_processes(const mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   return pool->processes;
 }
 
 size_t mp_pool_workers(mp_pool_t *pool, pid_t *out, size_t cap) {
+  if (!pool)
+    return 0;
   size_t count = 0;
   pthread_mutex_lock(&pool->lock);
   for (int i = 0; pool->workers && i < pool->processes; i++) {
@@ -721,6 +761,8 @@ size_t mp_pool_workers(mp_pool_t *pool, pid_t *out, size_t cap) {
 }
 
 int mp_pool_error(const mp_pool_t *cpool, int *exitcode) {
+  if (!cpool)
+    return MP_EINVAL;
   mp_pool_t *pool = (mp_pool_t *)cpool;
   pthread_mutex_lock(&pool->lock);
   int rc = pool->error;
@@ -731,6 +773,8 @@ int mp_pool_error(const mp_pool_t *cpool, int *exitcode) {
 }
 
 int mp_pool_close(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   pthread_mutex_lock(&pool->lock);
   if (pool->state == MP__POOL_RUNNING) {
     pool->state = MP__POOL_CLOSING;
@@ -750,6 +794,8 @@ int mp_pool_close(mp_pool_t *pool) {
 }
 
 int mp_pool_terminate(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   if (on_pool_thread(pool))
     return MP_ESTATE;
   pthread_mutex_lock(&pool->lock);
@@ -765,6 +811,8 @@ int mp_pool_terminate(mp_pool_t *pool) {
 }
 
 int mp_pool_join(mp_pool_t *pool) {
+  if (!pool)
+    return MP_EINVAL;
   if (on_pool_thread(pool))
     return MP_ESTATE;
   pthread_mutex_lock(&pool->lock);

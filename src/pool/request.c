@@ -70,6 +70,9 @@ bool mp__pool_request_ready(struct mp_async *r) {
  * seq moved. */
 int mp__pool_job_wait(mp__pool_job_t *job, bool (*ready)(void *), void *arg,
                       double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   if (ready(arg))
     return 0;
   mp__deadline_t deadline = mp__deadline_in(timeout);
@@ -157,7 +160,8 @@ void mp__pool_result(const struct mp_async *r, const void **result,
                      size_t *len) {
   const mp__pool_job_t *job = r->job;
   if (job->kind == MP__JOB_APPLY) {
-    *result = job->out;
+    char *big = atomic_load(&job->big_out);
+    *result = big ? big : job->out;
     *len = atomic_load(&job->out_len);
   } else {
     *result = r->user_out ? r->user_out : job->out;
@@ -180,6 +184,8 @@ void mp__pool_request_destroy(struct mp_async *r) {
     mp__pool_purge(pool->ps, job);
     mp__pool_unlock(pool->ps);
   }
+  if (job->kind == MP__JOB_APPLY && atomic_load(&job->big_out))
+    mp__shm_free(atomic_exchange(&job->big_out, NULL));
   for (mp__pool_unit_t *u = job->unit.more, *next; u; u = next) {
     next = u->more;
     mp__shm_free(u);

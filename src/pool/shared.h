@@ -22,6 +22,10 @@
 #define MP__NO_ITEM    UINT64_MAX
 #define MP__NO_HOLDER  (-1)
 
+/* The room an apply_async result has in the job itself; larger ones (up to
+ * MP_POOL_RESULT_MAX) get a block of their own. */
+#define MP__POOL_INLINE_RESULT 4096u
+
 /* One item's result. state: ITEM_PENDING, ITEM_OK or a negative MP_E*
  * code. The writer stores task_code first and state last (release). */
 enum { MP__ITEM_PENDING = 0, MP__ITEM_OK = 1 };
@@ -60,9 +64,11 @@ enum mp__job_kind { MP__JOB_MAP, MP__JOB_APPLY };
  * lock); seq and waiters (atomics, the wake-up protocol). */
 struct mp__pool_job {
   uint32_t magic;
-  uint32_t kind; /* enum mp__job_kind */
-  uint32_t fn;   /* index in the pool's function table */
-  uint32_t pad;
+  uint32_t kind;     /* enum mp__job_kind */
+  uint32_t fn;       /* index in the pool's function table */
+  uint32_t any_size; /* apply_async without result_max: the task gets
+                        MP_POOL_RESULT_MAX of room; a result above out_size
+                        goes to big_out */
   uint64_t n;        /* items */
   uint64_t in_size;  /* map: bytes per item; apply: input length */
   uint64_t out_size; /* map: bytes per item; apply: out_cap */
@@ -72,6 +78,9 @@ struct mp__pool_job {
   uint64_t *log;            /* imap_unordered: (first, count) of each commit */
   void *request;            /* the parent's record of it (parent only) */
   _Atomic uint64_t out_len; /* apply: what the task set */
+  char *_Atomic big_out;    /* apply, any_size: an arena block the worker
+                               allocated for a result above out_size; the
+                               parent frees it with the job */
   _Atomic uint64_t done;    /* items final */
   _Atomic uint64_t failed;  /* of which not MP__ITEM_OK */
   _Atomic uint64_t log_count;

@@ -175,6 +175,9 @@ static void handle_death(mp_pool_t *pool, uint32_t i) {
     return;
   }
   pool->workers[i].early_kills = 0;
+  mp__debug_log(MP_DEBUG_INFO,
+                "pool worker %u ended with exit code %d: it is replaced", i,
+                code);
   int reason = MP_EWORKER;
   if (w.killed)
     reason = atomic_load(&slot->busy) == w.kill_busy ? MP_ETIMEDOUT : RUN_AGAIN;

@@ -7,6 +7,9 @@
  * trivial tasks costs a few stores per item. `busy` is what the pool
  * thread samples for task_timeout: no clock is read here. */
 #include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +57,74 @@ static uint64_t end_item(worker_t *w, mp__pool_item_t *item, int32_t state,
   return state != MP__ITEM_OK;
 }
 
+/* ---- the task's output, behind a guard page ---------------------------------
+ * A task writes its output into the worker's own memory, never straight
+ * into the job: `room` bytes that end exactly where an inaccessible page
+ * begins. A task that writes past what it was given (ignoring out_cap, or
+ * a map function writing more than out_size) dies on the guard page, and
+ * the task gets MP_EWORKER; the parent's memory and the arena are never
+ * written by it. The worker then copies exactly the result into the job.
+ * The window is address space only (MAP_NORESERVE): pages cost memory
+ * once a task touches them, and large ones are given back after the task. */
+
+#define GUARD_PAGE 4096u
+
+static struct {
+  char *base;  /* size bytes, then the guard page */
+  size_t size; /* a multiple of the page */
+} window;
+
+/* room bytes of writable memory followed by the guard page, or NULL. */
+static char *guarded(size_t room) {
+  if (room > window.size || !window.base) {
+    if (window.base)
+      munmap(window.base, window.size + GUARD_PAGE);
+    size_t size = (room + GUARD_PAGE - 1) & ~(size_t)(GUARD_PAGE - 1);
+    void *p = mmap(NULL, size + GUARD_PAGE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED || mprotect((char *)p + size, GUARD_PAGE, PROT_NONE)) {
+      if (p != MAP_FAILED)
+        munmap(p, size + GUARD_PAGE);
+      window.base = NULL;
+      window.size = 0;
+      return NULL;
+    }
+    window.base = p;
+    window.size = size;
+  }
+  return window.base + window.size - room;
+}
+
+/* A fault on the guard page ends the worker at once with its own status
+ * (a sanitizer's handler of a deadly signal may hang in a dying worker);
+ * any other fault goes on to the default action. */
+#define WORKER_OVERRAN 75
+
+static struct sigaction before_guard; /* the handler we stand in front of */
+
+static void guard_hit(int sig, siginfo_t *info, void *context) {
+  (void)context;
+  char *at = info->si_addr;
+  if (window.base && at >= window.base + window.size &&
+      at < window.base + window.size + GUARD_PAGE)
+    syscall(SYS_exit_group, WORKER_OVERRAN); /* no exit handler runs */
+  /* Not ours: the faulting access runs again with the handler that was
+   * there before (the default action, or the program's own). */
+  sigaction(sig, &before_guard, NULL);
+}
+
+static void watch_guard(void) {
+  struct sigaction sa = {.sa_sigaction = guard_hit, .sa_flags = SA_SIGINFO};
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &before_guard);
+}
+
+/* After a task that used much of the window: its pages go back. */
+static void window_release(size_t used) {
+  if (used > (1u << 20))
+    madvise(window.base, window.size, MADV_DONTNEED);
+}
+
 static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
                         uint64_t n) {
   mp_pool_map_fn fn = (mp_pool_map_fn)task_fn(w, job->fn);
@@ -63,13 +134,21 @@ static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
     /* No pointer arithmetic on NULL when an item has no bytes. */
     const char *in = job->in_size ? job->in + i * job->in_size : job->in;
     char *out = job->out_size ? job->out + i * job->out_size : job->out;
-    if (!fn) {
-      failed += end_item(w, &job->items[i], MP_EINVAL, 0);
+    char *room = guarded(job->out_size);
+    if (!fn || !room) {
+      failed += end_item(w, &job->items[i], fn ? -ENOMEM : MP_EINVAL, 0);
       continue;
     }
-    int rc = fn(in, out);
+    /* The task sees what the job's output held (the caller's array may
+     * be the job's), and its bytes go back once it returned. */
+    if (job->out_size)
+      memcpy(room, out, job->out_size);
+    int rc = fn(in, room);
+    if (job->out_size)
+      memcpy(out, room, job->out_size);
     failed += end_item(w, &job->items[i], rc ? MP_ETASK : MP__ITEM_OK, rc);
   }
+  window_release(job->out_size);
   return failed;
 }
 
@@ -78,13 +157,36 @@ static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
   start_item(w, 0);
   if (!fn)
     return end_item(w, job->items, MP_EINVAL, 0);
-  size_t len = 0;
-  int rc = fn(job->in, job->in_size, job->out, job->out_size, &len);
+  size_t len = 0, cap = job->any_size ? MP_POOL_RESULT_MAX : job->out_size;
+  char *room = guarded(cap);
+  if (!room && job->any_size) {
+    /* A system that counts address space as memory (strict overcommit):
+     * the room the job itself has; a larger result is MP_EOVERFLOW. */
+    cap = job->out_size;
+    room = guarded(cap);
+  }
+  if (!room)
+    return end_item(w, job->items, -ENOMEM, 0);
+  int rc = fn(job->in, job->in_size, room, cap, &len);
   atomic_store(&job->out_len, len);
   int32_t state = rc ? MP_ETASK : MP__ITEM_OK;
   /* A task that needs more room says how much in *out_len. */
-  if (rc == 0 && len > job->out_size)
+  if (rc == 0 && len > cap)
     state = MP_EOVERFLOW;
+  if (state == MP__ITEM_OK && len > job->out_size) {
+    /* A large result of apply_async: a block of its own, which the
+     * parent frees with the job. */
+    char *big = mp__shm_alloc(len);
+    if (big) {
+      memcpy(big, room, len);
+      atomic_store(&job->big_out, big);
+    } else {
+      state = -ENOMEM;
+    }
+  } else if (state == MP__ITEM_OK && len) {
+    memcpy(job->out, room, len);
+  }
+  window_release(len);
   return end_item(w, job->items, state, rc);
 }
 
@@ -185,6 +287,7 @@ static void worker_main(mp_process_t *process) {
   if (mp__owner_self(&token) < 0)
     exit(WORKER_CANNOT_RUN);
   run_initializer(w);
+  watch_guard();
   atomic_store(&w->slot->state, MP__SLOT_READY);
   work(w);
 }

@@ -1,5 +1,6 @@
 /* Start methods and contexts (multiprocessing.get_context and friends). */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,11 +23,23 @@ static mp_context_t *find(const char *method) {
   return NULL;
 }
 
-/* The default before anything is fixed: MPROC_START_METHOD, else fork. */
+/* The default before anything is fixed: MPROC_START_METHOD, else fork.
+ * NULL when the variable names no method: a typo ("spwan") must not
+ * silently mean fork and hide every spawn-only bug from the user who
+ * thought they tested spawn. Said once on stderr. */
 static const mp_context_t *initial_default(void) {
   const char *env = getenv("MPROC_START_METHOD");
-  mp_context_t *ctx = env && *env ? find(env) : NULL;
-  return ctx ? ctx : &contexts[MP__METHOD_FORK];
+  if (!env || !*env)
+    return &contexts[MP__METHOD_FORK];
+  mp_context_t *ctx = find(env);
+  static atomic_flag said = ATOMIC_FLAG_INIT;
+  if (!ctx && !atomic_flag_test_and_set(&said))
+    fprintf(stderr,
+            "mproc: MPROC_START_METHOD=\"%s\" is not a start method; the "
+            "valid ones are \"fork\", \"spawn\" and \"forkserver\". Processes "
+            "using the default method cannot start (MP_EINVAL).\n",
+            env);
+  return ctx;
 }
 
 const mp_context_t *mp__default_context(void) {
@@ -34,6 +47,10 @@ const mp_context_t *mp__default_context(void) {
   if (ctx)
     return ctx;
   const mp_context_t *fixed = initial_default();
+  if (!fixed) {
+    errno = EINVAL;
+    return NULL; /* nothing fixed: set_start_method can still repair it */
+  }
   /* Two threads may race to fix it; the first one wins. */
   if (!atomic_compare_exchange_strong(&actual, &ctx, fixed))
     return ctx;
@@ -42,7 +59,7 @@ const mp_context_t *mp__default_context(void) {
 
 mp_context_t *mp_get_context(const char *method) {
   if (!method)
-    return (mp_context_t *)mp__default_context();
+    return (mp_context_t *)mp__default_context(); /* NULL, EINVAL: bad env */
   mp_context_t *ctx = find(method);
   if (!ctx)
     errno = EINVAL;
@@ -50,7 +67,9 @@ mp_context_t *mp_get_context(const char *method) {
 }
 
 const char *mp_context_start_method(const mp_context_t *ctx) {
-  return ctx ? ctx->name : mp__default_context()->name;
+  if (!ctx)
+    ctx = mp__default_context();
+  return ctx ? ctx->name : NULL;
 }
 
 int mp_set_start_method(const char *method, bool force) {
@@ -65,11 +84,13 @@ int mp_set_start_method(const char *method, bool force) {
 }
 
 const char *mp_get_start_method(void) {
-  return mp__default_context()->name;
+  return mp_context_start_method(NULL);
 }
 
 size_t mp_get_all_start_methods(const char **out, size_t cap) {
   const mp_context_t *first = initial_default();
+  if (!first)
+    first = &contexts[MP__METHOD_FORK];
   size_t n = 0;
   if (n < cap && out)
     out[n] = first->name;

@@ -79,7 +79,7 @@ static ssize_t recv_msg(int sock, void *buf, size_t len, int *fds, int *nfds) {
     int *in = (int *)CMSG_DATA(c);
     for (int i = 0; i < count; i++) {
       if (got < *nfds)
-        fds[got++] = in[i];
+        fds[got++] = mp__fd_high(in[i]);
       else
         close(in[i]);
     }
@@ -155,7 +155,9 @@ static int answer_challenge(int sock, const mp_process_t *self) {
 
 static int server_start(const mp_process_t *self) {
   int pair[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+  if (mp__fd_pair_high(
+          socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair), pair) <
+      0)
     return -errno;
   int *fds, n;
   int start_fd = mp__start_data_write(NULL, self, pair[1], &fds, &n);
@@ -301,15 +303,15 @@ static _Noreturn void run_child(int sock, int *received, int count,
     close(received[i]);
   }
   mp__start_data_close_others();
-  /* The server's pid as known before the fork: getppid() here would give
-   * the reaper if the server died meanwhile, and the child would miss its
-   * parent's death (end_with_parent, daemons). */
   /* SIGINT was blocked in the server (see mp__forkserver_main): one sent
    * to this child since the fork is pending, and is delivered now. */
   sigset_t sigint;
   sigemptyset(&sigint);
   sigaddset(&sigint, SIGINT);
   sigprocmask(SIG_UNBLOCK, &sigint, NULL);
+  /* The server's pid as known before the fork: getppid() here would give
+   * the reaper if the server died meanwhile, and the child would miss its
+   * parent's death (end_with_parent, daemons). */
   run(server_pid);
 }
 
@@ -317,7 +319,7 @@ static void serve_request(int sock, int *received, int count,
                           mp__child_runner_cb run) {
   int32_t reply[2] = {0, 0};
   int status[2] = {-1, -1};
-  if (pipe2(status, O_CLOEXEC) < 0 ||
+  if (mp__fd_pair_high(pipe2(status, O_CLOEXEC), status) < 0 ||
       fcntl(status[0], F_SETFL, O_NONBLOCK) < 0) {
     reply[1] = -errno;
     goto answer;

@@ -14,7 +14,7 @@
 #include "process/process.h"
 
 int mp__pidfd_open(pid_t pid) {
-  return (int)syscall(SYS_pidfd_open, pid, 0);
+  return mp__fd_high((int)syscall(SYS_pidfd_open, pid, 0));
 }
 
 int mp__pidfd_send_signal(int pidfd, int sig) {

@@ -179,6 +179,8 @@ mp_process_t *mp_process_new_type(const mp_process_type_t *type,
 }
 
 void *mp_process_data(mp_process_t *p) {
+  if (!p)
+    return NULL;
   return p->data;
 }
 
@@ -251,7 +253,12 @@ static bool try_reap(mp_process_t *p) {
     }
   }
   bool reaped = p->reaped;
+  bool report = reaped && !p->exit_logged;
+  p->exit_logged |= reaped;
   pthread_mutex_unlock(&p->lock);
+  if (report)
+    mp__debug_log(MP_DEBUG_INFO, "process %s (pid %d) ended with exit code %d",
+                  p->name, (int)p->pid, p->exitcode);
   return reaped;
 }
 
@@ -298,12 +305,31 @@ static int start_checks(mp_process_t *p) {
   return 0;
 }
 
+/* The program's main() did not call mp_main(): a spawned child (or the
+ * forkserver) would run main() again. Said once, refused every time. */
+static int no_main(void) {
+  static atomic_flag said = ATOMIC_FLAG_INIT;
+  if (!atomic_flag_test_and_set(&said))
+    fprintf(stderr,
+            "mproc: main() did not call mp_main(argc, argv) before starting a "
+            "process with the spawn or forkserver method: call it first "
+            "thing in main() (the C form of Python's `if __name__ == "
+            "\"__main__\":` guard). The start fails with MP_ENOMAIN.\n");
+  return MP_ENOMAIN;
+}
+
 int mp_process_start(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   mp__check_bootstrapped();
   int rc = start_checks(p);
   if (rc < 0)
     return rc;
   const mp_context_t *ctx = p->ctx ? p->ctx : mp__default_context();
+  if (!ctx)
+    return MP_EINVAL; /* MPROC_START_METHOD names no method */
+  if (ctx->method != MP__METHOD_FORK && !mp__boot_main_called())
+    return no_main();
   /* Every child gets the arena, also the ones started before anything was
    * allocated, so that later allocations reach them. */
   if ((rc = mp__arena_ensure()) < 0 ||
@@ -319,13 +345,21 @@ int mp_process_start(mp_process_t *p) {
   }
   int alive[2] = {-1, -1};
   if (ctx->method != MP__METHOD_FORKSERVER && without_pidfd()) {
-    if (pipe2(alive, O_CLOEXEC) < 0 || mp__inherit_fd_add(alive[1]) < 0) {
+    if (mp__fd_pair_high(pipe2(alive, O_CLOEXEC), alive) < 0 ||
+        mp__inherit_fd_add(alive[1]) < 0) {
       rc = -errno;
       goto out;
     }
     p->sentinel = alive[0];
   }
   const mp_process_t *self = mp_current_process();
+  if (ctx->method != MP__METHOD_FORK && mp__debug_on(MP_DEBUG_INFO)) {
+    if (p->type)
+      mp__debug_scan_pointers(p->data, p->type->data_size, "data block",
+                              p->name);
+    else
+      mp__debug_scan_pointers(p->arg, p->arg_size, "arg bytes", p->name);
+  }
   switch (ctx->method) {
   case MP__METHOD_SPAWN:
     rc = mp__start_spawn(p, self);
@@ -340,6 +374,8 @@ int mp_process_start(mp_process_t *p) {
   if (rc == 0) {
     p->state = MP__PROCESS_STARTED;
     list_add(p);
+    mp__debug_log(MP_DEBUG_INFO, "started process %s (pid %d) with %s", p->name,
+                  (int)p->pid, ctx->name);
   }
 out:
   if (alive[1] >= 0) {
@@ -357,6 +393,8 @@ out:
 /* The fork start method. Signals are blocked across fork() so that no
  * handler of the parent runs in the child before it is set up. */
 int mp__start_fork(mp_process_t *p, const mp_process_t *self) {
+  if (!p)
+    return MP_EINVAL;
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -461,7 +499,7 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   else
     p->target(p->arg);
   mp__atexit_run(); /* before the children are joined, as Python's atexit */
-  exit_function(); /* flushes stdio first */
+  exit_function();  /* flushes stdio first */
   syscall(SYS_exit_group, 0);
   _exit(0); /* not reached */
 }
@@ -496,6 +534,11 @@ int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d) {
 }
 
 int mp_process_join(mp_process_t *p, double timeout) {
+  if (!p)
+    return MP_EINVAL;
+  int rc = mp__timeout_check(timeout);
+  if (rc < 0)
+    return rc;
   mp__deadline_t d = mp__deadline_in(timeout);
   return mp__process_join_until(p, &d);
 }
@@ -522,18 +565,26 @@ static int send_signal(mp_process_t *p, int sig) {
 }
 
 int mp_process_terminate(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   return send_signal(p, SIGTERM);
 }
 
 int mp_process_kill(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   return send_signal(p, SIGKILL);
 }
 
 int mp_process_interrupt(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   return send_signal(p, SIGINT);
 }
 
 bool mp_process_is_alive(mp_process_t *p) {
+  if (!p)
+    return false;
   if (p == family.current)
     return true;
   if (p->kind == MP__PROCESS_PARENT) {
@@ -551,6 +602,8 @@ bool mp_process_is_alive(mp_process_t *p) {
 }
 
 int mp_process_exitcode(const mp_process_t *cp, int *code) {
+  if (!cp)
+    return MP_EINVAL;
   mp_process_t *p = (mp_process_t *)cp;
   if (check_started_child(p) < 0 || !try_reap(p))
     return MP_ESTATE;
@@ -568,6 +621,8 @@ static void release_fds(mp_process_t *p) {
 }
 
 int mp_process_close(mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind != MP__PROCESS_CHILD)
     return MP_ESTATE;
   if (is_closed(p))
@@ -613,6 +668,8 @@ void mp_process_free(mp_process_t *p) {
 }
 
 pid_t mp_process_pid(const mp_process_t *p) {
+  if (!p)
+    return -1;
   if (is_closed(p))
     return -1;
   if (p == family.current)
@@ -621,10 +678,14 @@ pid_t mp_process_pid(const mp_process_t *p) {
 }
 
 const char *mp_process_name(const mp_process_t *p) {
+  if (!p)
+    return NULL;
   return p->name;
 }
 
 int mp_process_set_name(mp_process_t *p, const char *name) {
+  if (!p)
+    return MP_EINVAL;
   if (!name)
     return MP_EINVAL;
   char *copy = strdup(name);
@@ -637,10 +698,12 @@ int mp_process_set_name(mp_process_t *p, const char *name) {
 }
 
 bool mp_process_end_with_parent(const mp_process_t *p) {
-  return p->end_with_parent;
+  return p && p->end_with_parent;
 }
 
 int mp_process_set_end_with_parent(mp_process_t *p, bool on) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind != MP__PROCESS_CHILD || p->state != MP__PROCESS_INITIAL)
     return MP_ESTATE;
   p->end_with_parent = on;
@@ -648,10 +711,14 @@ int mp_process_set_end_with_parent(mp_process_t *p, bool on) {
 }
 
 bool mp_process_daemon(const mp_process_t *p) {
+  if (!p)
+    return false;
   return p->daemon;
 }
 
 int mp_process_set_daemon(mp_process_t *p, bool daemon) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind != MP__PROCESS_CHILD || p->state != MP__PROCESS_INITIAL)
     return MP_ESTATE; /* "process has already started" */
   p->daemon = daemon;
@@ -659,6 +726,8 @@ int mp_process_set_daemon(mp_process_t *p, bool daemon) {
 }
 
 int mp_process_sentinel(const mp_process_t *p) {
+  if (!p)
+    return MP_EINVAL;
   if (p->kind == MP__PROCESS_PARENT)
     return p->sentinel;
   if (p->kind != MP__PROCESS_CHILD || p->state != MP__PROCESS_STARTED)
@@ -667,7 +736,7 @@ int mp_process_sentinel(const mp_process_t *p) {
 }
 
 const unsigned char *mp_process_authkey(const mp_process_t *p, size_t *len) {
-  if (is_closed(p) || p->kind == MP__PROCESS_PARENT) {
+  if (!p || is_closed(p) || p->kind == MP__PROCESS_PARENT) {
     if (len)
       *len = 0;
     return NULL;

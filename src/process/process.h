@@ -47,7 +47,7 @@ struct mp_process {
   char *name;
   bool daemon;
   bool end_with_parent; /* parent-death signal, as daemons */
-  bool library_owned; /* freed by the user while running */
+  bool library_owned;   /* freed by the user while running */
   const mp_context_t *ctx;
   void (*target)(void *arg);
   void *arg;
@@ -66,8 +66,9 @@ struct mp_process {
   int sentinel; /* readable when the process ended (== pidfd, or a status
                    fd from the forkserver) */
   bool reaped;
-  bool via_server; /* started by the forkserver: the exit status comes
-                      through the sentinel, not waitid */
+  bool via_server;  /* started by the forkserver: the exit status comes
+                       through the sentinel, not waitid */
+  bool exit_logged; /* the checking mode reported its end */
   int exitcode;
 };
 

@@ -25,7 +25,7 @@ const char *mp__spawn_path = "/proc/self/exe";
 /* The whole of /proc/self/cmdline (malloc'd, NUL-terminated; its length
  * in *length), or NULL. */
 static char *read_cmdline(size_t *length) {
-  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  int fd = mp__fd_high(open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC));
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap + 1);
   while (fd >= 0 && buf) {

@@ -32,7 +32,11 @@ typedef struct mp__start_header {
   mp__fnref_t target;    /* the plain form's target, or */
   mp__fnref_t type;      /* the type of the run() form */
   uint64_t payload_size; /* the arg bytes or the type's data block */
+  int32_t debug_level;   /* the parent's checking mode (mp_set_debug) */
   uint32_t fd_count;     /* inherited fd numbers that follow the header */
+  uint32_t user_fds;     /* the index of the first of them that is the
+                            user's (connections, pools): the child
+                            registers those to pass them on in turn */
   char name[256];
   char parent_name[256];
 } mp__start_header_t;

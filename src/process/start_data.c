@@ -12,13 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include "process/start.h"
 
 #define START_MAGIC   0x6d707374u /* "mpst" */
-#define START_VERSION 1u
+#define START_VERSION 2u
 
 static int write_all(int fd, const void *buf, size_t len) {
   const char *p = buf;
@@ -49,10 +50,10 @@ static int read_all(int fd, void *buf, size_t len) {
 }
 
 /* The fds a child needs besides 0-2: the arena, the parent's pidfd, the
- * channel, and the registered ones. Returns the count; the list is
- * malloc'd. */
+ * channel, and the registered ones (from index *user_first on). Returns
+ * the count; the list is malloc'd. */
 static int collect_fds(int arena_fd, int parent_pidfd, int channel_fd,
-                       int **out) {
+                       int **out, uint32_t *user_first) {
   int user = mp__inherit_fd_copy(out, 3);
   if (user < 0)
     return user;
@@ -67,6 +68,7 @@ static int collect_fds(int arena_fd, int parent_pidfd, int channel_fd,
   if (channel_fd >= 0)
     fds[n++] = channel_fd;
   memmove(fds + n, fds + 3, (size_t)user * sizeof *fds);
+  *user_first = (uint32_t)n;
   return n + user;
 }
 
@@ -80,13 +82,15 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
     return rc;
   h.arena_address = address;
   h.parent_pid = getpid();
+  h.debug_level = atomic_load(&mp__debug_level);
   h.parent_pidfd = mp__self_pidfd(); /* -ENOSYS without pidfds */
   if (h.parent_pidfd < 0)
     h.parent_pidfd = -1;
   /* As Python's _bootstrap: a child started through a context has that
-   * context's method as its default, others their parent's. */
-  h.default_method =
-      (int32_t)(p && p->ctx ? p->ctx : mp__default_context())->method;
+   * context's method as its default, others their parent's (the fork
+   * method when the default is unusable: the start refuses then). */
+  const mp_context_t *method = p && p->ctx ? p->ctx : mp__default_context();
+  h.default_method = (int32_t)(method ? method->method : MP__METHOD_FORK);
   const mp_process_t *described = p ? p : self;
   h.daemon = p && p->daemon;
   h.end_with_parent = p && p->end_with_parent;
@@ -108,15 +112,16 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
     h.payload_size = p->arg_size;
   }
   int *fds = NULL;
-  int n =
-      rc < 0 ? rc : collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds);
+  int n = rc < 0 ? rc
+                 : collect_fds(h.arena_fd, h.parent_pidfd, channel_fd, &fds,
+                               &h.user_fds);
   if (n < 0) {
     free(preload);
     return n;
   }
   h.fd_count = (uint32_t)n;
 
-  int fd = memfd_create("mproc-start", MFD_CLOEXEC);
+  int fd = mp__fd_high(memfd_create("mproc-start", MFD_CLOEXEC));
   rc = fd < 0 ? -errno : 0;
   const void *payload = !p ? preload : p->type ? p->data : p->arg;
   if (rc < 0 || (rc = write_all(fd, &h, sizeof h)) < 0 ||
@@ -186,7 +191,7 @@ int mp__start_data_read(int fd, bool close_others) {
   int rc = read_all(fd, h, sizeof *h);
   if (rc == 0 && (h->magic != START_MAGIC || h->version != START_VERSION))
     rc = MP_EINVAL;
-  if (rc == 0 && h->fd_count > 4096)
+  if (rc == 0 && (h->fd_count > 4096 || h->user_fds > h->fd_count))
     rc = MP_EINVAL;
   if (rc == 0) {
     /* In a child of the forkserver, the server's own start data is here:
@@ -207,6 +212,13 @@ int mp__start_data_read(int fd, bool close_others) {
     mp__start_data_close_others();
   if (rc == 0)
     rc = mp__arena_attach(h->arena_fd, h->arena_address, h->arena_size);
+  if (rc == 0 && h->debug_level > 0)
+    mp_set_debug(h->debug_level);
+  /* The user's fds are open here as they were in the parent: registered
+   * again, they reach this child's own children too (a connection passed
+   * on to a grandchild). */
+  for (uint32_t i = h->user_fds; rc == 0 && i < h->fd_count; i++)
+    rc = mp__inherit_fd_add(child.fds[i]);
   child.error = rc;
   return rc;
 }
@@ -217,18 +229,39 @@ const mp__start_header_t *mp__start_data(void **payload, int *error) {
   return &child.header;
 }
 
+/* The last line of defence against a fork bomb: a program started as a
+ * child (it has the marker) whose start data cannot be read must not go on
+ * into main(), which would start children again. */
+static _Noreturn void start_data_missing(const char *marker, int rc) {
+  fprintf(stderr,
+          "mproc: this process was started as a child (" MP__START_ENV
+          "=%s) but its start data cannot be read (%s): it exits with status "
+          "%d without running main()\n",
+          marker, mp_strerror(rc), MP__EXIT_START_FAILED);
+  _exit(MP__EXIT_START_FAILED);
+}
+
 /* Runs before main() in every program linked with mproc. Outside a spawned
  * child it only looks at the environment. */
 __attribute__((constructor)) static void start_data_constructor(void) {
   const char *marker = getenv(MP__START_ENV);
   if (!marker)
     return;
-  char mode = marker[0];
-  int fd = marker[1] == ':' ? atoi(marker + 2) : -1;
+  char copy[32];
+  snprintf(copy, sizeof copy, "%s", marker);
+  char mode = copy[0];
+  int fd = copy[1] == ':' ? atoi(copy + 2) : -1;
   /* The marker is for this program only: not for programs it runs. */
   unsetenv(MP__START_ENV);
-  if ((mode != 'c' && mode != 's') || fd < 3)
-    return;
-  mp__boot_set_role(mode == 's' ? MP__BOOT_SERVER : MP__BOOT_CHILD);
-  mp__start_data_read(fd, true);
+  /* The start data is a memfd (a regular file) above fd 2: anything else
+   * (a tty, a pipe, nothing) is not ours, and reading it could block. */
+  struct stat st;
+  int rc = MP_EINVAL;
+  if ((mode == 'c' || mode == 's') && fd > STDERR_FILENO &&
+      fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+    mp__boot_set_role(mode == 's' ? MP__BOOT_SERVER : MP__BOOT_CHILD);
+    rc = mp__start_data_read(fd, true);
+  }
+  if (rc < 0)
+    start_data_missing(copy, rc);
 }

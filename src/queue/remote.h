@@ -80,8 +80,8 @@ typedef struct mp__remote_reply {
 } mp__remote_reply_t;
 
 /* The transport, set by the managers area (atomically: read with
- * __atomic_load_n): sends req on link and waits for the reply. Returns the reply's code; MP_ECLOSED when the server is gone
- * (then rep->out is NULL). */
+ * __atomic_load_n): sends req on link and waits for the reply. Returns the
+ * reply's code; MP_ECLOSED when the server is gone (then rep->out is NULL). */
 extern int (*mp__remote_call)(void *link, const mp__remote_req_t *req,
                               mp__remote_reply_t *rep);
 

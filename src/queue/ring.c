@@ -68,7 +68,6 @@
  * in all on a 2.6 GHz core. */
 #define SPIN_BURSTS 8
 
-#define RING_MAGIC    0x52494e47u /* "RING" */
 #define SEGMENT_MAGIC 0x5345474du /* "SEGM" */
 #define BLOCK_MAGIC   0x424c4f4bu /* "BLOK" */
 
@@ -458,13 +457,20 @@ static uint32_t arm(_Atomic uint32_t *progress, bool *armed) {
  * MP_ETIMEDOUT at the deadline, or a negative code. */
 static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
                          const mp__deadline_t *deadline) {
+  /* Freed while we wait (see mp__ring_free): said, not slept on. */
+  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+    return MP_EINVAL;
   if (w->progress && spin_for_change(w->progress, w->seen))
     return 0;
   mp__owner_t me = self_token();
   int slot = waitlist_join(w->list, me);
   uint32_t seen = atomic_load(&w->list->seq);
   int rc = 0;
-  if (wait_over(r, w))
+  /* Checked after `seen` was read: a free that bumped seq before has
+   * retired the ring before that, and one after wakes the futex below. */
+  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+    rc = MP_EINVAL;
+  else if (wait_over(r, w))
     rc = 0;
   else if (lock_is_held(w->section))
     rc = section_pass(r, w->section, deadline);
@@ -476,12 +482,13 @@ static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
 
 /* ---- Arena calls --------------------------------------------------------- */
 
-/* The arena is not safe against a process killed inside it (its lock is
- * taken over after a while, but the block being handed out or given back is
- * lost). The ring counts the processes inside such a window, from before
- * the call until the block is linked into (or after it was unlinked from)
- * the ring, so a test can tell an interrupted arena call from a leak of the
- * ring's own. Arena calls are rare: growth and new blocks, not every put. */
+/* A process killed inside an arena call can leave one block behind (the
+ * arena undoes its unfinished call: the block it was about to receive once
+ * the call completed, or the one it was giving back, stays allocated). The ring
+ * counts the processes inside such a window, from before the call until the
+ * block is linked into (or after it was unlinked from) the ring, so a test can
+ * tell an interrupted arena call from a leak of the ring's own. Arena calls are
+ * rare: growth and new blocks, not every put. */
 static void arena_enter(mp__ring_t *r) {
   atomic_fetch_add(&r->arena_ops, 1);
 }
@@ -864,7 +871,13 @@ static int put_record(mp__ring_t *r, put_op_t *op) {
 }
 
 int mp__ring_put(mp__ring_t *r, const void *buf, size_t len, double timeout) {
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__RING_MAGIC);
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
+  size_t checked;
+  if (!mp__size(len, 1, 0, &checked))
+    return -ENOMEM; /* no block could hold it: refused before any lock */
   if (is_closed(r))
     return MP_ECLOSED;
   put_op_t op = {.buf = buf, .len = len, .time = {.timeout = timeout}};
@@ -1060,7 +1073,7 @@ static int wait_message(mp__ring_t *r, get_op_t *op, uint32_t seen) {
 
 /* The get loop: fills *out (its length also for MP_EOVERFLOW). */
 static int ring_get(mp__ring_t *r, get_out_t *out, double timeout) {
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__RING_MAGIC);
   get_op_t op = {.out = *out, .time = {.timeout = timeout}};
   uint32_t seen = 0;
   bool armed = false;
@@ -1103,6 +1116,9 @@ static int ring_get(mp__ring_t *r, get_out_t *out, double timeout) {
 }
 
 int mp__ring_get(mp__ring_t *r, void **buf, size_t *len, double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   get_out_t out = {.into = false};
   int rc = ring_get(r, &out, timeout);
   if (rc == 0) {
@@ -1114,6 +1130,9 @@ int mp__ring_get(mp__ring_t *r, void **buf, size_t *len, double timeout) {
 
 int mp__ring_get_into(mp__ring_t *r, void *buf, size_t cap, size_t *len,
                       double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   get_out_t out = {.into = true, .cap = cap, .buf = buf};
   int rc = ring_get(r, &out, timeout);
   if (rc == 0 || rc == MP_EOVERFLOW)
@@ -1133,7 +1152,7 @@ mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind) {
     mp__shm_free(r);
     return NULL;
   }
-  r->magic = RING_MAGIC;
+  r->magic = MP__RING_MAGIC;
   r->kind = kind;
   r->maxsize = maxsize;
   mp__mutex_init(&r->put_lock, MP__LOCK_MAGIC);
@@ -1154,7 +1173,8 @@ bool mp__ring_arena_interrupted(const void *q) {
 }
 
 enum mp__ring_kind mp__ring_kind(const mp__ring_t *r) {
-  assert(r->magic == RING_MAGIC);
+  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+    return 0;
   return (enum mp__ring_kind)r->kind;
 }
 
@@ -1170,7 +1190,7 @@ bool mp__ring_full(const mp__ring_t *r) {
 }
 
 int mp__ring_close(mp__ring_t *r) {
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__RING_MAGIC);
   atomic_store(&r->closed, 1);
   waitlist_wake_all(&r->getters);
   waitlist_wake_all(&r->putters);
@@ -1206,6 +1226,9 @@ static bool nothing_unfinished(const void *arg) {
 }
 
 int mp__ring_join(mp__ring_t *r, double timeout) {
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   op_time_t t = {.timeout = timeout};
   for (;;) {
     if (unfinished_count(r) == 0)
@@ -1231,7 +1254,12 @@ int mp__ring_join(mp__ring_t *r, double timeout) {
 void mp__ring_free(mp__ring_t *r) {
   if (!r)
     return;
-  assert(r->magic == RING_MAGIC);
+  assert(r->magic == MP__FREED(MP__RING_MAGIC)); /* queue.c retired it */
+  /* Whoever still sleeps on it wakes up and finds it freed (MP_EINVAL)
+   * instead of sleeping for ever. */
+  waitlist_wake_all(&r->getters);
+  waitlist_wake_all(&r->putters);
+  waitlist_wake_all(&r->joiners);
   segment_t *s = atomic_load(&r->head_seg);
   while (s) {
     segment_t *n = atomic_load(&s->next);
@@ -1242,6 +1270,5 @@ void mp__ring_free(mp__ring_t *r) {
     n = b->next;
     mp__shm_free(b);
   }
-  r->magic = 0;
   mp__shm_free(r);
 }

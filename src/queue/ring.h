@@ -8,6 +8,9 @@
 
 typedef struct mp__ring mp__ring_t;
 
+/* The magic a ring starts with (every queue handle is a ring). */
+#define MP__RING_MAGIC 0x52494e47u /* "RING" */
+
 /* Which public type a ring was made for (checked by queue.c). */
 enum mp__ring_kind {
   MP__RING_QUEUE = 1,
@@ -18,6 +21,7 @@ enum mp__ring_kind {
 /* A new ring in the arena; maxsize counts messages (0: unbounded). NULL
  * with errno ENOMEM or EAGAIN. */
 mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind);
+/* The kind of r; 0 when r is NULL, freed or no ring. */
 enum mp__ring_kind mp__ring_kind(const mp__ring_t *r);
 
 /* The operations behind the public functions; same codes as queue.h. */

@@ -95,7 +95,7 @@ static unsigned count_of(uint64_t st) {
 
 mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
                              double timeout) {
-  if (parties == 0 || parties > MAX_PARTIES) {
+  if (parties == 0 || parties > MAX_PARTIES || mp__timeout_check(timeout)) {
     errno = EINVAL;
     return NULL;
   }
@@ -381,9 +381,12 @@ static int finish(mp_barrier_t *b, unsigned index, uint32_t seq) {
 }
 
 int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
-  assert(b->magic == BARRIER_MAGIC);
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return MP_EINVAL;
   mp__owner_t me;
-  int rc = mp__owner_self(&me);
+  int rc = mp__timeout_check(timeout);
+  if (rc == 0)
+    rc = mp__owner_self(&me);
   if (rc < 0)
     return rc;
   mp__deadline_t deadline = mp__deadline_in(timeout);
@@ -400,11 +403,14 @@ int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
 }
 
 int mp_barrier_wait(mp_barrier_t *b) {
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return MP_EINVAL;
   return mp_barrier_wait_timeout(b, b->timeout);
 }
 
 int mp_barrier_abort(mp_barrier_t *b) {
-  assert(b->magic == BARRIER_MAGIC);
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return MP_EINVAL;
   uint64_t st = atomic_load(&b->state);
   while (!atomic_compare_exchange_weak(&b->state, &st,
                                        next_generation(st, true) | BROKEN))
@@ -414,7 +420,8 @@ int mp_barrier_abort(mp_barrier_t *b) {
 }
 
 int mp_barrier_reset(mp_barrier_t *b) {
-  assert(b->magic == BARRIER_MAGIC);
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return MP_EINVAL;
   uint64_t st = atomic_load(&b->state), next;
   do {
     /* Waiters of the current generation get MP_EBROKEN, as in Python. */
@@ -427,18 +434,27 @@ int mp_barrier_reset(mp_barrier_t *b) {
 }
 
 bool mp_barrier_broken(const mp_barrier_t *b) {
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return false;
   return atomic_load(&((mp_barrier_t *)b)->state) & BROKEN;
 }
 
 unsigned mp_barrier_parties(const mp_barrier_t *b) {
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return 0;
   return b->parties;
 }
 
 unsigned mp_barrier_n_waiting(const mp_barrier_t *b) {
+  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+    return 0;
   uint64_t st = atomic_load(&((mp_barrier_t *)b)->state);
   return st & BROKEN ? 0 : count_of(st);
 }
 
 void mp_barrier_free(mp_barrier_t *b) {
+  if (!b)
+    return;
+  mp__object_retire(b, BARRIER_MAGIC, "barrier");
   mp__shm_free(b);
 }

@@ -47,11 +47,15 @@ static mp_condition_t *condition_new(mp__mutex_t *lock) {
 }
 
 mp_condition_t *mp_condition_new(mp_rlock_t *lock) {
+  if (lock && mp__object_check(lock, MP__RLOCK_MAGIC) < 0) {
+    errno = EINVAL;
+    return NULL;
+  }
   return condition_new(lock ? &lock->mutex : NULL);
 }
 
 mp_condition_t *mp_condition_new_with_lock(mp_lock_t *lock) {
-  if (!lock) {
+  if (mp__object_check(lock, MP__LOCK_MAGIC) < 0) {
     errno = EINVAL;
     return NULL;
   }
@@ -59,12 +63,14 @@ mp_condition_t *mp_condition_new_with_lock(mp_lock_t *lock) {
 }
 
 int mp_condition_acquire(mp_condition_t *c, double timeout) {
-  assert(c->magic == CONDITION_MAGIC);
+  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+    return MP_EINVAL;
   return mp__mutex_acquire(c->lock, timeout);
 }
 
 int mp_condition_release(mp_condition_t *c) {
-  assert(c->magic == CONDITION_MAGIC);
+  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+    return MP_EINVAL;
   return mp__mutex_release(c->lock);
 }
 
@@ -96,14 +102,22 @@ static int wait_until(mp_condition_t *c, const mp__deadline_t *deadline) {
 }
 
 int mp_condition_wait(mp_condition_t *c, double timeout) {
-  assert(c->magic == CONDITION_MAGIC);
+  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+    return MP_EINVAL;
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   mp__deadline_t deadline = mp__deadline_in(timeout);
   return wait_until(c, &deadline);
 }
 
 int mp_condition_wait_for(mp_condition_t *c, mp_condition_pred_cb pred,
                           void *arg, double timeout) {
-  assert(c->magic == CONDITION_MAGIC);
+  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+    return MP_EINVAL;
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   if (!mp__mutex_is_mine(c->lock))
     return MP_ENOTOWNER;
   mp__deadline_t deadline = mp__deadline_in(timeout);
@@ -118,7 +132,8 @@ int mp_condition_wait_for(mp_condition_t *c, mp_condition_pred_cb pred,
 }
 
 int mp_condition_notify(mp_condition_t *c, int n) {
-  assert(c->magic == CONDITION_MAGIC);
+  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+    return MP_EINVAL;
   if (!mp__mutex_is_mine(c->lock))
     return MP_ENOTOWNER;
   if (n <= 0 || atomic_load(&c->sleepers) == 0)
@@ -134,9 +149,14 @@ int mp_condition_notify(mp_condition_t *c, int n) {
 }
 
 int mp_condition_notify_all(mp_condition_t *c) {
+  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+    return MP_EINVAL;
   return mp_condition_notify(c, INT_MAX);
 }
 
 void mp_condition_free(mp_condition_t *c) {
+  if (!c)
+    return;
+  mp__object_retire(c, CONDITION_MAGIC, "condition");
   mp__shm_free(c);
 }

@@ -34,7 +34,8 @@ mp_event_t *mp_event_new(void) {
 }
 
 int mp_event_set(mp_event_t *e) {
-  assert(e->magic == EVENT_MAGIC);
+  if (mp__object_check(e, EVENT_MAGIC) < 0)
+    return MP_EINVAL;
   mp__tsan_release(e);
   uint32_t v = atomic_load(&e->word);
   do {
@@ -48,12 +49,15 @@ int mp_event_set(mp_event_t *e) {
 }
 
 int mp_event_clear(mp_event_t *e) {
-  assert(e->magic == EVENT_MAGIC);
+  if (mp__object_check(e, EVENT_MAGIC) < 0)
+    return MP_EINVAL;
   atomic_fetch_and(&e->word, ~FLAG_SET);
   return 0;
 }
 
 bool mp_event_is_set(const mp_event_t *e) {
+  if (mp__object_check(e, EVENT_MAGIC) < 0)
+    return false;
   bool set = atomic_load(&((mp_event_t *)e)->word) & FLAG_SET;
   if (set)
     mp__tsan_acquire(e);
@@ -67,7 +71,11 @@ static bool was_set(uint32_t start, uint32_t now) {
 }
 
 int mp_event_wait(mp_event_t *e, double timeout) {
-  assert(e->magic == EVENT_MAGIC);
+  if (mp__object_check(e, EVENT_MAGIC) < 0)
+    return MP_EINVAL;
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   uint32_t start = atomic_load(&e->word);
   if (start & FLAG_SET)
     goto set;
@@ -76,6 +84,11 @@ int mp_event_wait(mp_event_t *e, double timeout) {
     mp__futex_spin(&e->word, start);
   for (;;) {
     uint32_t v = atomic_load(&e->word);
+    /* Freed while we waited: mp_event_free retires it, then moves the word
+     * and wakes, so either this sees it retired or the wait below returns
+     * at once. */
+    if (mp__object_check(e, EVENT_MAGIC) < 0)
+      return MP_EINVAL;
     if (was_set(start, v))
       goto set;
     if (mp__deadline_expired(&deadline))
@@ -91,5 +104,10 @@ set:
 }
 
 void mp_event_free(mp_event_t *e) {
+  if (!e)
+    return;
+  mp__object_retire(e, EVENT_MAGIC, "event");
+  atomic_fetch_add(&e->word, COUNTER_ONE);
+  mp__futex_wake(&e->word, INT_MAX); /* waiters find it freed */
   mp__shm_free(e);
 }

@@ -54,10 +54,18 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
     }
     if (mp__owner_dead(owner)) {
       /* Others may sleep on the word: keep WAITERS for our release. */
-      if (atomic_compare_exchange_strong(&m->word, &v, me | MP__MUTEX_WAITERS))
+      if (atomic_compare_exchange_strong(&m->word, &v,
+                                         me | MP__MUTEX_WAITERS)) {
+        mp__debug_log(MP_DEBUG_INFO,
+                      "took over %s %p from its dead owner (MP_EOWNERDEAD)",
+                      m->magic == MP__RLOCK_MAGIC ? "RLock" : "Lock",
+                      (void *)m);
         return MP_EOWNERDEAD;
+      }
       continue;
     }
+    if (m->magic != MP__LOCK_MAGIC && m->magic != MP__RLOCK_MAGIC)
+      return MP_EINVAL; /* freed while we waited */
     if (mp__deadline_expired(deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
@@ -72,11 +80,11 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
 
 /* The slow path of an acquire given a timeout: the deadline is computed
  * only here, so the fast path reads no clock (and waiting forever never
- * does: NaN waits forever too). */
+ * does). */
 static __attribute__((noinline)) int
 lock_slow_timeout(mp__mutex_t *m, mp__owner_t me, double timeout) {
   mp__deadline_t deadline = {.forever = true, .interruptible = true};
-  if (timeout >= 0)
+  if (timeout >= 0) /* NaN was refused before */
     deadline = mp__deadline_in(timeout);
   return lock_slow(m, me, &deadline);
 }
@@ -88,7 +96,9 @@ static inline int mutex_acquire(mp__mutex_t *m, double timeout,
                                 const mp__deadline_t *deadline,
                                 bool recursive) {
   mp__owner_t me;
-  int rc = mp__owner_self(&me);
+  int rc = deadline ? 0 : mp__timeout_check(timeout);
+  if (rc == 0)
+    rc = mp__owner_self(&me);
   if (rc < 0)
     return rc;
   if (recursive && (atomic_load_explicit(&m->word, memory_order_relaxed) &
@@ -191,12 +201,14 @@ mp_lock_t *mp_lock_new(void) {
 }
 
 int mp_lock_acquire(mp_lock_t *l, double timeout) {
-  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return mutex_acquire(&l->mutex, timeout, NULL, false);
 }
 
 int mp_lock_release(mp_lock_t *l) {
-  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return unlock_word(&l->mutex);
 }
 
@@ -209,16 +221,21 @@ static bool mutex_locked(const mp__mutex_t *m) {
 }
 
 bool mp_lock_locked(const mp_lock_t *l) {
-  assert(l->mutex.magic == MP__LOCK_MAGIC);
+  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
+    return false;
   return mutex_locked(&l->mutex);
 }
 
 bool mp_rlock_locked(const mp_rlock_t *r) {
-  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return false;
   return mutex_locked(&r->mutex);
 }
 
 void mp_lock_free(mp_lock_t *l) {
+  if (!l)
+    return;
+  mp__object_retire(l, MP__LOCK_MAGIC, "lock");
   mp__shm_free(l);
 }
 
@@ -227,20 +244,26 @@ mp_rlock_t *mp_rlock_new(void) {
 }
 
 int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
-  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return mutex_acquire(&r->mutex, timeout, NULL, true);
 }
 
 int mp_rlock_release(mp_rlock_t *r) {
-  assert(r->mutex.magic == MP__RLOCK_MAGIC);
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return MP_EINVAL;
   return rlock_release(&r->mutex);
 }
 
 bool mp_rlock_is_mine(const mp_rlock_t *r) {
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return false;
   return mp__mutex_is_mine(&r->mutex);
 }
 
 unsigned mp_rlock_count(const mp_rlock_t *r) {
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return 0;
   mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
   if (!(atomic_load(&m->word) & MP__MUTEX_OWNER))
     return 0;
@@ -248,6 +271,8 @@ unsigned mp_rlock_count(const mp_rlock_t *r) {
 }
 
 pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
+  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+    return 0;
   mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
   pid_t pid = 0, thread = 0;
   mp__owner_t owner = atomic_load(&m->word) & MP__MUTEX_OWNER;
@@ -259,5 +284,8 @@ pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
 }
 
 void mp_rlock_free(mp_rlock_t *r) {
+  if (!r)
+    return;
+  mp__object_retire(r, MP__RLOCK_MAGIC, "rlock");
   mp__shm_free(r);
 }

@@ -54,7 +54,11 @@ static bool try_take(mp_semaphore_t *s, uint32_t *v) {
 }
 
 int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
-  assert(s->magic == SEMAPHORE_MAGIC);
+  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+    return MP_EINVAL;
+  int rc_timeout = mp__timeout_check(timeout);
+  if (rc_timeout < 0)
+    return rc_timeout;
   uint32_t v = atomic_load(&s->word);
   if (try_take(s, &v))
     goto taken;
@@ -67,6 +71,8 @@ int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
   for (;;) {
     if (try_take(s, &v))
       goto taken;
+    if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+      return MP_EINVAL; /* freed while we waited */
     if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&s->word, &v, WAITERS))
@@ -81,7 +87,8 @@ taken:
 }
 
 int mp_semaphore_release(mp_semaphore_t *s) {
-  assert(s->magic == SEMAPHORE_MAGIC);
+  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+    return MP_EINVAL;
   mp__tsan_release(s);
   uint32_t v = atomic_load(&s->word);
   do {
@@ -94,9 +101,14 @@ int mp_semaphore_release(mp_semaphore_t *s) {
 }
 
 int mp_semaphore_value(const mp_semaphore_t *s) {
+  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
+    return MP_EINVAL;
   return (int)(atomic_load(&((mp_semaphore_t *)s)->word) & VALUE_MASK);
 }
 
 void mp_semaphore_free(mp_semaphore_t *s) {
+  if (!s)
+    return;
+  mp__object_retire(s, SEMAPHORE_MAGIC, "semaphore");
   mp__shm_free(s);
 }
