@@ -3,7 +3,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "core/futex.h"
+
+/* The kernel's struct futex_waitv (Linux 5.16; older headers lack it). */
+typedef struct waitv_entry {
+  uint64_t val;
+  uint64_t uaddr;
+  uint32_t flags;
+  uint32_t reserved;
+} waitv_entry_t;
+#define WAITV_U32 2 /* FUTEX2_SIZE_U32 (FUTEX_32) */
 
 /* How many times the spin re-reads the word (a pause each: about 25 ns on
  * the machines we measured, up to 40 on recent Intel), and how long a
@@ -44,9 +54,9 @@ int mp__futex_wake(_Atomic uint32_t *word, int n) {
   return rc < 0 ? 0 : (int)rc;
 }
 
-/* Without futex_waitv (Linux < 5.16): sleep on the first word for a few
- * milliseconds at a time, so that a change of the others is seen late but
- * never missed. */
+/* Without futex_waitv (Linux < 5.16, or a sandbox refusing it): sleep on the
+ * first word for a few milliseconds at a time, so that a change of the others
+ * is seen late but never missed. */
 static int waitv_fallback(const mp__futex_watch_t *watch, unsigned n,
                           const mp__deadline_t *deadline) {
   for (unsigned i = 1; i < n; i++)
@@ -69,11 +79,11 @@ int mp__futex_waitv(const mp__futex_watch_t *watch, unsigned n,
     return mp__futex_wait(watch[0].word, watch[0].expected, deadline);
   if (atomic_load_explicit(&no_waitv, memory_order_relaxed))
     return waitv_fallback(watch, n, deadline);
-  struct futex_waitv v[MP__FUTEX_WATCH_MAX] = {0};
+  waitv_entry_t v[MP__FUTEX_WATCH_MAX] = {0};
   for (unsigned i = 0; i < n && i < MP__FUTEX_WATCH_MAX; i++) {
     v[i].val = watch[i].expected;
     v[i].uaddr = (uintptr_t)watch[i].word;
-    v[i].flags = FUTEX_32; /* shared: no FUTEX_PRIVATE_FLAG */
+    v[i].flags = WAITV_U32; /* shared: no FUTEX_PRIVATE_FLAG */
   }
   const struct timespec *at = deadline->forever ? NULL : &deadline->at;
   long rc = syscall(SYS_futex_waitv, v, n, 0, at, CLOCK_MONOTONIC);
@@ -81,7 +91,7 @@ int mp__futex_waitv(const mp__futex_watch_t *watch, unsigned n,
     return 0;
   if (errno == ETIMEDOUT)
     return MP_ETIMEDOUT;
-  if (errno == ENOSYS) {
+  if (MP__UNSUPPORTED(errno)) {
     atomic_store(&no_waitv, true);
     return waitv_fallback(watch, n, deadline);
   }
