@@ -36,7 +36,9 @@ extern "C" {
   X(EAUTH, -1009, "authentication failed")                                     \
   X(EOWNERDEAD, -1010, "acquired, but the previous holder died holding it")    \
   X(EWORKER, -1011, "the worker process died while running the task")          \
-  X(ETASK, -1012, "the task returned an error")
+  X(ETASK, -1012, "the task returned an error")                                \
+  X(ENOHMAC, -1013,                                                            \
+    "HMAC unavailable: no libcrypto and no built-in for this digest")
 
 enum mp_error {
 #define MP_ERROR_ENUM_(name, value, message) MP_##name = (value),

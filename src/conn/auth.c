@@ -16,7 +16,6 @@
  * legacy form by its length (16 or 20 bytes). The listener challenges
  * first, then answers; the client the other way round. */
 #include <string.h>
-#include <sys/random.h>
 
 #include "conn/internal.h"
 #include "core/crypto.h"
@@ -91,8 +90,10 @@ static int hmac(const digest_t *d, const void *key, size_t key_len,
     return MP_EINVAL;
   int n = mp__hmac(d->openssl, key_len ? key : &no_key, key_len, msg, len, out,
                    MAC_MAX);
+  if (n == MP_ENOHMAC)
+    return n; /* no libcrypto, and the built-in has only sha256 */
   if (n < 0)
-    return MP_EAUTH; /* no libcrypto, or MD5 refused in FIPS mode */
+    return MP_EAUTH; /* MD5 refused in FIPS mode */
   *out_len = (unsigned)n;
   return 0;
 }
@@ -149,16 +150,6 @@ static int recv_frame(mp_conn_t *c, uint8_t *buf, size_t *len,
   return rc == -EMSGSIZE || rc == -EPROTO ? MP_EAUTH : rc;
 }
 
-static int random_bytes(uint8_t *buf, size_t n) {
-  for (size_t got = 0; got < n;) {
-    ssize_t r = getrandom(buf + got, n - got, 0);
-    if (r < 0 && errno != EINTR)
-      return -errno;
-    got += r > 0 ? (size_t)r : 0;
-  }
-  return 0;
-}
-
 /* Python's deliver_challenge. */
 static int deliver_challenge(mp_conn_t *c, const void *key, size_t key_len,
                              const mp__deadline_t *d) {
@@ -167,7 +158,7 @@ static int deliver_challenge(mp_conn_t *c, const void *key, size_t key_len,
   uint8_t response[MP__AUTH_FRAME_MAX];
   size_t response_len;
   memcpy(challenge, prefix, sizeof prefix - 1);
-  int rc = random_bytes(challenge + sizeof prefix - 1, NONCE_LEN);
+  int rc = mp__random(challenge + sizeof prefix - 1, NONCE_LEN);
   if (rc == 0)
     rc = mp__conn_send(c, challenge, sizeof challenge, d);
   if (rc == 0)
@@ -180,7 +171,7 @@ static int deliver_challenge(mp_conn_t *c, const void *key, size_t key_len,
                       sizeof challenge - CHALLENGE_LEN, response, response_len);
   if (rc < 0) {
     mp__conn_send(c, FAILURE, sizeof FAILURE - 1, d);
-    return MP_EAUTH;
+    return rc == MP_ENOHMAC ? rc : MP_EAUTH;
   }
   return mp__conn_send(c, WELCOME, sizeof WELCOME - 1, d);
 }
