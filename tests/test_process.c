@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "testing.h"
 
 /* What a child writes for the parent to check. */
 typedef struct report {

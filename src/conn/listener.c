@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -133,8 +132,9 @@ static char *format_address(const struct sockaddr_storage *ss, socklen_t len) {
 /* Python's arbitrary_address('AF_UNIX'): a fresh name in the temp dir. */
 static int default_address(char *buf, size_t cap) {
   uint32_t tag;
-  if (getrandom(&tag, sizeof tag, 0) != sizeof tag)
-    return -EAGAIN;
+  int rc = mp__random(&tag, sizeof tag);
+  if (rc < 0)
+    return rc;
   const char *dir = getenv("TMPDIR");
   int n = snprintf(buf, cap, "unix:%s/mproc-sock-%d-%08x",
                    dir && *dir ? dir : "/tmp", (int)getpid(), tag);

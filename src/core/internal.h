@@ -45,6 +45,11 @@ int mp__deadline_poll_ms(const mp__deadline_t *d);
 /* Monotonic now in nanoseconds. */
 uint64_t mp__now_ns(void);
 
+/* n random bytes from the kernel (getrandom; /dev/urandom where the call is
+ * refused or missing). 0, or -errno when neither gives them: never loops
+ * on a failure. */
+int mp__random(void *buf, size_t n);
+
 /* ---- Shared memory allocation -------------------------------------------
  * Memory for shared objects (locks, queues, values). A pointer returned
  * here is valid at the same address in every process of the family, under
