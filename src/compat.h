@@ -6,6 +6,7 @@
 #ifndef MPROC_COMPAT_H
 #define MPROC_COMPAT_H
 
+#include <sys/mman.h>
 #include <sys/syscall.h>
 
 #ifndef SYS_pidfd_send_signal
@@ -19,6 +20,12 @@
 #endif
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449 /* Linux 5.16 */
+#endif
+
+/* mmap's "at this address or not at all" (Linux 4.17; glibc 2.28 names
+ * it). An older kernel takes it as a hint, which arena.c checks. */
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
 /* waitid's idtype for a pidfd (Linux 5.4); glibc < 2.36 has no name for

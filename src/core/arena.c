@@ -32,6 +32,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "testing.h"
 #include "core/futex.h"
 #include "core/internal.h"
