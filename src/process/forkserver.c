@@ -253,6 +253,7 @@ static served_t *served;
 static size_t served_count, served_cap;
 static int child_signals = -1;      /* signalfd for SIGCHLD */
 static void (*client_sigpipe)(int); /* as the client had it (inherited) */
+static pid_t server_pid;
 
 static void challenge_client(int sock, const unsigned char *key,
                              size_t key_len) {
@@ -309,7 +310,10 @@ static _Noreturn void run_child(int sock, int *received, int count,
     close(received[i]);
   }
   mp__start_data_close_others();
-  run(getppid());
+  /* The server's pid as known before the fork: getppid() here would be 1
+   * if the server had already died (its owner killed meanwhile), and a
+   * daemon would then arm its parent-death signal too late and live on. */
+  run(server_pid);
 }
 
 static void serve_request(int sock, int *received, int count,
@@ -398,6 +402,7 @@ _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
                                    size_t key_len, mp__child_runner_cb run) {
   /* As Python's forkserver: Ctrl-C is for the client, not the server. */
   signal(SIGINT, SIG_IGN);
+  server_pid = getpid();
   /* Children are reaped here: SIGCHLD must not be ignored (an ignored one
    * is inherited through exec and would reap them behind our back). */
   signal(SIGCHLD, SIG_DFL);
