@@ -7,7 +7,8 @@
 #             container sandbox refusing new calls with EPERM); 5.3
 #             (pidfds without waitid(P_PIDFD)) at reduced scale: the
 #             process and examples tests only; each profile's answers are
-#             probed first
+#             probed first; below the range (3.16: no memfd_create,
+#             no getrandom) a start must fail with an error at once
 #   clang     the library, examples and suite built with clang at -O0
 #   bullseye  build with -Werror and run the suite in a Debian 11 chroot
 #             (glibc 2.31, gcc 10, kernel headers 5.10, OpenSSL 1.1 runtime
@@ -65,7 +66,8 @@ part_kernels() {
     [5.4]="pidfd_open ok|waitid(P_PIDFD) ok|close_range ENOSYS|futex_waitv ENOSYS"
     [5.3]="pidfd_open ok|waitid(P_PIDFD) EINVAL|close_range ENOSYS"
     [4.18]="pidfd_open ENOSYS|pidfd_send_signal ENOSYS|waitid(P_PIDFD) EINVAL|close_range ENOSYS"
-    [eperm]="pidfd_open EPERM|close_range EPERM|futex_waitv EPERM")
+    [eperm]="pidfd_open EPERM|close_range EPERM|futex_waitv EPERM"
+    [3.16]="getrandom ENOSYS|pidfd_open ENOSYS")
   for p in "${!want[@]}"; do
     local got
     got=$("$run" "$p" --probe)
@@ -79,6 +81,15 @@ part_kernels() {
     { cmake -S . -B "$build" -DMPROC_WERROR=ON >/dev/null &&
       cmake --build "$build" -j "$jobs" >/dev/null; }
   local rc=0
+  # Below the supported range: an error at once, not a hang or a spin.
+  local out code=0
+  out=$(cd "$build" && timeout 30 "$run" 3.16 examples/seed_process 2>&1) || code=$?
+  if [ $code -eq 0 ] || [ $code -eq 124 ] || ! grep -q "start: " <<<"$out"; then
+    echo "kernel profile 3.16: expected a start error, got status $code: $out"
+    rc=1
+  else
+    echo "kernel profile 3.16: start fails with \"$(grep "start: " <<<"$out")\""
+  fi
   for p in 5.4 4.18 eperm 5.3; do
     local only=()
     [ "$p" = 5.3 ] && only=(-R 'test_process|test_examples')

@@ -18,6 +18,8 @@
  *   eperm every call from 424 on answers EPERM, as the seccomp profiles of
  *         older container runtimes do, but clone3 ENOSYS (runtimes answer
  *         that since 2021, and glibc's threads and posix_spawn need it)
+ *   3.16  as 4.18, and getrandom and memfd_create ENOSYS (not supported
+ *         by mproc: for checking that it fails with an error there)
  * The filter is inherited by every child and kept across exec. */
 #include <errno.h>
 #include <linux/audit.h>
@@ -53,15 +55,17 @@ typedef struct profile {
   int error;              /* what it answers */
   int pidfd_wait_einval;  /* waitid(P_PIDFD) answers EINVAL */
   int clone3_enosys;      /* clone3 answers ENOSYS whatever error is */
+  int before_3_17;        /* getrandom and memfd_create answer ENOSYS too */
 } profile_t;
 
 static const profile_t profiles[] = {
-    {"5.15", NR_FUTEX_WAITV, ENOSYS, 0, 0},
-    {"5.10", NR_EPOLL_PWAIT2, ENOSYS, 0, 0},
-    {"5.4", NR_CLOSE_RANGE, ENOSYS, 0, 0},
-    {"5.3", NR_CLOSE_RANGE, ENOSYS, 1, 0},
-    {"4.18", NR_PIDFD_SEND_SIGNAL, ENOSYS, 1, 0},
-    {"eperm", NR_PIDFD_SEND_SIGNAL, EPERM, 0, 1},
+    {"5.15", NR_FUTEX_WAITV, ENOSYS, 0, 0, 0},
+    {"5.10", NR_EPOLL_PWAIT2, ENOSYS, 0, 0, 0},
+    {"5.4", NR_CLOSE_RANGE, ENOSYS, 0, 0, 0},
+    {"5.3", NR_CLOSE_RANGE, ENOSYS, 1, 0, 0},
+    {"4.18", NR_PIDFD_SEND_SIGNAL, ENOSYS, 1, 0, 0},
+    {"eperm", NR_PIDFD_SEND_SIGNAL, EPERM, 0, 1, 0},
+    {"3.16", NR_PIDFD_SEND_SIGNAL, ENOSYS, 1, 0, 1},
 };
 
 #define RET(v)   ((struct sock_filter)BPF_STMT(BPF_RET | BPF_K, (v)))
@@ -88,6 +92,11 @@ static int install(const profile_t *p) {
   }
   if (p->clone3_enosys) {
     f[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, NR_CLONE3, 0, 1);
+    f[n++] = RET(ERRNO(ENOSYS));
+  }
+  if (p->before_3_17) {
+    f[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_getrandom, 1, 0);
+    f[n++] = JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_memfd_create, 0, 1);
     f[n++] = RET(ERRNO(ENOSYS));
   }
   f[n++] = JUMP(BPF_JMP | BPF_JGE | BPF_K, p->first_missing, 0, 1);
@@ -132,6 +141,8 @@ static int probe(void) {
     waitpid(child, NULL, 0);
   printf("close_range %s\n",
          answer(syscall(NR_CLOSE_RANGE, 1000000u, 1000001u, 0)));
+  char byte;
+  printf("getrandom %s\n", answer(syscall(__NR_getrandom, &byte, 1, 0)));
   printf("futex_waitv %s\n",
          answer(syscall(NR_FUTEX_WAITV, NULL, 0, 0, NULL, 1)));
   if (fd >= 0)
