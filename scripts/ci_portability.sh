@@ -12,7 +12,8 @@
 #   clang     the library, examples and suite built with clang at -O0
 #   bullseye  build with -Werror and run the suite in a Debian 11 chroot
 #             (glibc 2.31, gcc 10, kernel headers 5.10, OpenSSL 1.1 runtime
-#             only), made with debootstrap and cached in $MPROC_CI_CACHE
+#             only), made with debootstrap and cached in $MPROC_CI_CACHE;
+#             then the suite there under the 5.4 profile (Ubuntu 20.04)
 #   musl      the library and the examples built with musl-gcc, statically
 #             and dynamically; every example under every start method
 #   aarch64   cross build (library, examples, bench) with
@@ -156,6 +157,11 @@ part_bullseye() {
     cmake --build b -j '"$jobs"' >b.log 2>&1 || { tail -n 30 b.log; exit 1; }'
   suite "$work/ctest-bullseye.log" chroot "$root" sh -c \
     "cd /src/b && ctest -j $jobs --timeout 150 --output-on-failure"
+  # Ubuntu 20.04 as shipped: this userland on a 5.4 kernel.
+  echo -n "bullseye on the 5.4 profile: "
+  chroot "$root" cc -O2 -o /src/b/seccomp_run /src/tools/seccomp_run.c
+  suite "$work/ctest-bullseye-5.4.log" chroot "$root" sh -c \
+    "cd /src/b && ./seccomp_run 5.4 ctest -j $jobs --timeout 150 --output-on-failure"
 }
 
 # Runs every example under every start method; $1: the build, $2: a label.
