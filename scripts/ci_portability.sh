@@ -157,6 +157,12 @@ part_bullseye() {
     cmake --build b -j '"$jobs"' >b.log 2>&1 || { tail -n 30 b.log; exit 1; }'
   suite "$work/ctest-bullseye.log" chroot "$root" sh -c \
     "cd /src/b && ctest -j $jobs --timeout 150 --output-on-failure"
+  # RHEL 8 has glibc 2.28: the library built here must not need more.
+  local newest
+  newest=$(objdump -T "$root/src/b/libmproc.so" | grep -oE 'GLIBC_2\.[0-9]+' |
+    sort -t. -k2 -n -u | sed -n '$p')
+  echo "bullseye: libmproc.so needs $newest at most"
+  [ "${newest#GLIBC_2.}" -le 28 ] || { echo "  (more than RHEL 8's 2.28)"; return 1; }
   # Ubuntu 20.04 as shipped: this userland on a 5.4 kernel.
   echo -n "bullseye on the 5.4 profile: "
   chroot "$root" cc -O2 -o /src/b/seccomp_run /src/tools/seccomp_run.c
