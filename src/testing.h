@@ -24,7 +24,8 @@ _Atomic uint32_t *mp__arena_lock_word(void);
 /* The arena's memfd, address and size. */
 int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
 
-/* ---- core/sha256.c ----------------------------------------------------------
+/* ---- core/sha256.c, core/crypto.c
+ * ----------------------------------------------------------
  */
 /* The built-in HMAC-SHA256 (used where libcrypto cannot be loaded). */
 void mp__hmac_sha256(const void *key, size_t key_len, const void *msg,
@@ -34,6 +35,11 @@ void mp__hmac_sha256(const void *key, size_t key_len, const void *msg,
 int mp__hmac_libcrypto(const char *digest, const void *key, size_t key_len,
                        const void *msg, size_t msg_len, unsigned char *out,
                        size_t out_cap);
+
+/* From now on this process computes HMAC as if no libcrypto could be
+ * loaded (the built-in only). For tests; call before other threads use
+ * HMAC. */
+void mp__crypto_without_libcrypto(void);
 
 /* ---- process/spawn.c, process/forkserver.c ------------------------------- */
 /* The program the spawn method executes ("/proc/self/exe"): tests point it

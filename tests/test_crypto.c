@@ -2,6 +2,7 @@
  * programs, machines without OpenSSL): RFC 4231's vectors, and the same MAC
  * as OpenSSL's libcrypto over thousands of random keys and messages of
  * every length around SHA-256's block boundaries. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,10 +77,136 @@ static void test_same_as_libcrypto(void **state) {
   }
 }
 
+/* ---- without libcrypto ---------------------------------------------------
+ * As in a static program or on a machine without OpenSSL: authenticated
+ * connections and the forkserver work on the built-in alone. */
+
+#define KEY "a key both sides know"
+
+typedef struct client {
+  char address[128];
+  const char *key;
+  int rc;
+} client_t;
+
+static void *connect_and_send(void *arg) {
+  client_t *c = arg;
+  mp_conn_t *conn = NULL;
+  mp_client_opts_t opts = {.timeout = 30};
+  c->rc = mp_client_with_opts(c->address, c->key, strlen(c->key), &opts, &conn);
+  if (c->rc == 0)
+    c->rc = mp_conn_send_bytes(conn, "hello", 5);
+  mp_conn_free(conn);
+  return NULL;
+}
+
+/* A listener with KEY accepts a client with key; returns the two codes. */
+static void handshake(const char *key, int *accept_rc, int *client_rc) {
+  mp_listener_t *l = mp_listener_new("tcp:127.0.0.1:0", KEY, strlen(KEY));
+  assert_non_null(l);
+  client_t c = {.key = key};
+  snprintf(c.address, sizeof c.address, "%s", mp_listener_address(l));
+  pthread_t thread;
+  assert_int_equal(0, pthread_create(&thread, NULL, connect_and_send, &c));
+  mp_conn_t *conn = NULL;
+  *accept_rc = mp_listener_accept(l, 30, &conn);
+  if (*accept_rc == 0) {
+    void *buf = NULL;
+    size_t len = 0;
+    assert_mp_ok(mp_conn_recv_bytes(conn, &buf, &len));
+    assert_int_equal(len, 5);
+    assert_memory_equal(buf, "hello", 5);
+    mp_free(buf);
+  }
+  mp_conn_free(conn);
+  pthread_join(thread, NULL);
+  mp_listener_free(l);
+  *client_rc = c.rc;
+}
+
+static void child_exits_7(void *arg) {
+  (void)arg;
+  exit(7);
+}
+
+/* A Python client (python3 on the PATH) with KEY. Python <= 3.11 answers
+ * in HMAC-MD5, which only libcrypto has; 3.12 and later in sha256. */
+typedef struct python_client {
+  char address[128];
+  int rc, status;
+  char *output;
+} python_client_t;
+
+static void *run_python_client(void *arg) {
+  python_client_t *c = arg;
+  char code[512];
+  snprintf(code, sizeof code,
+           "import sys\n"
+           "from multiprocessing.connection import Client\n"
+           "print('minor', sys.version_info.minor, flush=True)\n"
+           "c = Client(('127.0.0.1', %s), authkey=b'" KEY "')\n"
+           "c.send_bytes(b'hello')\n",
+           strrchr(c->address, ':') + 1);
+  char *argv[] = {"/usr/bin/env", "python3", "-c", code, NULL};
+  c->rc = mpt_run_command(argv, 60, &c->output, &c->status);
+  return NULL;
+}
+
+static void test_python_peer_without_libcrypto(void **state) {
+  (void)state;
+  mp__crypto_without_libcrypto();
+  mp_listener_t *l = mp_listener_new("tcp:127.0.0.1:0", KEY, strlen(KEY));
+  assert_non_null(l);
+  python_client_t c = {0};
+  snprintf(c.address, sizeof c.address, "%s", mp_listener_address(l));
+  pthread_t thread;
+  assert_int_equal(0, pthread_create(&thread, NULL, run_python_client, &c));
+  mp_conn_t *conn = NULL;
+  int rc = mp_listener_accept(l, 30, &conn);
+  mp_conn_free(conn);
+  pthread_join(thread, NULL);
+  mp_listener_free(l);
+  int minor = 0;
+  if (c.rc != 0 || !c.output || sscanf(c.output, "minor %d", &minor) != 1) {
+    free(c.output);
+    skip(); /* no python3 here */
+  }
+  print_message("python3.%d: %s\n", minor, mp_errname(rc));
+  free(c.output);
+  assert_mp(minor <= 11 ? MP_ENOHMAC : 0, rc);
+}
+
+static void test_without_libcrypto(void **state) {
+  (void)state;
+  mp__crypto_without_libcrypto();
+  unsigned char mac[64];
+  assert_int_equal(
+      -ENOENT, mp__hmac_libcrypto("sha256", "k", 1, "m", 1, mac, sizeof mac));
+  int accepted, connected;
+  handshake(KEY, &accepted, &connected);
+  assert_mp_ok(accepted);
+  assert_mp_ok(connected);
+  handshake("another key", &accepted, &connected);
+  assert_mp(MP_EAUTH, accepted); /* a wrong key, not a missing HMAC */
+  assert_mp(MP_EAUTH, connected);
+  /* The forkserver's handshake: this side signs with the built-in. */
+  mp_process_opts_t opts = {.ctx = mp_get_context("forkserver")};
+  mp_process_t *p = mp_process_new(child_exits_7, NULL, 0, &opts);
+  assert_mp_ok(mp_process_start(p));
+  assert_mp_ok(mp_process_join(p, 60));
+  int code = 0;
+  assert_mp_ok(mp_process_exitcode(p, &code));
+  assert_int_equal(code, 7);
+  mp_process_free(p);
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_known_vectors),
       mpt_test(test_same_as_libcrypto),
+      /* Last: no libcrypto from the first of these on. */
+      mpt_test(test_without_libcrypto),
+      mpt_test(test_python_peer_without_libcrypto),
   };
   return MPT_RUN(argc, argv, tests);
 }

@@ -90,6 +90,9 @@ MP_API mp_listener_t *mp_listener_new_with_opts(const char *address,
  *                 not Python's protocol, an oversized frame, too slow, or
  *                 it closed; it has been disconnected. Call again to serve
  *                 the next one (Python raises AuthenticationError);
+ *   MP_ENOHMAC    the peer answered in a digest only libcrypto has (HMAC-MD5
+ *                 of Python <= 3.11), and no libcrypto can be loaded here;
+ *                 it has been disconnected;
  *   MP_ECLOSED    the listener is closed (Python: "listener is closed");
  *   other -errno (-EMFILE, -ENOMEM). */
 MP_API int mp_listener_accept(mp_listener_t *l, double timeout,

@@ -295,8 +295,9 @@ int mp_listener_accept(mp_listener_t *l, double timeout, mp_conn_t **out) {
     if (rc < 0) {
       mp_conn_free(c);
       /* Whatever the peer did wrong, it is one bad peer: the listener
-       * goes on. Only our own shortage is reported as such. */
-      return rc == -ENOMEM || rc == -EMFILE ? rc : MP_EAUTH;
+       * goes on. Only our own shortage is reported as such (also a digest
+       * the peer wants that only libcrypto has, and there is none). */
+      return rc == -ENOMEM || rc == -EMFILE || rc == MP_ENOHMAC ? rc : MP_EAUTH;
     }
   }
   if (l->max_message)

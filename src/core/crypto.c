@@ -48,6 +48,13 @@ static void load(void) {
   *(void **)&crypto.memcmp_const = dlsym(lib, "CRYPTO_memcmp");
 }
 
+void mp__crypto_without_libcrypto(void) {
+  pthread_once(&crypto.once, load);
+  crypto.get_digest = NULL;
+  crypto.hmac = NULL;
+  crypto.memcmp_const = NULL;
+}
+
 int mp__hmac_libcrypto(const char *digest, const void *key, size_t key_len,
                        const void *msg, size_t msg_len, unsigned char *out,
                        size_t out_cap) {
