@@ -8,7 +8,9 @@
 #             (pidfds without waitid(P_PIDFD)) at reduced scale: the
 #             process and examples tests only; each profile's answers are
 #             probed first; below the range (3.16: no memfd_create,
-#             no getrandom) a start must fail with an error at once
+#             no getrandom) a start must fail with an error at once;
+#             getrandom alone refused (strace's fault injection): examples
+#             run on /dev/urandom
 #   clang     the library, examples and suite built with clang at -O0
 #   bullseye  build with -Werror and run the suite in a Debian 11 chroot
 #             (glibc 2.31, gcc 10, kernel headers 5.10, OpenSSL 1.1 runtime
@@ -91,6 +93,16 @@ part_kernels() {
   else
     echo "kernel profile 3.16: start fails with \"$(grep "start: " <<<"$out")\""
   fi
+  # getrandom refused alone: /dev/urandom serves (strace injects the error).
+  command -v strace >/dev/null || need_packages strace
+  local m ok=0
+  for m in fork spawn forkserver; do
+    (cd "$build" && MPROC_START_METHOD=$m timeout 60 strace -f -qq -o /dev/null \
+      -e trace=getrandom -e inject=getrandom:error=ENOSYS \
+      examples/seed_process >"$work/nogetrandom-$m.out" 2>&1) && ok=$((ok + 1))
+  done
+  echo "getrandom refused: seed_process $ok/3 start methods"
+  [ $ok -eq 3 ] || rc=1
   for p in 5.4 4.18 eperm 5.3; do
     local only=()
     [ "$p" = 5.3 ] && only=(-R 'test_process|test_examples')
