@@ -142,7 +142,7 @@ static int answer_challenge(int sock, const mp_process_t *self) {
   int nfds = 0;
   ssize_t n = recv_msg(sock, challenge, sizeof challenge, NULL, &nfds);
   if (n != CHALLENGE_LEN)
-    return n < 0 ? (int)n : MP_EAUTH;
+    return n < 0 ? (int)n : n == 0 ? -EPIPE : MP_EAUTH;
   int len = mp__hmac("sha256", self->authkey, sizeof self->authkey, challenge,
                      sizeof challenge, mac, sizeof mac);
   if (len < 0)
@@ -180,6 +180,22 @@ static int server_start(const mp_process_t *self) {
   server.pidfd = mp__pidfd_open(pid);
   mp__atfork_register(&forkserver_atfork);
   rc = answer_challenge(server.sock, self);
+  if (rc == -EPIPE) {
+    /* The server ended before it challenged us: say why, not "wrong key"
+     * (127: its exec failed, e.g. an emulator without binfmt_misc). */
+    int status = 0;
+    close(server.sock);
+    server.sock = -1;
+    while (waitpid(server.pid, &status, 0) < 0 && errno == EINTR)
+      ;
+    server.pid = 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    rc = code == 127                    ? -ENOEXEC
+         : code == MP__EXIT_NO_RANDOM   ? -EIO
+         : code == MP__EXIT_NO_MEMORY   ? -ENOMEM
+         : code == MP__EXIT_AUTH_FAILED ? MP_EAUTH
+                                        : -ECHILD;
+  }
   if (rc < 0)
     server_forget();
   return rc;
