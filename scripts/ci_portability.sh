@@ -218,7 +218,7 @@ part_musl() {
   ln -sfn "/usr/include/$arch/asm" "$inc/asm"
   local flags="-isystem $inc"
   # Until src/core/fnref.c stops calling glibc's dladdr1 (issue 11).
-  grep -q dladdr1 src/core/fnref.c &&
+  grep -q 'dladdr1(' src/core/fnref.c &&
     flags+=" -include $top/scripts/ci/musl_dladdr1.h"
   local rc=0
   for kind in static dynamic; do

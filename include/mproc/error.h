@@ -37,7 +37,7 @@ extern "C" {
   X(EOWNERDEAD, -1010, "acquired, but the previous holder died holding it")    \
   X(EWORKER, -1011, "the worker process died while running the task")          \
   X(ETASK, -1012, "the task returned an error")                                \
-  X(ENOHMAC, -1013,                                                            \
+  X(ENOHMAC, -1018,                                                            \
     "HMAC unavailable: no libcrypto and no built-in for this digest")
 
 enum mp_error {
