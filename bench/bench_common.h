@@ -8,6 +8,18 @@
 #include <stdlib.h>
 #include <time.h>
 
+/* The pause between two reads of a spin (the raw baselines' own copy of
+ * the library's: x86's pause, aarch64's yield, else a compiler fence). */
+static inline void bench_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  __asm__ __volatile__("" ::: "memory");
+#endif
+}
+
 static inline uint64_t bench_now_ns(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);

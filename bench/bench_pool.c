@@ -79,12 +79,6 @@ static void futex_wake(_Atomic uint32_t *word) {
   syscall(SYS_futex, word, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
 }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 /* Waits while *word == value: spins up to spin_ns, then sleeps (what the
  * pool does too: waking a sleeper costs tens of us on a virtual machine). */
 static uint32_t wait_change(_Atomic uint32_t *word, uint32_t value,
@@ -93,7 +87,7 @@ static uint32_t wait_change(_Atomic uint32_t *word, uint32_t value,
   uint32_t now;
   while ((now = atomic_load(word)) == value) {
     if (bench_now_ns() - t0 < spin_ns)
-      cpu_relax();
+      bench_cpu_relax();
     else
       futex_wait(word, value);
   }

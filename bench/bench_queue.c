@@ -69,7 +69,7 @@ static void raw_wait(struct raw_side *me, struct raw_side *other,
     for (int i = 0; i < 100; i++) {
       if (atomic_load_explicit(&other->index, memory_order_acquire) != stuck)
         return;
-      __builtin_ia32_pause();
+      bench_cpu_relax();
     }
     sched_yield();
   }
@@ -176,7 +176,7 @@ static _Atomic int *go;
 
 static void wait_go(void) {
   while (!atomic_load(go))
-    __builtin_ia32_pause();
+    bench_cpu_relax();
 }
 
 /* ---- Throughput ---------------------------------------------------------- */

@@ -33,7 +33,7 @@ static void spin_lock(_Atomic uint32_t *l) {
   while (!atomic_compare_exchange_weak_explicit(
       l, &expected, 1, memory_order_acquire, memory_order_relaxed)) {
     expected = 0;
-    __builtin_ia32_pause();
+    bench_cpu_relax();
   }
 }
 

@@ -89,7 +89,10 @@ int main(int argc, char **argv) {
   mp_iter_t *it = mp_pool_imap_unordered(pool, slow_square, in, sizeof in[0],
                                          sizeof(int64_t), 6, 1);
   int64_t sum = 0, value;
-  for (int done = 1; mp_iter_next(it, MP_FOREVER, &value, NULL) == 1; done++) {
+  if (!it)
+    fprintf(stderr, "imap_unordered: %s\n", mp_strerror(-errno));
+  for (int done = 1; it && mp_iter_next(it, MP_FOREVER, &value, NULL) == 1;
+       done++) {
     sum += value;
     printf("progress %d/6\n", done);
   }

@@ -37,9 +37,11 @@ int main(int argc, char **argv) {
     processes[i] = mp_process_new_type(&task_class, NULL);
   for (int i = 0; i < 3; i++) {
     /* As in Python, daemon must be set before start. */
-    if (!processes[i] || mp_process_set_daemon(processes[i], true) != 0 ||
-        mp_process_start(processes[i]) != 0) {
-      perror("start");
+    int rc = processes[i] ? mp_process_set_daemon(processes[i], true) : -errno;
+    if (rc == 0)
+      rc = mp_process_start(processes[i]);
+    if (rc != 0) { /* a code: errno is not set */
+      fprintf(stderr, "start: %s\n", mp_strerror(rc));
       return 1;
     }
   }

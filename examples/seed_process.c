@@ -27,8 +27,9 @@ int main(int argc, char **argv) {
   printf("main Process run\n");
   for (int item = 0; item < 3; item++) {
     mp_process_t *sub = mp_process_new(task, &item, sizeof item, NULL);
-    if (!sub || mp_process_start(sub) != 0) {
-      perror("start");
+    int rc = sub ? mp_process_start(sub) : -errno;
+    if (rc != 0) { /* a code: errno is not set */
+      fprintf(stderr, "start: %s\n", mp_strerror(rc));
       return 1;
     }
     mp_process_free(sub); /* still running: the library keeps track of it */

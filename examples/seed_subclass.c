@@ -43,8 +43,9 @@ int main(int argc, char **argv) {
       return 1;
     }
     ((task_class_t *)mp_process_data(sub))->params = item;
-    if (mp_process_start(sub) != 0) {
-      perror("start");
+    int rc = mp_process_start(sub);
+    if (rc != 0) { /* a code: errno is not set */
+      fprintf(stderr, "start: %s\n", mp_strerror(rc));
       return 1;
     }
     mp_process_free(sub);

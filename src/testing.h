@@ -2,7 +2,9 @@
  * (not installed, not part of the API). Tests include this header instead
  * of declaring internals themselves; the files that define these include it
  * too, so that a declaration that drifts from its definition fails to
- * compile. It includes nothing of src/, and any layer may include it. */
+ * compile. It includes nothing of src/ but the leaf compat.h (the system
+ * call numbers older headers lack, which tests use too), and any layer may
+ * include it. */
 #ifndef MPROC_TESTING_H
 #define MPROC_TESTING_H
 
@@ -10,6 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "compat.h"
 
 /* ---- core/arena.c ----------------------------------------------------------
  */
@@ -29,6 +33,23 @@ int mp__arena_check(void (*each_used)(void *ptr, void *arg), void *arg);
  * before the journal is emptied (step 128); a test ends the process
  * there. */
 extern void (*mp__arena_fault_hook)(unsigned step);
+
+/* ---- core/sha256.c, core/crypto.c
+ * ----------------------------------------------------------
+ */
+/* The built-in HMAC-SHA256 (used where libcrypto cannot be loaded). */
+void mp__hmac_sha256(const void *key, size_t key_len, const void *msg,
+                     size_t msg_len, unsigned char out[32]);
+/* HMAC through libcrypto only: the MAC length, or -ENOENT when libcrypto
+ * cannot be loaded here. For comparing the built-in with it. */
+int mp__hmac_libcrypto(const char *digest, const void *key, size_t key_len,
+                       const void *msg, size_t msg_len, unsigned char *out,
+                       size_t out_cap);
+
+/* From now on this process computes HMAC as if no libcrypto could be
+ * loaded (the built-in only). For tests; call before other threads use
+ * HMAC. */
+void mp__crypto_without_libcrypto(void);
 
 /* ---- process/spawn.c, process/forkserver.c ------------------------------- */
 /* The program the spawn method executes ("/proc/self/exe"): tests point it

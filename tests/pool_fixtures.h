@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "testing.h"
 
 /* Long enough for a loaded machine; only reached when something hangs. */
 #define WAIT_TIMEOUT 30.0

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "testing.h"
 
 void mpt_assert_code(int expected, int actual, const char *expr,
                      const char *file, int line) {

@@ -25,8 +25,9 @@
 #define GARBAGE     50
 #define PEERS       (SILENT + TRICKLING + GARBAGE)
 #define MAX_PENDING 64
-#define NOT_STALLED 10.0 /* seconds: minutes before, about a millisecond now   \
-                          */
+#define NOT_STALLED                                                            \
+  10.0 /* seconds: minutes before, about a millisecond now                     \
+        */
 
 static int count_fds(void) {
   int n = 0;

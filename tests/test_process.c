@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "support.h"
+#include "testing.h"
 
 /* What a child writes for the parent to check. */
 typedef struct report {
@@ -413,6 +414,10 @@ static void test_sentinel_becomes_readable_at_end(void **state) {
   assert_false(readable(fd, 0));
   assert_mp_ok(mp_process_terminate(p));
   assert_true(readable(fd, 30000));
+  /* Once the sentinel says so, is_alive agrees at once: also where it is a
+   * pipe (no pidfds), which reports the end before the child is
+   * reapable. */
+  assert_false(mp_process_is_alive(p));
   assert_int_equal(join_exitcode(p), -SIGTERM);
   mp_process_free(p);
 }

@@ -43,7 +43,9 @@ extern "C" {
   X(EINTR, -1016, "interrupted by mp_interrupt()")                             \
   X(ENOMAIN, -1017,                                                            \
     "main() does not call mp_main(): spawn and forkserver cannot start "       \
-    "children of this program")
+    "children of this program")                                                \
+  X(ENOHMAC, -1018,                                                            \
+    "HMAC unavailable: no libcrypto and no built-in for this digest")
 
 /* The codes as constants (MP_ESTATE, MP_ETIMEDOUT, ...), from
  * MP_ERROR_MAP. */

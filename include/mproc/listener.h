@@ -34,9 +34,12 @@
  * refused from its header, before anything is read into memory; a limit on
  * the size of every message can be set for accepted connections.
  *
- * Authentication uses HMAC from OpenSSL's libcrypto, loaded at run time on
- * first use: where no libcrypto can be loaded, creating a listener or
- * client with a key fails with ENOTSUP. */
+ * Authentication uses HMAC from OpenSSL's libcrypto (3 or 1.1), loaded at
+ * run time on first use. Where none can be loaded (a static program, a
+ * machine without OpenSSL) a built-in HMAC-SHA256 serves: peers of Python
+ * 3.12 and later and mproc authenticate as usual; a Python 3.11 or older
+ * peer insists on HMAC-MD5, which then fails: MP_ENOHMAC when it answers
+ * our challenge, MP_EAUTH when we answer its own. */
 #ifndef MPROC_LISTENER_H
 #define MPROC_LISTENER_H
 
@@ -76,8 +79,7 @@ typedef struct mp_listener_opts {
  * be NULL (no authentication). The key is copied.
  * Returns NULL with errno: EINVAL (an address not of the forms above, a
  * path too long for a Unix socket), EADDRINUSE, EACCES, ENOENT (no such
- * directory), a getaddrinfo failure as EHOSTUNREACH, ENOTSUP (a key but no
- * libcrypto to load), ENOMEM. */
+ * directory), a getaddrinfo failure as EHOSTUNREACH, ENOMEM. */
 MP_API mp_listener_t *mp_listener_new(const char *address, const void *authkey,
                                       size_t authkey_len);
 
@@ -103,6 +105,9 @@ MP_API mp_listener_t *mp_listener_new_with_opts(const char *address,
  *                 oversized frame, too slow, pushed out, or it closed; it
  *                 has been disconnected. Call again to serve the next one
  *                 (Python raises AuthenticationError);
+ *   MP_ENOHMAC    the peer answered in a digest only libcrypto has (HMAC-MD5
+ *                 of Python <= 3.11), and no libcrypto can be loaded here;
+ *                 it has been disconnected;
  *   MP_ECLOSED    the listener is closed (Python: "listener is closed");
  *   MP_EINTR      mp_interrupt() (handshakes under way are kept);
  *   other -errno (-EMFILE, -ENOMEM). */
@@ -156,8 +161,9 @@ typedef struct mp_client_opts {
  * protocol), MP_ETIMEDOUT (no connection or no handshake within the
  * timeout), MP_ECLOSED (the listener closed the connection during the
  * handshake), MP_EINVAL (bad address), -ECONNREFUSED, -ENOENT (no such
- * socket file), -EHOSTUNREACH (name not resolved), -ENOTSUP (a key but no
- * libcrypto to load), other -errno. */
+ * socket file), -EHOSTUNREACH (name not resolved), MP_ENOHMAC (the peer
+ * asked for a digest only libcrypto has, and none is loadable), other
+ * -errno. */
 MP_API int mp_client(const char *address, const void *authkey,
                      size_t authkey_len, mp_conn_t **out);
 

@@ -87,7 +87,9 @@ MP_API int mp_process_join(mp_process_t *p, double timeout);
 /* Process.terminate() (SIGTERM) and Process.kill() (SIGKILL). Nothing
  * happens if the process already ended. MP_ESTATE if never started or
  * closed. The signal goes through a pidfd, so it can never reach another
- * process that reused the pid. */
+ * process that reused the pid (where the system has no pidfds, by pid, as
+ * Python: still safe while the child is unreaped, which it is until join,
+ * is_alive or exitcode saw it end; under forkserver the server reaps it). */
 MP_API int mp_process_terminate(mp_process_t *p);
 MP_API int mp_process_kill(mp_process_t *p);
 
@@ -158,7 +160,8 @@ MP_API int mp_process_set_end_with_parent(mp_process_t *p, bool on);
 MP_API int mp_process_exitcode(const mp_process_t *p, int *code);
 
 /* Process.sentinel: an fd that becomes readable when the process ends (a
- * pidfd). Owned by the object; valid until close/free. MP_ESTATE if not
+ * pidfd; under forkserver, or where the system has no pidfds, the read end
+ * of a pipe, as Python's). Owned by the object; valid until close/free. MP_ESTATE if not
  * started, or closed. */
 MP_API int mp_process_sentinel(const mp_process_t *p);
 

@@ -17,7 +17,9 @@
  *   - A Condition waiter that has died never takes a notify meant for
  *     another.
  * Death detection uses the kernel's robust futex list as glibc registers
- * it (Linux >= 6.0 for every case; futex_waitv needs Linux >= 5.16). A
+ * it (Linux >= 6.0 for every case; futex_waitv needs Linux >= 5.16: before,
+ * or where a sandbox refuses it, a wait on several words re-checks the
+ * others every 5 ms). A
  * thread of a program whose C library registers an incompatible list is
  * not detected when it dies (it can still detect others).
  *

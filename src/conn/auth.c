@@ -17,7 +17,6 @@
  * first, then answers; the client the other way round. */
 #include <poll.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 
 #include "conn/internal.h"
@@ -93,8 +92,10 @@ static int hmac(const digest_t *d, const void *key, size_t key_len,
     return MP_EINVAL;
   int n = mp__hmac(d->openssl, key_len ? key : &no_key, key_len, msg, len, out,
                    MAC_MAX);
+  if (n == MP_ENOHMAC)
+    return n; /* no libcrypto, and the built-in has only sha256 */
   if (n < 0)
-    return MP_EAUTH; /* no libcrypto, or MD5 refused in FIPS mode */
+    return MP_EAUTH; /* MD5 refused in FIPS mode */
   *out_len = (unsigned)n;
   return 0;
 }
@@ -151,16 +152,6 @@ static int recv_frame(mp_conn_t *c, uint8_t *buf, size_t *len,
   return rc == -EMSGSIZE || rc == -EPROTO ? MP_EAUTH : rc;
 }
 
-static int random_bytes(uint8_t *buf, size_t n) {
-  for (size_t got = 0; got < n;) {
-    ssize_t r = getrandom(buf + got, n - got, 0);
-    if (r < 0 && errno != EINTR)
-      return -errno;
-    got += r > 0 ? (size_t)r : 0;
-  }
-  return 0;
-}
-
 /* Python's deliver_challenge. */
 static int deliver_challenge(mp_conn_t *c, const void *key, size_t key_len,
                              const mp__deadline_t *d) {
@@ -169,7 +160,7 @@ static int deliver_challenge(mp_conn_t *c, const void *key, size_t key_len,
   uint8_t response[MP__AUTH_FRAME_MAX];
   size_t response_len;
   memcpy(challenge, prefix, sizeof prefix - 1);
-  int rc = random_bytes(challenge + sizeof prefix - 1, NONCE_LEN);
+  int rc = mp__random(challenge + sizeof prefix - 1, NONCE_LEN);
   if (rc == 0)
     rc = mp__conn_send(c, challenge, sizeof challenge, d);
   if (rc == 0)
@@ -182,7 +173,7 @@ static int deliver_challenge(mp_conn_t *c, const void *key, size_t key_len,
                       sizeof challenge - CHALLENGE_LEN, response, response_len);
   if (rc < 0) {
     mp__conn_send(c, FAILURE, sizeof FAILURE - 1, d);
-    return MP_EAUTH;
+    return rc == MP_ENOHMAC ? rc : MP_EAUTH;
   }
   return mp__conn_send(c, WELCOME, sizeof WELCOME - 1, d);
 }
@@ -241,7 +232,7 @@ int mp__handshake_begin(mp__handshake_t *h) {
   static const char prefix[] = "{" OFFERED_DIGEST "}";
   memset(h, 0, sizeof *h);
   memcpy(h->message, prefix, sizeof prefix - 1);
-  int rc = random_bytes(h->message + sizeof prefix - 1, NONCE_LEN);
+  int rc = mp__random(h->message + sizeof prefix - 1, NONCE_LEN);
   if (rc < 0)
     return rc;
   uint8_t challenge[CHALLENGE_LEN + sizeof h->message];
@@ -305,8 +296,9 @@ static int handshake_received(mp__handshake_t *h, const void *key,
   size_t len = h->in_len - 4;
   h->in_len = 0;
   if (h->step == RECV_RESPONSE) {
-    h->failed = verify_response(key, key_len, h->message, sizeof h->message,
-                                frame, len) < 0;
+    int rc = verify_response(key, key_len, h->message, sizeof h->message, frame,
+                             len);
+    h->failed = rc < 0 ? rc : 0;
     put_frame(h, h->failed ? FAILURE : WELCOME,
               h->failed ? sizeof FAILURE - 1 : sizeof WELCOME - 1);
     h->step = SEND_VERDICT;
@@ -343,8 +335,8 @@ int mp__handshake_step(mp__handshake_t *h, int fd, const void *key,
       h->step = RECV_RESPONSE;
       continue;
     case SEND_VERDICT:
-      if (h->failed)
-        return MP_EAUTH;
+      if (h->failed) /* our own lack of a digest is said as such */
+        return h->failed == MP_ENOHMAC ? MP_ENOHMAC : MP_EAUTH;
       h->step = RECV_CHALLENGE;
       continue;
     case SEND_RESPONSE:

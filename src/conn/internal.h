@@ -53,7 +53,7 @@ int mp__wait_fd(int fd, short events, const mp__deadline_t *deadline);
  * handshakes at once. */
 typedef struct mp__handshake {
   int step;
-  bool failed;         /* the peer's response was wrong: "#FAILURE#" */
+  int failed; /* the response was refused (its code): "#FAILURE#" sent */
   uint8_t message[48]; /* our MESSAGE: "{sha256}" and 40 random bytes */
   uint8_t out[4 + MP__AUTH_FRAME_MAX]; /* the frame being sent */
   size_t out_len, out_done;

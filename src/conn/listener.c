@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -153,8 +152,9 @@ static char *format_address(const struct sockaddr_storage *ss, socklen_t len) {
 /* Python's arbitrary_address('AF_UNIX'): a fresh name in the temp dir. */
 static int default_address(char *buf, size_t cap) {
   uint32_t tag;
-  if (getrandom(&tag, sizeof tag, 0) != sizeof tag)
-    return -EAGAIN;
+  int rc = mp__random(&tag, sizeof tag);
+  if (rc < 0)
+    return rc;
   const char *dir = getenv("TMPDIR");
   int n = snprintf(buf, cap, "unix:%s/mproc-sock-%d-%08x",
                    dir && *dir ? dir : "/tmp", (int)getpid(), tag);
@@ -382,8 +382,9 @@ static int advance(mp_listener_t *l, size_t i) {
   }
   drop(l, i);
   /* Whatever the peer did wrong, it is one bad peer: the listener goes on.
-   * Only our own shortage is reported as such. */
-  return rc == -ENOMEM || rc == -ENOTSUP ? rc : MP_EAUTH;
+   * Only our own shortage is reported as such (also a digest the peer wants
+   * that only libcrypto has, and there is none). */
+  return rc == -ENOMEM || rc == -ENOTSUP || rc == MP_ENOHMAC ? rc : MP_EAUTH;
 }
 
 /* Accepts the peers that wait, up to a table's worth. Returns MP_EAUTH when

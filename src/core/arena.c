@@ -46,6 +46,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "testing.h"
 #include "core/futex.h"
 #include "core/internal.h"
@@ -136,6 +137,18 @@ static const uintptr_t address_hints[] = {0x7e8000000000ull};
 static const uintptr_t address_hints[] = {0x200000000000ull};
 #endif
 
+/* When no hint fits (a smaller address space: aarch64 kernels with 39-bit
+ * or 42-bit user addresses, where 2^45 is out of range): a quarter of the
+ * way up the address space, found from where the stack is (at its top).
+ * The kernel puts libraries and the stack near the top and a PIE program at
+ * two thirds (aarch64) or higher, so a spawned child of the same kernel finds
+ * this range free too; on 47-bit x86-64 it is the hint above. */
+static uintptr_t address_space_quarter(void) {
+  uintptr_t top = (uintptr_t)__builtin_frame_address(0);
+  int bits = 64 - __builtin_clzll((unsigned long long)top);
+  return bits > 34 ? (uintptr_t)1 << (bits - 2) : 0;
+}
+
 static uint64_t arena_limit(void) {
   const char *env = getenv("MPROC_ARENA_SIZE");
   if (env && *env) {
@@ -188,6 +201,8 @@ static int create_locked(void) {
   for (size_t i = 0; !base && i < sizeof address_hints / sizeof *address_hints;
        i++)
     base = map_at((void *)address_hints[i], size, fd, true);
+  if (!base && address_space_quarter())
+    base = map_at((void *)address_space_quarter(), size, fd, true);
   if (!base)
     base = map_at(NULL, size, fd, false);
   if (!base) {
@@ -327,7 +342,7 @@ static void journal_undo(arena_header_t *h) {
 }
 
 static void arena_lock(arena_header_t *h) {
-  uint32_t self = (uint32_t)gettid();
+  uint32_t self = (uint32_t)syscall(SYS_gettid); /* glibc < 2.30 */
   for (;;) {
     uint32_t holder = 0;
     if (atomic_compare_exchange_strong(&h->lock, &holder, self))

@@ -3,7 +3,17 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "core/futex.h"
+
+/* The kernel's struct futex_waitv (Linux 5.16; older headers lack it). */
+typedef struct waitv_entry {
+  uint64_t val;
+  uint64_t uaddr;
+  uint32_t flags;
+  uint32_t reserved;
+} waitv_entry_t;
+#define WAITV_U32 2 /* FUTEX2_SIZE_U32 (FUTEX_32) */
 
 /* How many times the spin re-reads the word (a pause each: about 25 ns on
  * the machines we measured, up to 40 on recent Intel), and how long a
@@ -28,9 +38,9 @@ int mp__futex_wake(_Atomic uint32_t *word, int n) {
   return rc < 0 ? 0 : (int)rc;
 }
 
-/* Without futex_waitv (Linux < 5.16): sleep on the first word for a few
- * milliseconds at a time, so that a change of the others (or an interrupt)
- * is seen late but never missed. Returns as futex_waitv. */
+/* Without futex_waitv (Linux < 5.16, or a sandbox refusing it): sleep on the
+ * first word for a few milliseconds at a time, so that a change of the others
+ * (or an interrupt) is seen late but never missed. Returns as futex_waitv. */
 static long waitv_fallback(const mp__futex_watch_t *watch, unsigned n,
                            const mp__deadline_t *deadline) {
   for (unsigned i = 1; i < n; i++)
@@ -59,20 +69,20 @@ static long wait_words(const mp__futex_watch_t *watch, unsigned n,
     return futex_wait_raw(watch[0].word, watch[0].expected, deadline);
   if (atomic_load_explicit(&no_waitv, memory_order_relaxed))
     return waitv_fallback(watch, n, deadline);
-  struct futex_waitv v[MP__FUTEX_WATCH_MAX + 1] = {0};
+  waitv_entry_t v[MP__FUTEX_WATCH_MAX + 1] = {0};
   for (unsigned i = 0; i < n && i < MP__FUTEX_WATCH_MAX + 1; i++) {
     v[i].val = watch[i].expected;
     v[i].uaddr = (uintptr_t)watch[i].word;
     /* Shared words (no FUTEX_PRIVATE_FLAG), but the interrupt word: it is
      * this process's own, and a private key is cheaper to look up. */
     v[i].flags = watch[i].word == &mp__interrupt_word
-                     ? FUTEX_32 | FUTEX_PRIVATE_FLAG
-                     : FUTEX_32;
+                     ? WAITV_U32 | FUTEX_PRIVATE_FLAG
+                     : WAITV_U32;
   }
   const struct timespec *at =
       deadline && !deadline->forever ? &deadline->at : NULL;
   long rc = syscall(SYS_futex_waitv, v, n, 0, at, CLOCK_MONOTONIC);
-  if (rc < 0 && errno == ENOSYS) {
+  if (rc < 0 && MP__UNSUPPORTED(errno)) {
     atomic_store(&no_waitv, true);
     return waitv_fallback(watch, n, deadline);
   }

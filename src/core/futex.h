@@ -42,8 +42,9 @@ typedef struct mp__futex_watch {
 
 /* Sleeps while every word still holds its expected value (futex_waitv, on
  * up to MP__FUTEX_WATCH_MAX words, and the interrupt word): returns as
- * mp__futex_wait. On kernels older than 5.16 it waits on the first word
- * only, re-checking the others every few milliseconds. An interruptible
+ * mp__futex_wait. On kernels older than 5.16 (or where a sandbox refuses
+ * futex_waitv with EPERM) it waits on the first word only, re-checking the
+ * others every few milliseconds, and keeps the deadline. An interruptible
  * single-word wait is a futex_waitv too. */
 int mp__futex_waitv(const mp__futex_watch_t *watch, unsigned n,
                     const mp__deadline_t *deadline);

@@ -118,6 +118,10 @@ static inline bool mp__size(size_t a, size_t b, size_t c, size_t *out) {
   *out = r;
   return true;
 }
+/* n random bytes from the kernel (getrandom; /dev/urandom where the call is
+ * refused or missing). 0, or -errno when neither gives them: never loops
+ * on a failure. */
+int mp__random(void *buf, size_t n);
 
 /* ---- Shared memory allocation -------------------------------------------
  * Memory for shared objects (locks, queues, values). A pointer returned

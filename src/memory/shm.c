@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,7 +41,7 @@ static int shm_path(const char *name, char *path, size_t cap) {
 /* A random name nobody uses (retried on EEXIST by the caller). */
 static void random_path(char *path, size_t cap) {
   unsigned char bytes[8] = {0};
-  if (getrandom(bytes, sizeof bytes, 0) != (ssize_t)sizeof bytes) {
+  if (mp__random(bytes, sizeof bytes) < 0) {
     uint64_t t = mp__now_ns() ^ ((uint64_t)getpid() << 32);
     memcpy(bytes, &t, sizeof bytes);
   }

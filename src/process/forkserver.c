@@ -9,18 +9,20 @@
  *
  * A request is one message: the start data (a memfd) and the fds the child
  * needs, passed with SCM_RIGHTS. The reply gives the child's pid, a pidfd
- * for it (signals can never reach a reused pid) and the read end of a status
- * pipe: the server, which is the child's real parent, reaps it and writes its
- * exit code there, so the client's join, exitcode and sentinel work as
- * under fork. The server exits when its client's end of the socket closes:
- * when the client exits or dies. */
+ * for it (signals can never reach a reused pid; left out where the system
+ * has no pidfds, and the client signals by pid, as Python does) and the
+ * read end of a status pipe: the server, which is the child's real parent,
+ * reaps it (on SIGCHLD, read from a signalfd, with waitpid: no pidfd
+ * needed) and writes its exit code there, so the client's join, exitcode
+ * and sentinel work as under fork. Every request gets a reply. The server exits
+ * when its client's end of the socket closes: when the client exits or dies. */
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -140,7 +142,7 @@ static int answer_challenge(int sock, const mp_process_t *self) {
   int nfds = 0;
   ssize_t n = recv_msg(sock, challenge, sizeof challenge, NULL, &nfds);
   if (n != CHALLENGE_LEN)
-    return n < 0 ? (int)n : MP_EAUTH;
+    return n < 0 ? (int)n : n == 0 ? -EPIPE : MP_EAUTH;
   int len = mp__hmac("sha256", self->authkey, sizeof self->authkey, challenge,
                      sizeof challenge, mac, sizeof mac);
   if (len < 0)
@@ -180,6 +182,22 @@ static int server_start(const mp_process_t *self) {
   server.pidfd = mp__pidfd_open(pid);
   mp__atfork_register(&forkserver_atfork);
   rc = answer_challenge(server.sock, self);
+  if (rc == -EPIPE) {
+    /* The server ended before it challenged us: say why, not "wrong key"
+     * (127: its exec failed, e.g. an emulator without binfmt_misc). */
+    int status = 0;
+    close(server.sock);
+    server.sock = -1;
+    while (waitpid(server.pid, &status, 0) < 0 && errno == EINTR)
+      ;
+    server.pid = 0;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    rc = code == 127                    ? -ENOEXEC
+         : code == MP__EXIT_NO_RANDOM   ? -EIO
+         : code == MP__EXIT_NO_MEMORY   ? -ENOMEM
+         : code == MP__EXIT_AUTH_FAILED ? MP_EAUTH
+                                        : -ECHILD;
+  }
   if (rc < 0)
     server_forget();
   return rc;
@@ -206,10 +224,11 @@ static int request(mp_process_t *p, const mp_process_t *self) {
   close(start_fd);
   if (rc < 0)
     return rc;
-  int32_t reply[2]; /* pid, or 0 and an error code */
+  int32_t reply[2]; /* pid and the fd count, or 0 and an error code */
   int got[2], nfds = 2;
   ssize_t len = recv_msg(server.sock, reply, sizeof reply, got, &nfds);
-  if (len != sizeof reply || (reply[0] > 0 && nfds != 2)) {
+  if (len != sizeof reply || (reply[0] > 0 && nfds != reply[1]) ||
+      (reply[0] > 0 && nfds < 1)) {
     for (int i = 0; i < nfds; i++)
       close(got[i]);
     return len < 0 ? (int)len : -EPIPE;
@@ -217,8 +236,9 @@ static int request(mp_process_t *p, const mp_process_t *self) {
   if (reply[0] <= 0)
     return reply[1] < 0 ? reply[1] : -EAGAIN;
   p->pid = reply[0];
-  p->pidfd = got[0];
-  p->sentinel = got[1];
+  /* The status pipe last; a pidfd before it where the server has one. */
+  p->pidfd = nfds == 2 ? got[0] : -1;
+  p->sentinel = got[nfds - 1];
   p->via_server = true;
   return 0;
 }
@@ -243,17 +263,20 @@ int mp__start_forkserver(mp_process_t *p, const mp_process_t *self) {
  * --------------------------------------------------------- */
 
 typedef struct served {
-  int pidfd;
+  pid_t pid;
   int status_fd; /* write end */
 } served_t;
 
 static served_t *served;
 static size_t served_count, served_cap;
+static int child_signals = -1;      /* signalfd for SIGCHLD */
+static void (*client_sigpipe)(int); /* as the client had it (inherited) */
+static pid_t server_pid;
 
 static void challenge_client(int sock, const unsigned char *key,
                              size_t key_len) {
   unsigned char challenge[CHALLENGE_LEN], want[64], got[64];
-  if (getrandom(challenge, sizeof challenge, 0) != sizeof challenge)
+  if (mp__random(challenge, sizeof challenge) < 0)
     _exit(MP__EXIT_NO_RANDOM);
   int len = mp__hmac("sha256", key, key_len, challenge, sizeof challenge, want,
                      sizeof want);
@@ -277,10 +300,14 @@ static pid_t server_pid;
 static _Noreturn void run_child(int sock, int *received, int count,
                                 mp__child_runner_cb run) {
   close(sock);
-  for (size_t i = 0; i < served_count; i++) {
-    close(served[i].pidfd);
+  close(child_signals);
+  signal(SIGPIPE, client_sigpipe);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_UNBLOCK, &chld, NULL);
+  for (size_t i = 0; i < served_count; i++)
     close(served[i].status_fd);
-  }
   if (mp__start_data_read(received[0], false) < 0)
     _exit(MP__EXIT_START_FAILED);
   /* First move them all above every target number, so that no dup2 below
@@ -331,18 +358,31 @@ static void serve_request(int sock, int *received, int count,
     reply[1] = -errno;
     goto answer;
   }
-  int pidfd = mp__pidfd_open(pid);
   if (served_count == served_cap) {
     served_cap = served_cap ? served_cap * 2 : 16;
     served = realloc(served, served_cap * sizeof *served);
     if (!served)
       _exit(MP__EXIT_NO_MEMORY);
   }
-  served[served_count++] = (served_t){pidfd, status[1]};
+  served[served_count++] = (served_t){pid, status[1]};
   status[1] = -1;
+  /* The pidfd for the client, where the system has them; the server itself
+   * reaps by pid. */
+  int pidfd = mp__pidfd_open(pid);
+  int out[2] = {pidfd, status[0]}, nout = pidfd >= 0 ? 2 : 1;
   reply[0] = pid;
-  int out[2] = {pidfd, status[0]};
-  send_msg(sock, reply, sizeof reply, out, 2);
+  reply[1] = nout;
+  int rc = send_msg(sock, reply, sizeof reply, out + 2 - nout, nout);
+  if (pidfd >= 0)
+    close(pidfd);
+  if (rc < 0) {
+    /* The client cannot learn of the child: it must not run unseen. Its
+     * end is reported (to nobody) and it is reaped as any other. */
+    kill(pid, SIGKILL);
+    reply[0] = 0;
+    reply[1] = rc;
+    goto answer;
+  }
   close(status[0]);
   for (int i = 0; i < count; i++)
     close(received[i]);
@@ -356,18 +396,32 @@ answer:
     close(received[i]);
 }
 
-/* A served child ended: reap it and tell the client its exit code. */
-static void report_exit(size_t index) {
-  siginfo_t info = {0};
-  int32_t code = 255;
-  if (waitid((idtype_t)P_PIDFD, (id_t)served[index].pidfd, &info, WEXITED) == 0)
-    code = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
-  if (write(served[index].status_fd, &code, sizeof code) < 0) {
-    /* The client closed its end: nobody to tell. */
+/* Served children ended: reap each and tell its client its exit code. */
+static void report_exits(void) {
+  struct signalfd_siginfo si;
+  while (read(child_signals, &si, sizeof si) == (ssize_t)sizeof si)
+    ; /* drained: the reaping below finds every ended child */
+  for (;;) {
+    int status;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid < 0 && errno == EINTR)
+      continue;
+    if (pid <= 0)
+      return;
+    int32_t code = WIFEXITED(status)     ? WEXITSTATUS(status)
+                   : WIFSIGNALED(status) ? -WTERMSIG(status)
+                                         : 255;
+    for (size_t i = 0; i < served_count; i++) {
+      if (served[i].pid != pid)
+        continue;
+      if (write(served[i].status_fd, &code, sizeof code) < 0) {
+        /* The client closed its end: nobody to tell. */
+      }
+      close(served[i].status_fd);
+      served[i] = served[--served_count];
+      break;
+    }
   }
-  close(served[index].status_fd);
-  close(served[index].pidfd);
-  served[index] = served[--served_count];
 }
 
 _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
@@ -382,24 +436,29 @@ _Noreturn void mp__forkserver_main(int sock, const unsigned char *key,
   sigaddset(&sigint, SIGINT);
   sigprocmask(SIG_BLOCK, &sigint, NULL);
   server_pid = getpid();
+  /* Children are reaped here: SIGCHLD must not be ignored (an ignored one
+   * is inherited through exec and would reap them behind our back). */
+  signal(SIGCHLD, SIG_DFL);
+  /* A client that closed a status pipe must not kill the server when the
+   * exit code is written to it; children get the client's disposition. */
+  client_sigpipe = signal(SIGPIPE, SIG_IGN);
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  child_signals = mp__fd_high(signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (child_signals < 0)
+    _exit(MP__EXIT_POLL_FAILED);
   challenge_client(sock, key, key_len);
   for (;;) {
-    size_t n = served_count + 1;
-    struct pollfd *pfds = calloc(n, sizeof *pfds);
-    if (!pfds)
-      _exit(MP__EXIT_NO_MEMORY);
-    pfds[0] = (struct pollfd){.fd = sock, .events = POLLIN};
-    for (size_t i = 0; i < served_count; i++)
-      pfds[i + 1] = (struct pollfd){.fd = served[i].pidfd, .events = POLLIN};
-    int ready = poll(pfds, (nfds_t)n, -1);
+    struct pollfd pfds[2] = {{.fd = sock, .events = POLLIN},
+                             {.fd = child_signals, .events = POLLIN}};
+    int ready = poll(pfds, 2, -1);
     if (ready < 0 && errno != EINTR)
       _exit(MP__EXIT_POLL_FAILED);
-    for (size_t i = n - 1; ready > 0 && i >= 1; i--)
-      if (pfds[i].revents)
-        report_exit(i - 1);
-    bool request_ready = ready > 0 && pfds[0].revents;
-    free(pfds);
-    if (!request_ready)
+    if (ready > 0 && pfds[1].revents)
+      report_exits();
+    if (ready <= 0 || !pfds[0].revents)
       continue;
     char op;
     int received[MAX_FDS], count = MAX_FDS;

@@ -11,8 +11,10 @@
 
 #include "process/start.h"
 
-/* Builds the child's own process object from the start data and runs it. */
-_Noreturn static void run_from_start_data(pid_t direct_parent) {
+/* Builds the child's own process object from the start data and runs it.
+ * noreturn as an attribute, not _Noreturn: clang makes only the attribute
+ * part of the function type that mp__child_runner_cb names. */
+__attribute__((noreturn)) static void run_from_start_data(pid_t direct_parent) {
   void *payload;
   int error;
   const mp__start_header_t *h = mp__start_data(&payload, &error);

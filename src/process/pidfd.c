@@ -2,15 +2,17 @@
  *
  * A pidfd names one process for good (a signal sent through it can never
  * reach a reused pid) and becomes readable when that process ends. Without
- * pidfds (a kernel before 5.3, or valgrind, which does not know the call) a
- * child is watched as Python's fork Popen does: it holds the write end of a
- * pipe whose read end is its sentinel, and it is reaped by pid. */
+ * pidfds (a kernel before 5.3, a container whose seccomp profile refuses
+ * pidfd_open with EPERM, or valgrind, which does not know the call) a child
+ * is watched as Python's fork Popen does: it holds the write end of a pipe
+ * whose read end is its sentinel, and it is reaped by pid. */
 #include <errno.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "process/process.h"
 
 int mp__pidfd_open(pid_t pid) {
@@ -47,7 +49,8 @@ int mp__self_pidfd(void) {
     self.opened = true;
     mp__atfork_register(&pidfd_atfork);
     int fd = mp__pidfd_open(getpid());
-    self.fd = fd < 0 ? -errno : fd;
+    /* Every way of not offering pidfds reads as "none here". */
+    self.fd = fd >= 0 ? fd : MP__UNSUPPORTED(errno) ? -ENOSYS : -errno;
   }
   int fd = self.fd;
   pthread_mutex_unlock(&self.lock);
@@ -56,7 +59,7 @@ int mp__self_pidfd(void) {
 
 int mp__watch_child(mp_process_t *p) {
   int pidfd = mp__pidfd_open(p->pid);
-  if (pidfd < 0 && errno == ENOSYS && p->sentinel >= 0)
+  if (pidfd < 0 && MP__UNSUPPORTED(errno) && p->sentinel >= 0)
     return 0; /* watched through the pipe made in mp_process_start */
   if (pidfd < 0) {
     int err = errno;

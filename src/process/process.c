@@ -6,7 +6,7 @@
  * is found dead by join, is_alive, exitcode or active_children, so that the
  * exit function can terminate daemons and join the rest. There is no SIGCHLD
  * handler: every child has a pidfd, polled for the end and reaped with
- * waitid(P_PIDFD). */
+ * waitid(P_PIDFD), or where there are none a pipe sentinel and its pid. */
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -15,11 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "process/process.h"
 
 static struct family {
@@ -35,6 +35,7 @@ static struct family {
 };
 
 static mp_process_t main_process;
+static int authkey_error; /* the main process's authkey could not be made */
 static pthread_once_t main_once = PTHREAD_ONCE_INIT;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -48,14 +49,9 @@ static void init_main_process(void) {
   m->pidfd = m->sentinel = -1;
   m->creator_pid = 0;
   pthread_mutex_init(&m->lock, NULL);
-  /* Python: os.urandom(32). getrandom never fails for 32 bytes once the
-   * pool is initialised; loop for the EINTR case. */
-  size_t got = 0;
-  while (got < sizeof m->authkey) {
-    ssize_t n = getrandom(m->authkey + got, sizeof m->authkey - got, 0);
-    if (n > 0)
-      got += (size_t)n;
-  }
+  /* Python: os.urandom(32). Without randomness there is no authkey: every
+   * start then fails with the error (never a loop). */
+  authkey_error = mp__random(m->authkey, sizeof m->authkey);
   if (!family.current)
     family.current = m;
 }
@@ -78,9 +74,10 @@ int mp_cpu_count(void) {
   return n > 0 ? (int)n : 1;
 }
 
-/* Without pidfds (a kernel before 5.3, or valgrind, which does not know the
- * call) a child is watched as Python's fork Popen does: it holds the write
- * end of a pipe whose read end is its sentinel, and it is reaped by pid. */
+/* Without pidfds (a kernel before 5.3, a sandbox refusing them, or
+ * valgrind, which does not know the call) a child is watched as Python's fork
+ * Popen does: it holds the write end of a pipe whose read end is its sentinel,
+ * and it is reaped by pid. */
 static bool without_pidfd(void) {
   return mp__self_pidfd() == -ENOSYS;
 }
@@ -220,6 +217,40 @@ static int status_to_exitcode(const siginfo_t *info) {
   return -info->si_status; /* CLD_KILLED, CLD_DUMPED */
 }
 
+/* waitid(P_PIDFD) needs Linux 5.4; pidfd_open came in 5.3 (and a
+ * kernel may have it backported alone): EINVAL then, and the child is
+ * reaped by pid (its pid is its own while it is unreaped). */
+static _Atomic bool no_pidfd_wait;
+
+static int wait_child(mp_process_t *p, siginfo_t *info, int flags) {
+  int rc;
+  do {
+    if (p->pidfd >= 0 && !atomic_load(&no_pidfd_wait)) {
+      rc = waitid((idtype_t)MP__P_PIDFD, (id_t)p->pidfd, info, flags);
+      if (rc < 0 && errno == EINVAL) {
+        atomic_store(&no_pidfd_wait, true);
+        errno = EINTR; /* once more, by pid */
+      }
+    } else {
+      rc = waitid(P_PID, (id_t)p->pid, info, flags);
+    }
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+/* A child without a pidfd is watched through a pipe (see pidfd.c) that
+ * reports its end when the child's fds are closed, a moment before the
+ * kernel turns it into a zombie that waitid can see. Once the pipe says
+ * so, waitid is retried for up to MAX_REAP_WAIT_NS (the child is exiting;
+ * the bound is for a child that closed the pipe's end itself and lives
+ * on), so that is_alive, exitcode and join agree with the sentinel. */
+#define MAX_REAP_WAIT_NS 1000000000L
+
+static bool sentinel_ended(const mp_process_t *p) {
+  struct pollfd pfd = {.fd = p->sentinel, .events = POLLIN};
+  return p->pidfd < 0 && p->sentinel >= 0 && poll(&pfd, 1, 0) > 0;
+}
+
 /* Reaps p if it has ended. Returns true once p is reaped. Must be called
  * without the family lock held by this thread only when `untrack` is true. */
 static bool try_reap(mp_process_t *p) {
@@ -235,13 +266,15 @@ static bool try_reap(mp_process_t *p) {
     }
   } else if (!p->reaped && p->pid > 0) {
     siginfo_t info = {0};
-    int rc;
-    do
-      rc = p->pidfd >= 0
-               ? waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &info,
-                        WEXITED | WNOHANG)
-               : waitid(P_PID, (id_t)p->pid, &info, WEXITED | WNOHANG);
-    while (rc < 0 && errno == EINTR);
+    int rc = wait_child(p, &info, WEXITED | WNOHANG);
+    if (rc == 0 && info.si_pid == 0 && sentinel_ended(p)) {
+      for (long slept = 0, step = 20000;
+           rc == 0 && info.si_pid == 0 && slept < MAX_REAP_WAIT_NS;
+           slept += step, step *= 2) {
+        nanosleep(&(struct timespec){0, step}, NULL);
+        rc = wait_child(p, &info, WEXITED | WNOHANG);
+      }
+    }
     if (rc == 0 && info.si_pid != 0) {
       p->exitcode = status_to_exitcode(&info);
       p->reaped = true;
@@ -332,6 +365,8 @@ int mp_process_start(mp_process_t *p) {
     return no_main();
   /* Every child gets the arena, also the ones started before anything was
    * allocated, so that later allocations reach them. */
+  if (authkey_error < 0)
+    return authkey_error;
   if ((rc = mp__arena_ensure()) < 0 ||
       ((rc = mp__self_pidfd()) < 0 && rc != -ENOSYS))
     return rc;
@@ -507,27 +542,56 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
 /* ---- join, signals, state
  * -------------------------------------------------------- */
 
+/* Without pidfds the end of a parent, or of a child whose pipe sentinel a
+ * grandchild keeps open, is also looked for by pid at this interval. */
+#define PARENT_POLL_S 0.1
+
+/* Polls the sentinel fd (-1: none) until the deadline, or for at most
+ * PARENT_POLL_S when by_pid (the caller also looks for the end by pid).
+ * As mp__poll: > 0 readable, 0 not yet, MP_EINTR or -errno. */
+static int poll_sentinel(int fd, const mp__deadline_t *d, bool by_pid) {
+  struct pollfd pfd[2] = {{.fd = fd, .events = POLLIN}};
+  if (!by_pid)
+    return mp__poll(pfd, 1, d);
+  mp__deadline_t slice = mp__deadline_in(PARENT_POLL_S);
+  slice.interruptible = d->interruptible;
+  mp__deadline_t until = mp__deadline_earlier(d, &slice);
+  return mp__poll(pfd, 1, &until);
+}
+
 int mp__process_join_until(mp_process_t *p, const mp__deadline_t *d) {
   if (p->kind == MP__PROCESS_PARENT) {
-    /* The parent is no child of ours: wait for its pidfd only. */
-    struct pollfd pfd[2] = {{.fd = p->sentinel, .events = POLLIN}};
-    int n = mp__poll(pfd, 1, d);
-    return n > 0 ? 0 : n == 0 ? MP_ETIMEDOUT : n;
+    /* The parent is no child of ours: wait for its pidfd only (without
+     * pidfds, look for it by pid now and then). */
+    for (;;) {
+      int n = poll_sentinel(p->sentinel, d, p->sentinel < 0);
+      if (n > 0 || (p->sentinel < 0 && kill(p->pid, 0) < 0 && errno == ESRCH))
+        return 0;
+      if (n < 0)
+        return n;
+      if (mp__deadline_expired(d))
+        return MP_ETIMEDOUT;
+    }
   }
   int rc = check_started_child(p);
   if (rc < 0)
     return rc;
   /* Poll first: a process that already ended makes it return at once, and
-   * one waitid then reaps it. */
+   * one waitid then reaps it. The deadline is checked on every round: a
+   * sentinel can stay readable while its child is not reapable yet (a pipe
+   * whose end the child closed itself). A pipe sentinel stays open while a
+   * grandchild holds a copy of its end: the child is then also asked for
+   * by pid now and then. */
   for (;;) {
-    struct pollfd pfd[2] = {{.fd = p->sentinel, .events = POLLIN}};
-    int n = mp__poll(pfd, 1, d);
+    int n = poll_sentinel(p->sentinel, d, p->pidfd < 0 && !p->via_server);
     if (try_reap(p))
       break;
     if (n < 0)
       return n; /* MP_EINTR, or the poll failed */
-    if (n == 0)
+    if (mp__deadline_expired(d))
       return MP_ETIMEDOUT;
+    if (n > 0) /* readable, not reapable: do not spin on it */
+      nanosleep(&(struct timespec){0, 1000000}, NULL);
   }
   untrack(p);
   return 0;
@@ -548,7 +612,7 @@ int mp_process_join(mp_process_t *p, double timeout) {
  * it is unreaped: its pid is still its own). */
 static int signal_child(mp_process_t *p, int sig) {
   int rc = p->pidfd >= 0 ? mp__pidfd_send_signal(p->pidfd, sig) : -1;
-  if (p->pidfd < 0 || (rc < 0 && errno == ENOSYS))
+  if (p->pidfd < 0 || (rc < 0 && MP__UNSUPPORTED(errno)))
     rc = kill(p->pid, sig);
   return rc < 0 && errno != ESRCH ? -errno : 0;
 }

@@ -123,7 +123,8 @@ int mp__forkserver_preload(char **paths, size_t *size);
 int mp__watch_child(mp_process_t *p);
 
 /* The calling process's own pidfd, opened once; -errno on failure
- * (-ENOSYS where the system has no pidfds). */
+ * (-ENOSYS where the system has no pidfds: the kernel lacks the call, or a
+ * sandbox refuses it with EPERM or EINVAL). */
 int mp__self_pidfd(void);
 
 /* The system calls, as the kernel answers them: an fd or -1 with errno. */

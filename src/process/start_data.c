@@ -7,15 +7,18 @@
  * constructor reads the start data before main() runs and maps the arena at
  * the parent's address before anything else can take that range; mp_main(),
  * first thing in main(), then runs the child (main.c). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "process/start.h"
 
 #define START_MAGIC   0x6d707374u /* "mpst" */
@@ -148,6 +151,40 @@ static struct {
   int *fds;
 } child;
 
+/* Closes the fds from `first` to `last`: one close_range, or, where the
+ * kernel lacks it (before 5.9) or a sandbox refuses it, a close of each
+ * open one found in /proc/self/fd (or of every number up to the fd limit
+ * without /proc). Never leaves one open silently. */
+static void close_fds(unsigned first, unsigned last) {
+  static bool no_close_range;
+  if (!no_close_range) {
+    if (syscall(SYS_close_range, first, last, 0) == 0 ||
+        !MP__UNSUPPORTED(errno))
+      return;
+    no_close_range = true;
+  }
+  DIR *dir = opendir("/proc/self/fd");
+  if (!dir) {
+    struct rlimit lim;
+    unsigned max =
+        getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < (rlim_t)1 << 20
+            ? (unsigned)lim.rlim_cur
+            : 1u << 20;
+    for (unsigned fd = first; fd <= last && fd < max; fd++)
+      close((int)fd);
+    return;
+  }
+  int own = dirfd(dir);
+  for (struct dirent *e; (e = readdir(dir));) {
+    char *end;
+    unsigned long fd = strtoul(e->d_name, &end, 10);
+    if (*end == '\0' && end != e->d_name && (int)fd != own && fd >= first &&
+        fd <= last)
+      close((int)fd);
+  }
+  closedir(dir);
+}
+
 /* Closes every fd above 2 that is not in keep[] (sorted ascending), with
  * one close_range per gap: the cost does not grow with the number of fds
  * the parent had open. */
@@ -164,10 +201,10 @@ static void close_all_but(int *keep, int n) {
     if (keep[i] < 3)
       continue;
     if ((unsigned)keep[i] > first)
-      syscall(SYS_close_range, first, (unsigned)keep[i] - 1, 0);
+      close_fds(first, (unsigned)keep[i] - 1);
     first = (unsigned)keep[i] + 1;
   }
-  syscall(SYS_close_range, first, ~0u, 0);
+  close_fds(first, ~0u);
 }
 
 int mp__start_data_fd(int index) {
