@@ -2,7 +2,8 @@
 # and installed when CMake finds an MPI for C (Open MPI preferred, MPICH
 # builds too); skipped with a message otherwise. It links the shared core,
 # so that a program has one arena whichever library it calls.
-option(MPROC_MPI "Build libmproc_mpi when an MPI is found" ON)
+# As a subproject mproc builds only libmproc unless asked (-DMPROC_MPI=ON).
+option(MPROC_MPI "Build libmproc_mpi when an MPI is found" ${MPROC_TOP_LEVEL})
 set(MPROC_HAVE_MPI OFF)
 if(MPROC_MPI)
   find_package(MPI COMPONENTS C QUIET)
@@ -29,14 +30,18 @@ set_target_properties(mproc_mpi PROPERTIES C_VISIBILITY_PRESET hidden
   VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR})
 
 configure_file(cmake/mproc-mpi.pc.in ${PROJECT_BINARY_DIR}/mproc-mpi.pc @ONLY)
-install(TARGETS mproc_mpi LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
-install(FILES ${PROJECT_BINARY_DIR}/mproc-mpi.pc
-        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+if(MPROC_INSTALL)
+  install(TARGETS mproc_mpi LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(FILES ${PROJECT_BINARY_DIR}/mproc-mpi.pc
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+endif()
 
 # The example (make demo) and the benchmark link the MPI library.
 foreach(src ${PROJECT_SOURCE_DIR}/examples/mpi/mpi_pool_demo.c
             ${PROJECT_SOURCE_DIR}/bench/mpi/bench_mpi.c)
-  if(NOT EXISTS ${src} OR (MPROC_SANITIZE AND src MATCHES "/bench/"))
+  if(NOT EXISTS ${src} OR (MPROC_SANITIZE AND src MATCHES "/bench/") OR
+     (NOT MPROC_BUILD_BENCH AND src MATCHES "/bench/") OR
+     (NOT MPROC_BUILD_EXAMPLES AND src MATCHES "/examples/"))
     continue()
   endif()
   get_filename_component(name ${src} NAME_WE)
