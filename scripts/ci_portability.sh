@@ -109,8 +109,10 @@ part_kernels() {
     local only=()
     [ "$p" = 5.3 ] && only=(-R 'test_process|test_examples')
     echo -n "kernel profile $p: "
-    (cd "$build" && suite "$work/ctest-$p.log" timeout 200 "$run" "$p" \
-      ctest -j "$jobs" --timeout 150 --output-on-failure "${only[@]}") || rc=1
+    # The MPI tests run under Open MPI's launcher, outside these profiles'
+    # claims (scripts/ci_mpi.sh runs them on the host kernel).
+    (cd "$build" && suite "$work/ctest-$p.log" timeout 300 "$run" "$p" \
+      ctest -j "$jobs" --timeout 150 --output-on-failure -LE mpi "${only[@]}") || rc=1
   done
   return $rc
 }
@@ -295,7 +297,7 @@ part_aarch64() {
   # What qemu-user can run: not the death tests (it has no robust futex
   # lists), not the ones that exec this program or Python.
   echo -n "aarch64 under qemu-user (fork only): "
-  (cd "$dir" && suite "$work/ctest-aarch64.log" ctest -j "$jobs" \
+  (cd "$dir" && export MPT_NO_DEATH_DETECTION=1 && suite "$work/ctest-aarch64.log" ctest -j "$jobs" \
     --timeout 120 --output-on-failure \
     -R '^test_(arena|conn|crypto|error|process|queue|shm|sync|value)(\.fork)?$') ||
     rc=1
@@ -314,7 +316,7 @@ mkdir -p "$work"
 start=$SECONDS
 failed=()
 # Time boxes (s), 1440 in all; a warm run takes about 10 minutes.
-parts=(kernels:420 clang:180 bullseye_root:240 bullseye:300 musl:120
+parts=(kernels:600 clang:180 bullseye_root:240 bullseye:300 musl:120
   aarch64:180)
 for p in "${parts[@]}"; do
   name=${p%%:*} limit=${p#*:}

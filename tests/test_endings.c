@@ -61,6 +61,9 @@ static bool ends_within(int pidfd, double timeout) {
 }
 
 static void run_family(bool end_with_parent, bool pool, int sig) {
+  /* The children's ends are watched through pidfds (kernel >= 5.3). */
+  if (!mpt_have_pidfd())
+    skip();
   struct family_args a = {.end_with_parent = end_with_parent,
                           .pool = pool,
                           .never = mp_event_new(),

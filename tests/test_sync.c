@@ -137,11 +137,15 @@ static void test_locked(void **state) {
   assert_int_equal(0, finish_child(start_child(locked_child, &a, sizeof a)));
   assert_true(*a.seen);
   assert_false(mp_lock_locked(a.lock));
-  /* Its holder ended: an acquire would not wait, so it reads unlocked. */
-  assert_false(mp_lock_locked(a.abandoned));
-  assert_mp(MP_EOWNERDEAD, mp_lock_acquire(a.abandoned, 0));
-  assert_true(mp_lock_locked(a.abandoned));
-  assert_mp_ok(mp_lock_release(a.abandoned));
+  /* Its holder ended: an acquire would not wait, so it reads unlocked.
+   * (Not where the kernel keeps no robust lists: qemu-user, which CI's
+   * aarch64 run marks with MPT_NO_DEATH_DETECTION.) */
+  if (!getenv("MPT_NO_DEATH_DETECTION")) {
+    assert_false(mp_lock_locked(a.abandoned));
+    assert_mp(MP_EOWNERDEAD, mp_lock_acquire(a.abandoned, 0));
+    assert_true(mp_lock_locked(a.abandoned));
+    assert_mp_ok(mp_lock_release(a.abandoned));
+  }
   assert_mp_ok(mp_rlock_release(a.rlock));
   assert_false(mp_rlock_locked(a.rlock));
   mp_lock_free(a.lock);

@@ -41,6 +41,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "conn/internal.h"
 
 #define CONN_MAGIC   0x6d70636eu /* "mpcn" */
@@ -478,13 +479,17 @@ static ssize_t read_nowait(const mp_conn_t *c, void *buf, size_t n) {
   static _Atomic bool no_nowait;
   if (c->flags & CONN_SOCKET)
     return recv(c->fd, buf, n, MSG_DONTWAIT);
+#ifdef RWF_NOWAIT /* glibc 2.26+; musl 1.2.3 has no preadv2 */
   if (!atomic_load_explicit(&no_nowait, memory_order_relaxed)) {
     struct iovec iov = {buf, n};
     ssize_t r = preadv2(c->fd, &iov, 1, -1, RWF_NOWAIT);
-    if (r >= 0 || (errno != EOPNOTSUPP && errno != ENOSYS && errno != EINVAL))
+    if (r >= 0 || (errno != EOPNOTSUPP && !MP__UNSUPPORTED(errno)))
       return r;
     atomic_store(&no_nowait, true);
   }
+#else
+  (void)no_nowait;
+#endif
   errno = EAGAIN;
   return -1;
 }

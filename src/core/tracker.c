@@ -34,6 +34,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "compat.h"
 #include "core/internal.h"
 
 #define TRACKER_MAGIC 0x6d707472u /* "mptr" */
