@@ -33,9 +33,13 @@ int main(int argc, char **argv) {
     mp_queue_put(done, &job, sizeof job, MP_FOREVER);
     printf("job %d done\n", job);
   }
+  int goodbye = 0; /* the server waits for it before it shuts down */
+  mp_queue_put(done, &goodbye, sizeof goodbye, MP_FOREVER);
   mp_queue_free(jobs);
   mp_queue_free(done);
   mp_dict_free(results);
   mp_manager_free(m);
+  if (rc != MP_EEMPTY) /* the queue is drained: anything else is an error */
+    fprintf(stderr, "manager_client: get: %s\n", mp_strerror(rc));
   return rc == MP_EEMPTY ? 0 : 1;
 }

@@ -30,7 +30,9 @@ int main(int argc, char **argv) {
     mp_queue_put(jobs, &i, sizeof i, MP_FOREVER);
   printf("listening on %s\n", mp_manager_address(m));
   fflush(stdout);
-  for (int i = 0; i < JOBS; i++) {
+  /* Every job done, then the client's goodbye (0): only then may the
+   * server go away, or the client's last call would find it gone. */
+  for (int i = 0; i <= JOBS; i++) {
     int job;
     size_t len;
     if (mp_queue_get_into(done, &job, sizeof job, &len, 60.0) != 0) {
