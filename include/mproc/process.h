@@ -161,8 +161,8 @@ MP_API int mp_process_exitcode(const mp_process_t *p, int *code);
 
 /* Process.sentinel: an fd that becomes readable when the process ends (a
  * pidfd; under forkserver, or where the system has no pidfds, the read end
- * of a pipe, as Python's). Owned by the object; valid until close/free. MP_ESTATE if not
- * started, or closed. */
+ * of a pipe, as Python's). Owned by the object; valid until close/free.
+ * MP_ESTATE if not started, or closed. */
 MP_API int mp_process_sentinel(const mp_process_t *p);
 
 /* Process.authkey: 32 random bytes made in the main process and inherited
