@@ -437,9 +437,10 @@ static void iov_advance(struct iovec **iov, int *count, size_t n) {
 }
 
 /* Writes every byte of iov, restarting after signals and short writes (a
- * frame is never left half written by them). */
+ * frame is never left half written by them). handle >= 0: an fd sent
+ * along with the first bytes (SCM_RIGHTS, a Unix socket only). */
 static int write_all(const mp_conn_t *c, struct iovec *iov, int count,
-                     const mp__deadline_t *d) {
+                     const mp__deadline_t *d, int handle) {
   sigpipe_guard_t guard;
   bool pipe_like = !(c->flags & CONN_SOCKET);
   bool epipe = false;
@@ -450,8 +451,11 @@ static int write_all(const mp_conn_t *c, struct iovec *iov, int count,
     if (has_deadline(d) && pipe_like &&
         (rc = wait_or_timeout(c->fd, POLLOUT, d)) < 0)
       break;
-    ssize_t n = write_some(c, iov, count, has_deadline(d));
+    ssize_t n = handle >= 0 ? mp__handle_send(c->fd, iov[0].iov_base,
+                                              iov[0].iov_len, handle)
+                            : write_some(c, iov, count, has_deadline(d));
     if (n >= 0) {
+      handle = -1; /* it went with those bytes */
       iov_advance(&iov, &count, (size_t)n);
       continue;
     }
@@ -640,7 +644,7 @@ int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
       {.iov_base = (void *)buf, .iov_len = len},
   };
   pthread_mutex_lock(&l->send_lock);
-  rc = write_all(c, iov, len > 0 ? 2 : 1, deadline);
+  rc = write_all(c, iov, len > 0 ? 2 : 1, deadline, -1);
   pthread_mutex_unlock(&l->send_lock);
   return rc;
 }
@@ -833,23 +837,10 @@ int mp_conn_send_handle(mp_conn_t *c, int fd) {
     return rc;
   if (!(c->flags & CONN_UNIX))
     return -EOPNOTSUPP;
-  const uint8_t count = 1; /* Python's bytes([len(fds) % 256]) */
+  uint8_t count = 1; /* Python's bytes([len(fds) % 256]) */
+  struct iovec iov = {&count, 1};
   pthread_mutex_lock(&l->send_lock);
-  for (;;) {
-    if (mp__handle_send(c->fd, &count, 1, fd) == 1) {
-      rc = 0;
-      break;
-    }
-    if (errno == EINTR)
-      continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      if ((rc = wait_or_timeout(c->fd, POLLOUT, NULL)) < 0)
-        break;
-      continue;
-    }
-    rc = errno == EPIPE || errno == ECONNRESET ? MP_ECLOSED : -errno;
-    break;
-  }
+  rc = write_all(c, &iov, 1, NULL, fd);
   pthread_mutex_unlock(&l->send_lock);
   return rc;
 }

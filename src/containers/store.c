@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "containers/store.h"
+#include "core/hash.h"
 
 int mp__store_kill_countdown;
 
@@ -192,16 +193,7 @@ int mp__entry_copy_into(const mp__entry_t *e, void *buf, size_t cap,
 
 /* A multiply-and-fold over 8-byte words with a final avalanche (the
  * finaliser of splitmix64): fast for short keys, and keyed by a random seed
- * per dict so that keys cannot be chosen to collide. */
-static uint64_t mix(uint64_t h) {
-  h ^= h >> 30;
-  h *= 0xbf58476d1ce4e5b9ull;
-  h ^= h >> 27;
-  h *= 0x94d049bb133111ebull;
-  h ^= h >> 31;
-  return h;
-}
-
+ * per dict so that keys cannot be chosen to collide (core/hash.h). */
 uint64_t mp__store_hash(uint64_t seed, const void *key, size_t len) {
   const unsigned char *p = key;
   uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull);
@@ -216,7 +208,7 @@ uint64_t mp__store_hash(uint64_t seed, const void *key, size_t len) {
   uint64_t tail = 0;
   if (len)
     memcpy(&tail, p, len);
-  return mix(h ^ tail);
+  return mp__mix64(h ^ tail);
 }
 
 bool mp__store_is(const void *p, uint32_t magic) {

@@ -8,18 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/hash.h"
 #include "obj/obj_internal.h"
 
 /* ---- Hashing ------------------------------------------------------------ */
-
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
 
 uint64_t mp__hash_bytes(const void *buf, size_t len) {
   const unsigned char *p = buf;
@@ -28,16 +20,16 @@ uint64_t mp__hash_bytes(const void *buf, size_t len) {
   for (; i + 8 <= len; i += 8) {
     uint64_t w;
     memcpy(&w, p + i, 8);
-    h = (h ^ mix(w)) * 0x100000001b3ull;
+    h = (h ^ mp__mix64(w)) * 0x100000001b3ull;
   }
   uint64_t tail = 0; /* short keys end here: no call to memcpy */
   for (size_t k = 0; i + k < len; k++)
     tail |= (uint64_t)p[i + k] << (8 * k);
-  return mix(h ^ tail ^ (uint64_t)(len - i) << 56);
+  return mp__mix64(h ^ tail ^ (uint64_t)(len - i) << 56);
 }
 
 static uint64_t hash_int64(int64_t v) {
-  return mix((uint64_t)v);
+  return mp__mix64((uint64_t)v);
 }
 
 #define TWO_63 9223372036854775808.0
@@ -48,7 +40,7 @@ static uint64_t hash_double(double d) {
     return hash_int64((int64_t)d);
   uint64_t bits;
   memcpy(&bits, &d, 8);
-  return mix(bits ^ 0x5bd1e995ull);
+  return mp__mix64(bits ^ 0x5bd1e995ull);
 }
 
 /* The hash cached in a body, and its state (enum mp__hash_state). Threads
@@ -112,9 +104,9 @@ static bool hash_flat(const mp_obj_t *o, uint64_t *out) {
     for (size_t i = 0; i < b->len; i++) {
       uint64_t e = 0;
       mp__obj_hash(&b->u.c.items[i], &e);
-      h += mix(e ^ 0x2545f4914f6cdd1dull);
+      h += mp__mix64(e ^ 0x2545f4914f6cdd1dull);
     }
-    h = mix(h);
+    h = mp__mix64(h);
     break;
   default: /* list, dict, set: Python's TypeError: unhashable */
     cache(b, MP__HASH_UNHASHABLE, 0);
@@ -142,7 +134,7 @@ static bool hash_tuple(mp__body_t *root, uint64_t *out) {
   while (n > 0 && ok) {
     hash_frame_t *f = &frames[n - 1];
     if (f->next == f->tuple->len) {
-      h = mix(f->acc ^ f->tuple->len);
+      h = mp__mix64(f->acc ^ f->tuple->len);
       cache(f->tuple, MP__HASH_KNOWN, h);
       if (--n > 0)
         frames[n - 1].acc = (frames[n - 1].acc ^ h) * 0x100000001b3ull;
