@@ -14,20 +14,9 @@ fi
 
 out=$(mktemp)
 trap 'rm -f "$out"; [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true' EXIT
-"$server" tcp:127.0.0.1:0 1 >"$out" &
-pid=$!
-
 # The server prints its address (the port the system picked) first.
-address=
-for _ in $(seq 100); do
-  address=$(sed -n 's/^listening on //p' "$out")
-  [ -n "$address" ] && break
-  sleep 0.1
-done
-if [ -z "$address" ]; then
-  echo "demo_listener: the server did not start" >&2
-  exit 1
-fi
+. scripts/demo_server.sh
+demo_start_server demo_listener "$out" "$server" tcp:127.0.0.1:0 1
 
 echo "C server listening on $address; the Python client says:"
 client_status=0

@@ -9,18 +9,9 @@ build=${1:-build}
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"; [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true' EXIT
-"$build/examples/manager_server" tcp:127.0.0.1:0 >"$out" &
-pid=$!
-address=
-for _ in $(seq 100); do
-  address=$(sed -n 's/^listening on //p' "$out")
-  [ -n "$address" ] && break
-  sleep 0.1
-done
-if [ -z "$address" ]; then
-  echo "demo_manager: the server did not start" >&2
-  exit 1
-fi
+. scripts/demo_server.sh
+demo_start_server demo_manager "$out" "$build/examples/manager_server" \
+  tcp:127.0.0.1:0
 echo "manager listening on $address; the client program says:"
 client_status=0
 "$build/examples/manager_client" "$address" | sed 's/^/  client: /' ||
