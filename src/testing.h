@@ -70,6 +70,16 @@ extern void (*mp__barrier_counted_hook)(void);
  * block it was allocating may be lost, so leak checks are skipped. */
 bool mp__ring_arena_interrupted(const void *q);
 
+/* ---- mpi/rank.c (libmproc_mpi) ---------------------------------------------
+ * When set, a rank other than 0 calls it as it sends each result: with
+ * part 0 once rank 0 has taken the result's header (sent synchronously
+ * then), part 1 after the rest went. A test makes the rank look lost
+ * between the two (mp__mpi_test_cut_liveness: its liveness connection
+ * closes while MPI still joins it to rank 0), so that the rest arrives
+ * late. */
+extern void (*mp__mpi_result_hook)(int part);
+void mp__mpi_test_cut_liveness(void);
+
 /* ---- containers/store.c ----------------------------------------------------
  * When set above 0, the shared-memory store (of a dict or list change) that
  * brings it to 0 kills the calling process (SIGKILL), so that a test can

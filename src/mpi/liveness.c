@@ -323,7 +323,16 @@ void mp__liveness_stop_watch(mp__liveness_t *l) {
 void mp__liveness_poke(mp__liveness_t *l) {
   /* A failure here is the watch's to find. */
   pthread_mutex_lock(&l->send_lock);
-  mp_conn_send_bytes(l->conns[0], BEAT, 1);
+  if (l->conns[0])
+    mp_conn_send_bytes(l->conns[0], BEAT, 1);
+  pthread_mutex_unlock(&l->send_lock);
+}
+
+void mp__liveness_cut(mp__liveness_t *l) {
+  mp__liveness_stop_watch(l);
+  pthread_mutex_lock(&l->send_lock);
+  mp_conn_free(l->conns[0]);
+  l->conns[0] = NULL;
   pthread_mutex_unlock(&l->send_lock);
 }
 

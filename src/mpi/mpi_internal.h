@@ -156,6 +156,9 @@ void mp__liveness_poke(mp__liveness_t *l);
  * connection (so that the root never takes the close for a loss), at most
  * the timeout. */
 void mp__liveness_wait_closed(mp__liveness_t *l);
+/* Other ranks, for tests: stops the watch and closes the connection, so
+ * that the root takes this rank for lost while MPI still joins them. */
+void mp__liveness_cut(mp__liveness_t *l);
 
 void mp__liveness_free(mp__liveness_t *l);
 

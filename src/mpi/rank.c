@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "mpi/mpi_internal.h"
+#include "testing.h"
 
 #define PIECE (1u << 30)
 
@@ -40,6 +41,15 @@ typedef struct server {
   char refused[4][sizeof(((mp__fnref_t *)0)->module)];
   unsigned refused_count;
 } server_t;
+
+MP_API void (*mp__mpi_result_hook)(int part);
+
+/* The liveness of the serving rank, for the test hook. */
+static mp__liveness_t *serving_liveness;
+
+MP_API void mp__mpi_test_cut_liveness(void) {
+  mp__liveness_cut(serving_liveness);
+}
 
 static uint64_t in_bytes(const task_msg_t *m) {
   return m->apply ? m->in_size : m->n * m->in_size;
@@ -216,11 +226,22 @@ static void send_result(server_t *s, run_t *r) {
     res.failed = map_outcomes(r, outcomes);
     res.out_bytes = res.failed ? pack_outputs(r, outcomes) : out_bytes(m);
   }
-  MPI_Send(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
-  mp__liveness_poke(s->live);
+  void (*hook)(int) = mp__mpi_result_hook;
+  if (hook) {
+    /* The hook runs once rank 0 has taken the header (a synchronous
+     * send): rank 0 then waits for the rest. */
+    mp__liveness_poke(s->live);
+    MPI_Ssend(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
+    hook(0);
+  } else {
+    MPI_Send(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
+    mp__liveness_poke(s->live);
+  }
   if (res.failed)
     send_root(outcomes, m->n * sizeof *outcomes, TAG_OUTCOMES);
   send_root(output, res.out_bytes, TAG_OUTPUT);
+  if (hook)
+    hook(1);
   if (outcomes != &one)
     free(outcomes);
 }
@@ -275,6 +296,7 @@ static void sleep_ns(int64_t ns) {
 
 int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   server_t s = {.pool = mp_pool_new(&setup->local), .live = l};
+  serving_liveness = l;
   int rc = mp__mpi_agree(s.pool ? 0 : -errno);
   if (rc < 0) {
     mp_pool_free(s.pool);
@@ -307,6 +329,7 @@ int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   mp__liveness_stop_watch(l);
   MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_BYE, mp__mpi.comm);
   mp__liveness_wait_closed(l);
+  serving_liveness = NULL;
   mp__liveness_free(l);
   mp_pool_free(s.pool);
   for (unsigned i = 0; i < s.spare_count; i++)

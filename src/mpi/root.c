@@ -11,13 +11,17 @@
  * would spin on a CPU the workers need).
  *
  * A rank found lost (liveness.c) gives back its chunks: the pool queues
- * them again (up to the retries) or fails them with MP_ELOST. A result
- * that arrives for a chunk no longer out (given back, or dropped by
- * terminate) is read and discarded: each run of a chunk has its own id; a
- * lost rank's messages are never read at all. One case is not covered: a
- * rank lost in the middle of sending a result leaves its receive posted
- * into the job's output; if its link came back and the rest arrived after
- * the job was freed, it would land in freed shared memory. */
+ * them again (up to the retries) or fails them with MP_ELOST. A result is
+ * taken only for the run of a chunk it answers: each run has its own id,
+ * and a result's header must name a run still out on that rank's slot
+ * before anything of it is kept; one for a run no longer out (given back,
+ * or dropped by terminate) is read and discarded, and a lost rank's
+ * messages are never read at all. A result's outcomes and output are
+ * received into the hub's own landing buffer and copied into the job only
+ * once the whole message is in and its run is still current: a rank lost
+ * in the middle of a message leaves a receive posted that MPI may still
+ * complete later (a link that heals), and it must land where nothing of
+ * the job can be. Such a buffer is abandoned, never freed. */
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +41,10 @@ typedef struct flight {
   task_msg_t msg;
   int nreq;
   MPI_Request req[1 + PIECES_MAX]; /* the task's sends */
+  /* Where this slot's results land (outcomes, then output) before they
+   * are copied into the job; kept from one result to the next. */
+  char *landing;
+  uint64_t landing_cap;
 } flight_t;
 
 typedef struct hub {
@@ -85,6 +93,33 @@ static uint64_t chunk_in_bytes(const mp__pool_chunk_t *c) {
 
 static uint64_t chunk_out_bytes(const mp__pool_chunk_t *c) {
   return c->apply ? c->out_size : c->n * c->out_size;
+}
+
+/* Buffers that a receive may still be posted into (their sender was lost
+ * in the middle of a message): kept reachable until the process ends,
+ * since MPI may yet write into them. Only the hub thread (under mpi_lock)
+ * adds to them. */
+static void **abandoned;
+static size_t abandoned_count;
+
+static void abandon(void *buf) {
+  void **grown = realloc(abandoned, (abandoned_count + 1) * sizeof *grown);
+  if (grown) {
+    abandoned = grown;
+    abandoned[abandoned_count++] = buf;
+  } /* else it is not freed all the same */
+}
+
+/* The slot's landing buffer, at least len bytes; NULL if out of memory. */
+static char *landing(flight_t *f, uint64_t len) {
+  if (len == 0)
+    len = 1;
+  if (len > f->landing_cap) {
+    free(f->landing);
+    f->landing = malloc(len);
+    f->landing_cap = f->landing ? len : 0;
+  }
+  return f->landing;
 }
 
 /* ---- Waiting, and lost ranks ------------------------------------------- */
@@ -246,61 +281,62 @@ static bool discard(hub_t *h, int rank, uint64_t len, int tag) {
     ok = recv_from(h, rank, scratch, piece, tag);
     len -= piece;
   }
-  /* After a loss the receive stays posted into scratch: it is kept. */
-  if (ok || !scratch)
+  if (ok)
     free(scratch);
+  else if (scratch)
+    abandon(scratch); /* a receive may stay posted into it */
   return ok;
 }
 
-/* A map's outputs when some items failed: those of the items that
- * succeeded, packed (rank.c), put in their places; the failed items'
- * places stay as they were. */
-static bool take_packed(hub_t *h, int rank, const result_msg_t *m,
-                        const mp__pool_outcome_t *outcomes) {
-  const mp__pool_chunk_t *c = &h->flights[m->slot].chunk;
-  char *packed = malloc(m->out_bytes);
-  if (!packed)
-    return false;
-  if (!recv_from(h, rank, packed, m->out_bytes, TAG_OUTPUT))
-    return false; /* lost meanwhile: the receive stays posted, packed kept */
+/* Copies a result's output, whole in the landing buffer, into the job. A
+ * map's outputs when some items failed are those of the items that
+ * succeeded, packed (rank.c): they go to their places, and the failed
+ * items' places stay as they were. */
+static void place_output(const mp__pool_chunk_t *c, const result_msg_t *m,
+                         const mp__pool_outcome_t *outcomes, const char *data) {
+  if (m->out_bytes == 0)
+    return;
+  if (m->failed == 0 || c->apply) {
+    memcpy(c->out, data, m->out_bytes);
+    return;
+  }
   uint64_t at = 0;
   for (uint64_t k = 0; k < c->n && (at + 1) * c->out_size <= m->out_bytes; k++)
     if (outcomes[k].state == MP__ITEM_OK)
-      memcpy(c->out + k * c->out_size, packed + at++ * c->out_size,
-             c->out_size);
-  free(packed);
-  return true;
+      memcpy(c->out + k * c->out_size, data + at++ * c->out_size, c->out_size);
 }
 
-/* The rest of a result for a chunk still out: outcomes then output, then
- * the commit. */
+/* The rest of a result for the run out on its slot: outcomes then output
+ * into the landing buffer, then into the job, then the commit. */
 static void take_result(hub_t *h, int rank, const result_msg_t *m) {
   flight_t *f = &h->flights[m->slot];
   const mp__pool_chunk_t *c = &f->chunk;
-  mp__pool_outcome_t *outcomes = NULL;
-  bool ok = true;
-  if (m->failed > 0 || m->error != 0) {
-    outcomes = calloc(c->n, sizeof *outcomes);
-    ok = outcomes != NULL;
+  uint64_t sent = m->failed ? c->n * sizeof(mp__pool_outcome_t) : 0;
+  uint64_t room = m->failed || m->error ? c->n * sizeof(mp__pool_outcome_t) : 0;
+  char *buf = landing(f, room + m->out_bytes);
+  if (!buf)
+    abort(); /* out of memory in the middle of a message: no way back */
+  if (!recv_from(h, rank, buf, sent, TAG_OUTCOMES) ||
+      !recv_from(h, rank, buf + room, m->out_bytes, TAG_OUTPUT)) {
+    /* A receive may stay posted into the buffer. */
+    abandon(f->landing);
+    f->landing = NULL;
+    f->landing_cap = 0;
+    /* Lost meanwhile: rank_lost gave the chunk back. Else MPI failed
+     * with the rank alive: the chunk goes back all the same. */
+    if (f->busy && f->msg.id == m->id) {
+      mp__pool_backend_lost(h->pool, m->slot, h->retries);
+      f->busy = false;
+    }
+    return;
   }
-  if (ok && m->failed > 0)
-    ok = recv_from(h, rank, outcomes, c->n * sizeof *outcomes, TAG_OUTCOMES);
-  if (ok && m->out_bytes > 0 && m->failed > 0 && !c->apply)
-    ok = take_packed(h, rank, m, outcomes);
-  else if (ok && m->out_bytes > 0)
-    ok = recv_from(h, rank, c->out, m->out_bytes, TAG_OUTPUT);
-  if (!ok) {
-    free(outcomes);
-    if (!mp__liveness_lost(h->live, rank))
-      abort(); /* out of memory in the middle of a message: no way back */
-    return;    /* rank_lost gave the chunk back */
-  }
+  mp__pool_outcome_t *outcomes = room ? (mp__pool_outcome_t *)buf : NULL;
   for (uint64_t k = 0; m->error && k < c->n; k++)
     outcomes[k] = (mp__pool_outcome_t){m->error, 0};
+  place_output(c, m, outcomes, buf + room);
   wait_all(f->req, f->nreq);
   f->busy = false;
   mp__pool_backend_commit(h->pool, m->slot, outcomes, m->out_len);
-  free(outcomes);
 }
 
 /* Handles one message of a live rank: a result or its goodbye. */
@@ -468,6 +504,8 @@ static void hub_free(hub_t *h) {
   pthread_mutex_destroy(&h->lock);
   pthread_mutex_destroy(&h->mpi_lock);
   pthread_cond_destroy(&h->cond);
+  for (uint32_t s = 0; h->flights && s < h->nslots; s++)
+    free(h->flights[s].landing);
   free(h->flights);
   free(h->bye);
   free(h);

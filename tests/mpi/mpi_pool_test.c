@@ -17,8 +17,13 @@
  *   plugin PATH       a task's library is another build on ranks 1 and 2
  *                     (plugin.sh): their items fail with -ENOEXEC
  *   hold              a map whose rank-2 items never end (the network test
- *                     cuts rank 2's link): they are lost, the rest right */
+ *                     cuts rank 2's link): they are lost, the rest right
+ *   late              rank 2 looks lost between a result's header and its
+ *                     data, which it sends after the map returned: rank 0
+ *                     must not let it land in the job (mpirun
+ *                     --enable-recovery) */
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -29,6 +34,7 @@
 
 #include "mproc.h"
 #include "mproc/mpi.h"
+#include "testing.h"
 
 static int failures;
 /* What mp_mpi_finalize said: after a loss the program exits nonzero, as
@@ -553,6 +559,133 @@ static int run_hold(void) {
   return failures;
 }
 
+/* ---- late data ------------------------------------------------------------
+ * Ranks meet through marker files named by the run's tag (run.sh gives
+ * every rank MPT_TAG): waiting for one is waiting for an event, with a
+ * deadline only so that a broken run ends. */
+
+static void marker_path(const char *name, char *path, size_t cap) {
+  const char *tag = getenv("MPT_TAG");
+  snprintf(path, cap, "/tmp/mpt-%s-%s", tag ? tag : "untagged", name);
+}
+
+static void marker_set(const char *name) {
+  char path[256];
+  marker_path(name, path, sizeof path);
+  int fd = open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0)
+    close(fd);
+}
+
+static bool marker_wait(const char *name, int seconds) {
+  char path[256];
+  marker_path(name, path, sizeof path);
+  for (int i = 0;; i++) {
+    if (access(path, F_OK) == 0)
+      return true;
+    if (i >= seconds * 100)
+      return false;
+    usleep(10000);
+  }
+}
+
+static void marker_clear(const char *name) {
+  char path[256];
+  marker_path(name, path, sizeof path);
+  unlink(path);
+}
+
+/* Items large enough that MPI sends a chunk's output by rendezvous: the
+ * sender's call returns only once the data is at rank 0. */
+#define LATE_ITEM 2048 /* int64 words */
+
+/* Right values, but poison on rank 2 (its data must never be taken). Rank
+ * 0's worker waits until rank 2 runs something, so that rank 2 has work
+ * whatever the timing. */
+static int fill_or_poison(const void *in, void *out) {
+  int64_t x = *(const int64_t *)in, v = x * x, *o = out;
+  int64_t rank = task_rank();
+  if (rank == 2) {
+    marker_set("started");
+    v = -1;
+  } else if (rank == 0) {
+    marker_wait("started", 60);
+  }
+  for (int i = 0; i < LATE_ITEM; i++)
+    o[i] = v;
+  return 0;
+}
+
+/* Rank 2, its first result: once rank 0 has the header, the rank cuts its
+ * liveness connection (rank 0 takes it for lost and gives its chunks back)
+ * and sends the rest only after rank 0's map returned; then it ends. */
+static void late_hook(int part) {
+  static bool cut;
+  if (task_rank() != 2)
+    return;
+  if (part == 0 && !cut) {
+    cut = true;
+    mp__mpi_test_cut_liveness();
+    if (!marker_wait("mapped", 60))
+      _exit(1);
+  } else if (part == 1 && cut) {
+    marker_set("sent");
+    _exit(0);
+  }
+}
+
+static bool late_right(const int64_t *out, size_t n) {
+  for (size_t k = 0; k < n; k++)
+    for (int i = 0; i < LATE_ITEM; i++)
+      if (out[k * LATE_ITEM + i] != (int64_t)(k * k))
+        return false;
+  return true;
+}
+
+static int run_late(void) {
+  mp__mpi_result_hook = late_hook;
+  mp_mpi_opts_t mo = {.local_processes = 1};
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+  if (mp_mpi_rank() != 0)
+    return finalize() == MP_ELOST ? 0 : 1;
+  CHECK(pool != NULL);
+  if (!pool)
+    return 1;
+  size_t n = 96, bytes = n * LATE_ITEM * sizeof(int64_t);
+  int64_t *in = iota(n);
+  /* In the arena: the chunks' outputs are written in place, so data that
+   * landed late would show here. */
+  int64_t *out = mp_raw_alloc(bytes);
+  mp_async_t *a = mp_pool_map_async(pool, fill_or_poison, in, sizeof *in, out,
+                                    LATE_ITEM * sizeof(int64_t), n, 4, NULL);
+  CHECK(a != NULL);
+  CHECK_RC(0, mp_async_get(a, MP_FOREVER, NULL, NULL));
+  CHECK(late_right(out, n));
+  mp_async_free(a);
+  marker_set("mapped");
+  /* Rank 0 keeps MPI going (maps on the ranks left) until rank 2's late
+   * data is in: it must not have landed in the job. */
+  int64_t small[64];
+  bool sent = false;
+  for (int i = 0; i < 6000 && !(sent = marker_wait("sent", 0)); i++) {
+    CHECK_RC(0, mp_pool_map(pool, square, in, sizeof *in, small, sizeof *small,
+                            64, 4));
+    usleep(10000);
+  }
+  CHECK(sent);
+  CHECK_RC(0, mp_pool_map(pool, square, in, sizeof *in, small, sizeof *small,
+                          64, 4));
+  CHECK(late_right(out, n));
+  mp_pool_free(pool);
+  CHECK_RC(MP_ELOST, finalize());
+  mp_raw_free(out);
+  free(in);
+  marker_clear("started");
+  marker_clear("mapped");
+  marker_clear("sent");
+  return failures;
+}
+
 /* A task in a library loaded with dlopen at the same path everywhere, but
  * another build of it on ranks 1 and 2 (plugin.sh): the items there fail
  * with -ENOEXEC instead of running the wrong code; rank 0's run. */
@@ -616,6 +749,8 @@ int main(int argc, char **argv) {
     rc = run_plugin(argv[2]);
   else if (strcmp(what, "hold") == 0)
     rc = run_hold();
+  else if (strcmp(what, "late") == 0)
+    rc = run_late();
   if (mp_mpi_rank() == 0 && rc == 0) {
     printf("mpi-test: PASS\n");
     fflush(stdout);
