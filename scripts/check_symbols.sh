@@ -4,7 +4,8 @@
 #   - it exports only public mp_* names (no mp__ internals, nothing else),
 #     every one under the version node MPROC_<major> (cmake/mproc.map.in),
 #     but for the pool's backend hook that libmproc_mpi calls
-#     (mp__pool_new_backend, mp__pool_backend_*), under MPROC_PRIVATE_<major>;
+#     (mp__pool_new_backend, mp__pool_backend_*, mp__fd_high), under
+#     MPROC_PRIVATE_<major>;
 #   - every function the public headers declare with MP_API is exported
 #     (include/mproc/mpi.h declares libmproc_mpi's, checked there).
 #   scripts/check_symbols.sh [BUILD]
@@ -28,7 +29,8 @@ exported=$(objdump -T "$lib" |
          print $(NF-1), $NF }')
 bad=$(echo "$exported" | awk -v node="MPROC_$major" -v private="MPROC_PRIVATE_$major" \
   '!(($2 ~ /^mp_[a-z0-9]/ && $2 !~ /^mp__/ && $1 == node) ||
-     ($2 ~ /^mp__pool_(new_backend|backend_[a-z_]+)$/ && $1 == private))')
+     (($2 ~ /^mp__pool_(new_backend|backend_[a-z_]+)$/ || $2 == "mp__fd_high") &&
+      $1 == private))')
 if [ -n "$bad" ]; then
   echo "symbols: exported names that are not public mp_* under MPROC_$major:" >&2
   echo "$bad" | sed 's/^/  /' >&2

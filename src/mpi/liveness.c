@@ -300,7 +300,7 @@ static void *watch(void *arg) {
 }
 
 int mp__liveness_watch_root(mp__liveness_t *l) {
-  l->stop_fd = eventfd(0, EFD_CLOEXEC);
+  l->stop_fd = mp__fd_high(eventfd(0, EFD_CLOEXEC));
   if (l->stop_fd < 0)
     return -errno;
   int rc = pthread_create(&l->thread, NULL, watch, l);

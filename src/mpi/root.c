@@ -541,7 +541,7 @@ static hub_t *hub_new(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   h->nslots = (uint32_t)(h->size - 1) * MP__MPI_SLOTS_PER_RANK;
   h->flights = calloc(h->nslots ? h->nslots : 1, sizeof *h->flights);
   h->bye = calloc((size_t)h->size, sizeof *h->bye);
-  h->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  h->wake_fd = mp__fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   pthread_mutex_init(&h->lock, NULL);
   pthread_mutex_init(&h->mpi_lock, NULL);
   pthread_cond_init(&h->cond, NULL);
