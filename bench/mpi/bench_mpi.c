@@ -6,8 +6,14 @@
  *   - a trivial map of 1M items (x -> x*x): the MPI pool's whole map
  *     against the local pool's (goal: within 2x);
  *   - a CPU-bound map of 64 tasks of 50 ms: the MPI pool's time against
- *     the local pool's on the same CPUs (the local pool's efficiency is
- *     bench_pool's; goal: the MPI pool's at least 0.9). */
+ *     the local pool's on the same CPUs (goal: efficiency at least 0.9).
+ * `bench_mpi cpu [RUNS]` runs the CPU-bound map alone, on 2 ranks of one
+ * local process each against a local pool of 2 processes (2 CPU-bound
+ * processes either way: no oversubscription on a 2-CPU host), RUNS times
+ * in alternation (default 7), and prints each run and the medians with two
+ * efficiencies: the local pool's time over the MPI pool's, and the ideal
+ * time (64 x 50 ms over the 2 CPUs, the tasks calibrated just before) over
+ * the MPI pool's. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +27,7 @@
 #define CPU_TASKS 64
 #define CPU_MS    50
 #define REPS      9
+#define CPU_RUNS  7
 
 static int square(const void *in, void *out) {
   int64_t x = *(const int64_t *)in;
@@ -68,6 +75,61 @@ static double run_map(void *arg, int iterations) {
   return (double)(bench_now_ns() - t0) / iterations;
 }
 
+/* The CPU-bound map on the MPI pool and on the local pool, runs times in
+ * alternation (the machine is shared: an ideal time from one serial run
+ * would move with the load); the row gives the medians. verbose: each
+ * run too. */
+static void bench_cpu(mp_pool_t *pool, mp_pool_t *local, int runs,
+                      bool verbose) {
+  uint64_t loops[CPU_TASKS], res[CPU_TASKS];
+  uint64_t l = calibrate();
+  for (int i = 0; i < CPU_TASKS; i++)
+    loops[i] = l;
+  job_t c = {pool, spin, loops, res, CPU_TASKS, 1};
+  job_t d = {local, spin, loops, res, CPU_TASKS, 1};
+  double t[32], t_local[32];
+  if (runs > 32)
+    runs = 32;
+  run_map(&c, 1); /* warm-up */
+  for (int i = 0; i < runs; i++) {
+    t[i] = run_map(&c, 1);
+    t_local[i] = run_map(&d, 1);
+    if (verbose)
+      fprintf(stderr, "bench_mpi: run %d: mpi %.3f s, local %.3f s\n", i + 1,
+              t[i] / 1e9, t_local[i] / 1e9);
+  }
+  qsort(t, (size_t)runs, sizeof t[0], bench_compare_double);
+  qsort(t_local, (size_t)runs, sizeof t_local[0], bench_compare_double);
+  double mpi = t[runs / 2], ref = t_local[runs / 2];
+  int ranks = mp_mpi_size(), cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  double ideal = (double)CPU_TASKS * CPU_MS * 1e6 / cpus;
+  char op[96];
+  snprintf(op, sizeof op, "mpi map %d CPU tasks of %d ms, %d rank%s", CPU_TASKS,
+           CPU_MS, ranks, ranks > 1 ? "s" : "");
+  bench_row(op, mpi, ref, "local pool, same host");
+  fprintf(stderr,
+          "bench_mpi: %d rank(s), CPU-bound, medians of %d: mpi %.3f s, "
+          "local %.3f s; efficiency: relative to the local pool %.3f, "
+          "against the ideal %.3f s on %d CPUs %.3f (local pool: %.3f)\n",
+          ranks, runs, mpi / 1e9, ref / 1e9, ref / mpi, ideal / 1e9, cpus,
+          ideal / mpi, ideal / ref);
+}
+
+/* 2 ranks of one process each against a local pool of 2. */
+static int bench_cpu_only(int runs) {
+  mp_mpi_opts_t mo = {.local_processes = 1};
+  mp_pool_t *pool = mp_pool_new_mpi(NULL, &mo);
+  if (mp_mpi_rank() != 0)
+    return mp_mpi_finalize() == 0 ? 0 : 1;
+  if (!pool)
+    return 1;
+  mp_pool_t *local = mp_pool_new(&(mp_pool_opts_t){.processes = 2});
+  bench_cpu(pool, local, runs, true);
+  mp_pool_free(local);
+  mp_pool_free(pool);
+  return mp_mpi_finalize() == 0 ? 0 : 1;
+}
+
 static int bench(bool quick) {
   mp_pool_t *pool = mp_pool_new_mpi(NULL, NULL);
   if (mp_mpi_rank() != 0)
@@ -92,30 +154,12 @@ static int bench(bool quick) {
   snprintf(op, sizeof op, "mpi map 1M x->x*x, %d rank%s (whole map)", ranks,
            ranks > 1 ? "s" : "");
   bench_row(op, mine, ref, "local pool, same host");
-
-  if (quick)
-    goto done;
-  /* CPU-bound: against the local pool on the same CPUs, in alternation
-   * (the machine is shared: an ideal time from one serial run would move
-   * with the load). */
-  uint64_t loops[CPU_TASKS], res[CPU_TASKS];
-  uint64_t l = calibrate();
-  for (int i = 0; i < CPU_TASKS; i++)
-    loops[i] = l;
-  job_t c = {pool, spin, loops, res, CPU_TASKS, 1};
-  job_t d = {local, spin, loops, res, CPU_TASKS, 1};
-  double t, t_local;
-  bench_pair(run_map, &c, run_map, &d, 1, 3, &t, &t_local);
-  snprintf(op, sizeof op, "mpi map %d CPU tasks of %d ms, %d rank%s", CPU_TASKS,
-           CPU_MS, ranks, ranks > 1 ? "s" : "");
-  bench_row(op, t, t_local, "local pool, same host");
   fprintf(stderr,
           "bench_mpi: %d rank(s): trivial map %.2f ms (local %.2f ms, "
-          "%.2fx); CPU-bound %.3f s (local %.3f s: efficiency relative to "
-          "the local pool %.3f)\n",
-          ranks, mine / 1e6, ref / 1e6, mine / ref, t / 1e9, t_local / 1e9,
-          t_local / t);
-done:
+          "%.2fx)\n",
+          ranks, mine / 1e6, ref / 1e6, mine / ref);
+  if (!quick)
+    bench_cpu(pool, local, 3, false);
   mp_pool_free(local);
   mp_pool_free(pool);
   free(in);
@@ -129,6 +173,12 @@ static int drive(const char *self, const char *arg) {
   const char *root = getuid() == 0 ? "--allow-run-as-root" : "";
   char cmd[4096];
   int rc = 0;
+  if (strncmp(arg, "cpu", 3) == 0) {
+    snprintf(cmd, sizeof cmd,
+             "mpirun %s --oversubscribe --bind-to none -np 2 %s %s", root, self,
+             arg);
+    return system(cmd);
+  }
   for (int ranks = 1; ranks <= 3; ranks++) {
     snprintf(cmd, sizeof cmd,
              "mpirun %s --oversubscribe --bind-to none -np %d %s %s", root,
@@ -155,11 +205,19 @@ static int drive(const char *self, const char *arg) {
 int main(int argc, char **argv) {
   if (mp_main(argc, argv) != 0)
     return 1;
-  /* quick: the trivial map only (no CPU-bound rows, no Python). */
+  /* quick: the trivial map only (no CPU-bound rows, no Python); cpu
+   * [RUNS]: the CPU-bound map only, on 2 ranks. */
   bool quick = argc > 1 && strcmp(argv[1], "quick") == 0;
-  if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE"))
-    return drive(argv[0], quick ? "quick" : "") ? 1 : 0;
+  bool cpu = argc > 1 && strcmp(argv[1], "cpu") == 0;
+  int runs = cpu && argc > 2 ? atoi(argv[2]) : CPU_RUNS;
+  if (!getenv("OMPI_COMM_WORLD_SIZE") && !getenv("PMI_SIZE")) {
+    char arg[32];
+    snprintf(arg, sizeof arg, "%s", quick ? "quick" : "");
+    if (cpu)
+      snprintf(arg, sizeof arg, "cpu %d", runs > 0 ? runs : CPU_RUNS);
+    return drive(argv[0], arg) ? 1 : 0;
+  }
   if (mp_mpi_init(&argc, &argv) != 0)
     return 1;
-  return bench(quick);
+  return cpu ? bench_cpu_only(runs > 0 ? runs : CPU_RUNS) : bench(quick);
 }
