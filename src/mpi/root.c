@@ -134,7 +134,10 @@ static void rank_lost(hub_t *h, int rank) {
     flight_t *f = &h->flights[s];
     if (!f->busy || slot_rank(h, s) != rank)
       continue;
-    /* Its send requests stay unfinished: the peer is gone. */
+    /* Its send requests stay unfinished: the peer is gone. They read the
+     * job's input, which is in the arena (mapped as long as the process
+     * lives): should MPI still send from it later, the bytes go to a rank
+     * whose messages are never read again. */
     mp__pool_backend_lost(h->pool, s, h->retries);
     f->busy = false;
   }
