@@ -48,7 +48,8 @@ MP_API void (*mp__mpi_result_hook)(int part);
 static mp__liveness_t *serving_liveness;
 
 MP_API void mp__mpi_test_cut_liveness(void) {
-  mp__liveness_cut(serving_liveness);
+  if (serving_liveness)
+    mp__liveness_cut(serving_liveness);
 }
 
 static uint64_t in_bytes(const task_msg_t *m) {
@@ -296,13 +297,13 @@ static void sleep_ns(int64_t ns) {
 
 int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
   server_t s = {.pool = mp_pool_new(&setup->local), .live = l};
-  serving_liveness = l;
   int rc = mp__mpi_agree(s.pool ? 0 : -errno);
   if (rc < 0) {
     mp_pool_free(s.pool);
     mp__liveness_free(l);
     return rc;
   }
+  serving_liveness = l;
   if ((rc = mp__liveness_watch_root(l)) < 0)
     fprintf(stderr, "mproc: rank %d: no watch of rank 0 (%s)\n", mp__mpi.rank,
             mp_strerror(rc)); /* it serves anyway: rank 0 still watches it */
