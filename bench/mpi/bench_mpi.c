@@ -10,10 +10,13 @@
  * `bench_mpi cpu [RUNS]` runs the CPU-bound map alone, on 2 ranks of one
  * local process each against a local pool of 2 processes (2 CPU-bound
  * processes either way: no oversubscription on a 2-CPU host), RUNS times
- * in alternation (default 7), and prints each run and the medians with two
- * efficiencies: the local pool's time over the MPI pool's, and the ideal
- * time (64 x 50 ms over the 2 CPUs, the tasks calibrated just before) over
- * the MPI pool's. */
+ * in alternation (default 7), and prints each run and the medians with
+ * three efficiencies: the local pool's time over the MPI pool's; the ideal
+ * time (64 x 50 ms over the 2 workers, the tasks calibrated just before)
+ * over the MPI pool's; and how busy the pool kept its workers (the tasks'
+ * time over workers x the map's time: the one figure that the other
+ * programs on a shared host hardly move, as it counts only the gaps the
+ * pool leaves between tasks). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,42 +38,61 @@ static int square(const void *in, void *out) {
   return 0;
 }
 
+/* A CPU-bound task's output: its result (so that the loop must run), and
+ * when it ran (CLOCK_MONOTONIC: one clock for every process of the host). */
+typedef struct spin_out {
+  uint64_t x, start, end;
+} spin_out_t;
+
 /* The input is the loop count, so every rank does the same work. */
 static int spin(const void *in, void *out) {
   uint64_t loops = *(const uint64_t *)in, x = 1;
+  spin_out_t *o = out;
+  o->start = bench_now_ns();
   for (uint64_t i = 0; i < loops; i++)
     x = x * 6364136223846793005u + 1442695040888963407u;
-  *(uint64_t *)out = x;
+  o->x = x;
+  o->end = bench_now_ns();
   return 0;
 }
 
 static uint64_t calibrate(void) {
   uint64_t loops = 1000000;
-  volatile uint64_t out; /* kept: the loop must run */
   for (;;) {
-    uint64_t t0 = bench_now_ns();
-    uint64_t x;
-    spin(&loops, &x);
-    out = x;
-    uint64_t ns = bench_now_ns() - t0;
+    spin_out_t o;
+    spin(&loops, &o);
+    uint64_t ns = o.end - o.start;
     if (ns > 20000000u)
-      return (uint64_t)((double)loops * CPU_MS * 1e6 / (double)ns) + 0 * out;
+      return (uint64_t)((double)loops * CPU_MS * 1e6 / (double)ns);
     loops *= 4;
   }
+}
+
+/* How busy the pool kept its workers during a map of wall ns: the tasks'
+ * time over workers x wall. Unlike the time against an ideal one, it does
+ * not move with what other programs take from the CPUs while a task runs,
+ * only with the gaps the pool leaves between tasks. */
+static double occupancy(const spin_out_t *o, size_t n, int workers,
+                        double wall) {
+  double busy = 0;
+  for (size_t i = 0; i < n; i++)
+    busy += (double)(o[i].end - o[i].start);
+  return busy / (workers * wall);
 }
 
 typedef struct job {
   mp_pool_t *pool;
   mp_pool_map_fn fn;
   void *in, *out;
-  size_t n, chunk;
+  size_t out_size, n, chunk;
 } job_t;
 
 static double run_map(void *arg, int iterations) {
   job_t *j = arg;
   uint64_t t0 = bench_now_ns();
   for (int i = 0; i < iterations; i++)
-    if (mp_pool_map(j->pool, j->fn, j->in, 8, j->out, 8, j->n, j->chunk) != 0)
+    if (mp_pool_map(j->pool, j->fn, j->in, 8, j->out, j->out_size, j->n,
+                    j->chunk) != 0)
       fprintf(stderr, "bench_mpi: map failed\n");
   return (double)(bench_now_ns() - t0) / iterations;
 }
@@ -79,40 +101,65 @@ static double run_map(void *arg, int iterations) {
  * alternation (the machine is shared: an ideal time from one serial run
  * would move with the load); the row gives the medians. verbose: each
  * run too. */
-static void bench_cpu(mp_pool_t *pool, mp_pool_t *local, int runs,
+typedef struct cpu_side {
+  mp_pool_t *pool;
+  int workers;
+  double t[32], occupancy[32];
+} cpu_side_t;
+
+static void run_cpu(cpu_side_t *side, const uint64_t *loops, int i) {
+  spin_out_t res[CPU_TASKS];
+  job_t j = {side->pool, spin, (void *)loops, res, sizeof *res, CPU_TASKS, 1};
+  side->t[i] = run_map(&j, 1);
+  side->occupancy[i] = occupancy(res, CPU_TASKS, side->workers, side->t[i]);
+}
+
+static double median(double *v, int n) {
+  qsort(v, (size_t)n, sizeof v[0], bench_compare_double);
+  return v[n / 2];
+}
+
+/* The CPU-bound map on the MPI pool and on the local pool, runs times in
+ * alternation (the machine is shared: an ideal time from one serial run
+ * would move with the load); the row gives the medians. verbose: each
+ * run too. */
+static void bench_cpu(cpu_side_t *mpi, cpu_side_t *local, int runs,
                       bool verbose) {
-  uint64_t loops[CPU_TASKS], res[CPU_TASKS];
+  uint64_t loops[CPU_TASKS];
   uint64_t l = calibrate();
   for (int i = 0; i < CPU_TASKS; i++)
     loops[i] = l;
-  job_t c = {pool, spin, loops, res, CPU_TASKS, 1};
-  job_t d = {local, spin, loops, res, CPU_TASKS, 1};
-  double t[32], t_local[32];
   if (runs > 32)
     runs = 32;
-  run_map(&c, 1); /* warm-up */
+  run_cpu(mpi, loops, 0); /* warm-up */
   for (int i = 0; i < runs; i++) {
-    t[i] = run_map(&c, 1);
-    t_local[i] = run_map(&d, 1);
+    run_cpu(mpi, loops, i);
+    run_cpu(local, loops, i);
     if (verbose)
-      fprintf(stderr, "bench_mpi: run %d: mpi %.3f s, local %.3f s\n", i + 1,
-              t[i] / 1e9, t_local[i] / 1e9);
+      fprintf(stderr,
+              "bench_mpi: run %d: mpi %.3f s (workers busy %.3f), local "
+              "%.3f s (%.3f)\n",
+              i + 1, mpi->t[i] / 1e9, mpi->occupancy[i], local->t[i] / 1e9,
+              local->occupancy[i]);
   }
-  qsort(t, (size_t)runs, sizeof t[0], bench_compare_double);
-  qsort(t_local, (size_t)runs, sizeof t_local[0], bench_compare_double);
-  double mpi = t[runs / 2], ref = t_local[runs / 2];
-  int ranks = mp_mpi_size(), cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
-  double ideal = (double)CPU_TASKS * CPU_MS * 1e6 / cpus;
+  double t = median(mpi->t, runs), t_local = median(local->t, runs);
+  double busy = median(mpi->occupancy, runs);
+  double busy_local = median(local->occupancy, runs);
+  int ranks = mp_mpi_size();
+  double ideal = (double)CPU_TASKS * CPU_MS * 1e6 / mpi->workers;
   char op[96];
   snprintf(op, sizeof op, "mpi map %d CPU tasks of %d ms, %d rank%s", CPU_TASKS,
            CPU_MS, ranks, ranks > 1 ? "s" : "");
-  bench_row(op, mpi, ref, "local pool, same host");
+  bench_row(op, t, t_local, "local pool, same host");
   fprintf(stderr,
-          "bench_mpi: %d rank(s), CPU-bound, medians of %d: mpi %.3f s, "
-          "local %.3f s; efficiency: relative to the local pool %.3f, "
-          "against the ideal %.3f s on %d CPUs %.3f (local pool: %.3f)\n",
-          ranks, runs, mpi / 1e9, ref / 1e9, ref / mpi, ideal / 1e9, cpus,
-          ideal / mpi, ideal / ref);
+          "bench_mpi: %d rank(s), %d workers (local pool: %d), CPU-bound, "
+          "medians of %d: mpi %.3f s, local %.3f s; efficiency: relative to "
+          "the local pool %.3f; against the ideal %.3f s %.3f (local pool: "
+          "%.3f); workers busy %.3f (local pool: %.3f)\n",
+          ranks, mpi->workers, local->workers, runs, t / 1e9, t_local / 1e9,
+          t_local / t, ideal / 1e9, ideal / t,
+          (double)CPU_TASKS * CPU_MS * 1e6 / local->workers / t_local, busy,
+          busy_local);
 }
 
 /* 2 ranks of one process each against a local pool of 2. */
@@ -124,7 +171,9 @@ static int bench_cpu_only(int runs) {
   if (!pool)
     return 1;
   mp_pool_t *local = mp_pool_new(&(mp_pool_opts_t){.processes = 2});
-  bench_cpu(pool, local, runs, true);
+  cpu_side_t mpi = {.pool = pool, .workers = 2};
+  cpu_side_t ref = {.pool = local, .workers = 2};
+  bench_cpu(&mpi, &ref, runs, true);
   mp_pool_free(local);
   mp_pool_free(pool);
   return mp_mpi_finalize() == 0 ? 0 : 1;
@@ -144,8 +193,8 @@ static int bench(bool quick) {
   int64_t *out = malloc(TRIVIAL_N * sizeof *out);
   for (int64_t i = 0; i < TRIVIAL_N; i++)
     in[i] = i;
-  job_t a = {pool, square, in, out, TRIVIAL_N, 0};
-  job_t b = {local, square, in, out, TRIVIAL_N, 0};
+  job_t a = {pool, square, in, out, 8, TRIVIAL_N, 0};
+  job_t b = {local, square, in, out, 8, TRIVIAL_N, 0};
   run_map(&a, 1); /* warm-up: the blocks, the workers' pages */
   run_map(&b, 1);
   double mine, ref;
@@ -158,8 +207,13 @@ static int bench(bool quick) {
           "bench_mpi: %d rank(s): trivial map %.2f ms (local %.2f ms, "
           "%.2fx)\n",
           ranks, mine / 1e6, ref / 1e6, mine / ref);
-  if (!quick)
-    bench_cpu(pool, local, 3, false);
+  if (!quick) {
+    /* The workers as mp_pool_new_mpi and mp_pool_new count them here. */
+    int cpus = mp_cpu_count(), per_rank = cpus / ranks > 0 ? cpus / ranks : 1;
+    cpu_side_t mpi = {.pool = pool, .workers = per_rank * ranks};
+    cpu_side_t here = {.pool = local, .workers = mp_pool_processes(local)};
+    bench_cpu(&mpi, &here, 3, false);
+  }
   mp_pool_free(local);
   mp_pool_free(pool);
   free(in);
