@@ -12,7 +12,7 @@
  * processes either way: no oversubscription on a 2-CPU host), RUNS times
  * in alternation (default 7), and prints each run and the medians with
  * three efficiencies: the local pool's time over the MPI pool's; the ideal
- * time (64 x 50 ms over the 2 workers, the tasks calibrated just before)
+ * time (64 x 50 ms over the 2 CPUs, the tasks calibrated just before)
  * over the MPI pool's; and how busy the pool kept its workers (the tasks'
  * time over workers x the map's time: the one figure that the other
  * programs on a shared host hardly move, as it counts only the gaps the
@@ -146,7 +146,12 @@ static void bench_cpu(cpu_side_t *mpi, cpu_side_t *local, int runs,
   double busy = median(mpi->occupancy, runs);
   double busy_local = median(local->occupancy, runs);
   int ranks = mp_mpi_size();
-  double ideal = (double)CPU_TASKS * CPU_MS * 1e6 / mpi->workers;
+  /* The ideal: the work over the workers, or over the CPUs when there
+   * are fewer. */
+  int cpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
+  double work = (double)CPU_TASKS * CPU_MS * 1e6;
+  double ideal = work / (mpi->workers < cpus ? mpi->workers : cpus);
+  double ideal_local = work / (local->workers < cpus ? local->workers : cpus);
   char op[96];
   snprintf(op, sizeof op, "mpi map %d CPU tasks of %d ms, %d rank%s", CPU_TASKS,
            CPU_MS, ranks, ranks > 1 ? "s" : "");
@@ -157,8 +162,7 @@ static void bench_cpu(cpu_side_t *mpi, cpu_side_t *local, int runs,
           "the local pool %.3f; against the ideal %.3f s %.3f (local pool: "
           "%.3f); workers busy %.3f (local pool: %.3f)\n",
           ranks, mpi->workers, local->workers, runs, t / 1e9, t_local / 1e9,
-          t_local / t, ideal / 1e9, ideal / t,
-          (double)CPU_TASKS * CPU_MS * 1e6 / local->workers / t_local, busy,
+          t_local / t, ideal / 1e9, ideal / t, ideal_local / t_local, busy,
           busy_local);
 }
 
