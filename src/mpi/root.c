@@ -35,6 +35,10 @@
 #define PIECE      (1u << 30)
 #define PIECES_MAX 16
 
+/* A slot's landing buffer is kept for the next result up to this size
+ * (a fresh one costs page faults); a larger one is freed after use. */
+#define LANDING_KEEP (16u << 20)
+
 typedef struct flight {
   bool busy;
   mp__pool_chunk_t chunk;
@@ -340,6 +344,11 @@ static void take_result(hub_t *h, int rank, const result_msg_t *m) {
   wait_all(f->req, f->nreq);
   f->busy = false;
   mp__pool_backend_commit(h->pool, m->slot, outcomes, m->out_len);
+  if (f->landing_cap > LANDING_KEEP) {
+    free(f->landing);
+    f->landing = NULL;
+    f->landing_cap = 0;
+  }
 }
 
 /* Handles one message of a live rank: a result or its goodbye. */
