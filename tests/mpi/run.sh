@@ -25,6 +25,9 @@ out=$(MPT_TAG=$tag timeout -k 5 "$limit" \
 status=$?
 elapsed=$((SECONDS - start))
 echo "$out"
+# The marker files the ranks meet through (mpi_pool_test.c), should a
+# failed run have left them.
+rm -f /tmp/mpt-"$tag"-*
 
 fail=0
 mpt_check_leftovers "$tag" || fail=1
