@@ -285,6 +285,10 @@ static bool try_reap(mp_process_t *p) {
       p->reaped = true;
     }
   }
+  if (p->reaped && p->start_block) { /* the child read it, or never will */
+    mp__shm_free(p->start_block);
+    p->start_block = NULL;
+  }
   bool reaped = p->reaped;
   bool report = reaped && !p->exit_logged;
   p->exit_logged |= reaped;
@@ -707,6 +711,8 @@ int mp_process_close(mp_process_t *p) {
 
 static void destroy(mp_process_t *p) {
   release_fds(p);
+  if (p->start_block && p->creator_pid == getpid())
+    mp__shm_free(p->start_block); /* a fork child's copy is not its own */
   pthread_mutex_destroy(&p->lock);
   free(p->name);
   free(p->arg);

@@ -66,9 +66,11 @@ struct mp_process {
   int sentinel; /* readable when the process ended (== pidfd, or a status
                    fd from the forkserver) */
   bool reaped;
-  bool via_server;  /* started by the forkserver: the exit status comes
-                       through the sentinel, not waitid */
-  bool exit_logged; /* the checking mode reported its end */
+  bool via_server;   /* started by the forkserver: the exit status comes
+                        through the sentinel, not waitid */
+  bool exit_logged;  /* the checking mode reported its end */
+  void *start_block; /* spawn: its start data in the arena, freed by the
+                        creator once the child is reaped */
   int exitcode;
 };
 
