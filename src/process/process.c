@@ -443,8 +443,8 @@ int mp__start_fork(mp_process_t *p, const mp_process_t *self) {
   if (pid == 0) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     mp__child_start_t start = {parent_pid, self->name,
-                               parent_pidfd < 0 ? -1 : parent_pidfd,
-                               parent_pid};
+                               parent_pidfd < 0 ? -1 : parent_pidfd, parent_pid,
+                               false};
     mp__child_main(p, &start);
   }
   int err = errno;
@@ -505,12 +505,16 @@ static void redirect_stdin_to_devnull(void) {
 
 _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   /* The forking thread held the family lock; no other thread exists here.
-   * Plain stores, not pthread_mutex_init: see make_parent_object. */
-  family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+   * Plain stores, not pthread_mutex_init: see make_parent_object. A new
+   * program has nothing to forget, and writing it all would only fault in
+   * pages. */
   p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-  forget_parents_children();
-  mp__atexit_forget();
-  family.counter = 0;
+  if (!start->fresh) {
+    family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    forget_parents_children();
+    mp__atexit_forget();
+    family.counter = 0;
+  }
   family.parent = make_parent_object(start->parent_pid, start->parent_name,
                                      start->parent_pidfd);
   if (p->sentinel >= 0) /* the read end of its own "alive" pipe */
@@ -519,7 +523,7 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   if (p->ctx) /* as Python's _bootstrap: the context's method is ours */
     mp__set_default_method(p->ctx->method);
   p->kind = MP__PROCESS_SELF;
-  p->pid = getpid();
+  p->pid = (pid_t)syscall(SYS_getpid); /* see redirect_stdin_to_devnull */
   p->state = MP__PROCESS_STARTED;
   p->prev = p->next = NULL;
   family.current = p;

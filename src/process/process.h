@@ -91,6 +91,7 @@ typedef struct mp__child_start {
   char *parent_name;   /* never freed in the child */
   int parent_pidfd;    /* a pidfd of the parent, or -1 */
   pid_t direct_parent; /* who forked it: the parent, or the forkserver */
+  bool fresh; /* a new program (spawn): no state of a parent to forget */
 } mp__child_start_t;
 
 /* Runs the child side of a started process: p becomes the current
