@@ -193,8 +193,9 @@ int mp__start_data_put(const mp_process_t *p, const mp_process_t *self,
   }
   memcpy(block, &parts.h, sizeof parts.h);
   memcpy(block + sizeof parts.h, parts.fds, fds_size);
-  memcpy(block + sizeof parts.h + fds_size, parts.payload,
-         (size_t)parts.h.payload_size);
+  if (parts.h.payload_size > 0) /* no arg: payload may be NULL */
+    memcpy(block + sizeof parts.h + fds_size, parts.payload,
+           (size_t)parts.h.payload_size);
   free(parts.preload);
   snprintf(marker, marker_size, "c:%d:%llu:%llu:%llu", (int)parts.h.arena_fd,
            (unsigned long long)parts.h.arena_address,
