@@ -174,6 +174,22 @@ int mp__exec_self(char mode, int start_fd, const int *fds, int n,
   return exec_with_marker(marker, start_fd, fds, n, pid_out);
 }
 
+/* A child whose start data is too big for the arena gets it in a memfd. */
+static int start_spawn_memfd(mp_process_t *p, const mp_process_t *self) {
+  int *fds, n;
+  int start_fd = mp__start_data_write(p, self, -1, &fds, &n);
+  if (start_fd < 0)
+    return start_fd;
+  pid_t pid;
+  int rc = mp__exec_self('c', start_fd, fds, n, &pid);
+  free(fds);
+  close(start_fd);
+  if (rc < 0)
+    return rc;
+  p->pid = pid;
+  return mp__watch_child(p);
+}
+
 /* The child's start data goes in a block of the arena, which it maps
  * anyway: a memfd would cost its making, writing, reading and freeing in
  * every start. */
@@ -182,6 +198,8 @@ int mp__start_spawn(mp_process_t *p, const mp_process_t *self) {
   char marker[96];
   void *block;
   int rc = mp__start_data_put(p, self, &block, marker, sizeof marker, &fds, &n);
+  if (rc == -E2BIG)
+    return start_spawn_memfd(p, self);
   if (rc < 0)
     return rc;
   pid_t pid;

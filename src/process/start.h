@@ -52,7 +52,11 @@ int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
                          int channel_fd, int **fds, int *count);
 /* The same for a spawned child, in a block of the arena (*block, which
  * the parent frees once it has reaped the child): no file to make, write
- * and read. marker: the value of MP__START_ENV that names the block. */
+ * and read. marker: the value of MP__START_ENV that names the block.
+ * -E2BIG when the start data is above MP__START_BLOCK_MAX: the arena would
+ * keep what a big payload made it commit after the block is freed, a
+ * memfd (mp__start_data_write) gives it back. */
+#define MP__START_BLOCK_MAX (64 * 1024)
 int mp__start_data_put(const mp_process_t *p, const mp_process_t *self,
                        void **block, char *marker, size_t marker_size,
                        int **fds, int *count);

@@ -184,12 +184,13 @@ int mp__start_data_put(const mp_process_t *p, const mp_process_t *self,
   if (rc < 0)
     return rc;
   size_t fds_size = parts.h.fd_count * sizeof(int), size;
-  char *block = NULL;
   if (!mp__size(1, sizeof parts.h + fds_size, (size_t)parts.h.payload_size,
-                &size) ||
-      !(block = mp__shm_alloc(size))) {
+                &size))
+    size = SIZE_MAX; /* far too big: for the memfd to refuse */
+  char *block = size <= MP__START_BLOCK_MAX ? mp__shm_alloc(size) : NULL;
+  if (!block) {
     parts_free(&parts);
-    return -ENOMEM;
+    return size > MP__START_BLOCK_MAX ? -E2BIG : -ENOMEM;
   }
   memcpy(block, &parts.h, sizeof parts.h);
   memcpy(block + sizeof parts.h, parts.fds, fds_size);
