@@ -1,12 +1,19 @@
 /* The start data of a spawned child or a forkserver (see start.h).
  *
  * The parent writes everything the child needs (name, identity, authkey,
- * the arena, the target and its arg bytes) into a memfd and passes it, with
- * the arena and the other fds the child needs, at fixed fd numbers; the
- * environment variable MPROC_SPAWN names the memfd. In the child, a
- * constructor reads the start data before main() runs and maps the arena at
- * the parent's address before anything else can take that range; mp_main(),
- * first thing in main(), then runs the child (main.c). */
+ * the arena, the target and its arg bytes) into a block of the arena (a
+ * spawned child, up to MP__START_BLOCK_MAX) or a memfd (a forkserver, its
+ * children, and bigger start data), and passes it, with the arena and the
+ * other fds the child needs, at fixed fd numbers; the environment variable
+ * MPROC_SPAWN names the block or the memfd. In the child, a constructor
+ * reads the start data before main() runs and maps the arena at the
+ * parent's address before anything else can take that range; mp_main(),
+ * first thing in main(), then runs the child (main.c).
+ *
+ * What a spawned child costs beyond loading the program is what this file,
+ * spawn.c and main.c make it do: measured against the program's own exec
+ * (bench_process's floor rows), every system call, lazy binding and page it
+ * touches shows. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
