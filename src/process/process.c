@@ -506,15 +506,17 @@ static void redirect_stdin_to_devnull(void) {
 _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   /* The forking thread held the family lock; no other thread exists here.
    * Plain stores, not pthread_mutex_init: see make_parent_object. A new
-   * program has nothing to forget, and writing it all would only fault in
-   * pages. */
+   * program has no children or count of its parent's to forget (nothing
+   * can start a process before mp_main), and writing them would only fault
+   * in pages; its atexit list may hold what its own constructors
+   * registered, forgotten as a forked child's. */
   p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
   if (!start->fresh) {
     family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
     forget_parents_children();
-    mp__atexit_forget();
     family.counter = 0;
   }
+  mp__atexit_forget();
   family.parent = make_parent_object(start->parent_pid, start->parent_name,
                                      start->parent_pidfd);
   if (p->sentinel >= 0) /* the read end of its own "alive" pipe */
