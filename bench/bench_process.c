@@ -56,6 +56,48 @@ static double raw_posix_spawn(void *arg, int n) {
   return (double)(bench_now_ns() - t0) / n;
 }
 
+/* The floor of spawn: posix_spawn of this very program, which returns from
+ * main() at once (FLOOR_ARG). A spawned child is this program, dynamically
+ * linked, run up to mp_main(): it cannot cost less than loading it. */
+#define FLOOR_ARG "--exit-at-once"
+
+static double floor_posix_spawn(void *arg, int n) {
+  (void)arg;
+  char *argv[] = {"bench_process", FLOOR_ARG, NULL};
+  uint64_t t0 = bench_now_ns();
+  for (int i = 0; i < n; i++) {
+    pid_t pid;
+    if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, argv, environ) == 0)
+      waitpid(pid, NULL, 0);
+  }
+  return (double)(bench_now_ns() - t0) / n;
+}
+
+/* The spawn row and its floor, measured in one alternation (mproc, floor,
+ * static true, ...) so that all three see the same load: mproc against the
+ * static true (the goal's ratio), the floor against the static true (what
+ * loading a dynamically linked program costs by itself), and mproc against
+ * the floor (what mproc adds). */
+static void spawn_floor_rows(mp_context_t *ctx, int n, int reps) {
+  double (*fns[3])(void *, int) = {mproc_start_join, floor_posix_spawn,
+                                   raw_posix_spawn};
+  void *args[3] = {ctx, NULL, NULL};
+  double results[3][32], median[3];
+  for (int r = 0; r < reps; r++)
+    for (int f = 0; f < 3; f++)
+      results[f][r] = fns[f](args[f], n);
+  for (int f = 0; f < 3; f++) {
+    qsort(results[f], (size_t)reps, sizeof results[f][0], bench_compare_double);
+    median[f] = results[f][reps / 2];
+  }
+  bench_row("process start+join (spawn)", median[0], median[2],
+            "posix_spawn of a static true");
+  bench_row("spawn floor: exec of this program to main", median[1], median[2],
+            "posix_spawn of a static true");
+  bench_row("process start+join (spawn) over its floor", median[0], median[1],
+            "posix_spawn of this program to main");
+}
+
 static void *ballast(size_t bytes) {
   char *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -77,6 +119,10 @@ static void row(const char *method, const char *what, int n, bool big_parent) {
   mp_process_join(probe, MP_FOREVER);
   mp_process_free(probe);
   bool forked = strcmp(method, "fork") == 0 || big_parent;
+  if (strcmp(method, "spawn") == 0 && !big_parent) {
+    spawn_floor_rows(ctx, n, 9);
+    return;
+  }
   char op[96];
   snprintf(op, sizeof op, "process start+join%s (%s)", what, method);
   double mine, raw;
@@ -87,6 +133,8 @@ static void row(const char *method, const char *what, int n, bool big_parent) {
 }
 
 int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], FLOOR_ARG) == 0)
+    return 0;
   if (mp_main(argc, argv) != 0)
     return 1;
   const char *only = argc > 1 ? argv[1] : NULL;

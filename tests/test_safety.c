@@ -96,11 +96,34 @@ static void test_stdio_closed_in_parent(void **state) {
 }
 
 /* A program started with the marker but without usable start data (here:
- * this test program, with a marker naming fd 1 or no fd at all) prints why
- * and exits with status 70 without running main(). */
+ * this test program, with a marker naming fd 1 or no fd at all, or an
+ * arena that is none, or a block outside it) prints why and exits with
+ * status 70 without running main(). */
 static void test_marker_without_start_data(void **state) {
   (void)state;
-  const char *markers[] = {"c:1", "c:0", "s:2", "c:987", "x"};
+  /* A regular file of zeros, inherited: not an arena. Mapped (1 MiB) at
+   * an address that is application memory under every sanitizer too
+   * (TSan aborts a mapping elsewhere). */
+  int zeros = memfd_create("not-an-arena", 0);
+  assert_true(zeros > 2 && ftruncate(zeros, 1 << 20) == 0);
+  char not_arena[96], outside[96];
+  snprintf(not_arena, sizeof not_arena, "c:%d:139088289300480:1048576:0",
+           zeros);
+  snprintf(outside, sizeof outside, "c:%d:139088289300480:1048576:1048000",
+           zeros);
+  const char *markers[] = {"c:1",
+                           "c:0",
+                           "s:2",
+                           "c:987",
+                           "x",
+                           "c:",
+                           "c:3:4",
+                           "c:99999999999999999999999",
+                           "c:1:139088289300480:1048576:0",
+                           "c:987:139088289300480:1048576:0",
+                           "s:3:139088289300480:1048576:0",
+                           not_arena,
+                           outside};
   for (size_t i = 0; i < sizeof markers / sizeof *markers; i++) {
     char *argv[] = {"/proc/self/exe", NULL};
     char *out = NULL;
@@ -116,6 +139,7 @@ static void test_marker_without_start_data(void **state) {
     assert_null(strstr(out, "test_safety"));
     free(out);
   }
+  close(zeros);
 }
 
 /* ---- 2. a connection passed on to a grandchild ----------------------------

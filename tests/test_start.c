@@ -323,6 +323,46 @@ static void test_spawn_with_10000_open_fds(void **state) {
   setrlimit(RLIMIT_NOFILE, &lim);
 }
 
+/* Arg bytes above what a spawned child's start data takes in the arena
+ * (64 KiB) come in a memfd: the child gets every byte of both forms. */
+typedef struct big_arg {
+  report_t *report;
+  size_t size;
+  unsigned char bytes[];
+} big_arg_t;
+
+static void check_big_arg(void *arg) {
+  big_arg_t *a = arg;
+  int good = 1;
+  for (size_t i = 0; i < a->size; i++)
+    good &= a->bytes[i] == (unsigned char)(i * 7 + a->size);
+  a->report->value = good;
+}
+
+static void test_spawn_with_big_and_small_arg(void **state) {
+  (void)state;
+  report_t *r = mp_raw_alloc(sizeof *r);
+  assert_non_null(r);
+  const size_t sizes[] = {100, 300 * 1024};
+  for (size_t s = 0; s < 2; s++) {
+    big_arg_t *a = malloc(sizeof *a + sizes[s]);
+    assert_non_null(a);
+    a->report = r;
+    a->size = sizes[s];
+    for (size_t i = 0; i < a->size; i++)
+      a->bytes[i] = (unsigned char)(i * 7 + a->size);
+    for (int m = 0; m < 3; m++) {
+      r->value = 0;
+      mp_process_t *p =
+          start_in(methods[m], check_big_arg, a, sizeof *a + a->size);
+      assert_int_equal(finish(p), 0);
+      assert_int_equal(r->value, 1);
+    }
+    free(a);
+  }
+  mp_raw_free(r);
+}
+
 static void test_spawn_with_1gib_parent(void **state) {
   (void)state;
   size_t size = 1u << 30;
@@ -405,6 +445,7 @@ int main(int argc, char **argv) {
       mpt_test(test_exec_failure_is_an_error_code),
       mpt_test(test_missing_mp_main_is_a_clear_error),
       mpt_test(test_spawn_with_10000_open_fds),
+      mpt_test(test_spawn_with_big_and_small_arg),
       mpt_test(test_spawn_with_1gib_parent),
       mpt_test(test_forkserver_ends_with_its_owner),
   };

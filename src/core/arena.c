@@ -246,7 +246,13 @@ int mp__arena_attach(int fd, uintptr_t address, uint64_t size) {
   void *base = map_at((void *)address, size, fd, true);
   if (!base)
     return -errno;
-  if (((arena_header_t *)base)->magic != ARENA_MAGIC) {
+  /* The magic is read from the file, not through the mapping: a spawned
+   * child that never uses the arena then never faults in a page of it
+   * (with its page tables, freed again at exit). */
+  uint64_t magic = 0;
+  if (pread(fd, &magic, sizeof magic, offsetof(arena_header_t, magic)) !=
+          (ssize_t)sizeof magic ||
+      magic != ARENA_MAGIC) {
     munmap(base, size);
     return MP_EINVAL;
   }

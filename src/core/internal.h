@@ -187,9 +187,6 @@ enum mp__resource {
 int mp__track(enum mp__resource kind, const char *name);
 /* Forgets it: unlinked by its owner, or meant to outlive the family. */
 void mp__untrack(enum mp__resource kind, const char *name);
-/* In a spawned child: takes up the family's tracker end it was given, so
- * that its own children get it too. */
-void mp__tracker_inherit(void);
 /* ---- Handles of shared objects ----------------------------------------------
  * Every shared object (lock, semaphore, event, condition, barrier, queue,
  * value, connection) starts with a 32-bit magic of its kind. Every public

@@ -221,18 +221,6 @@ static int send_message(char op, enum mp__resource kind, const char *name) {
   return n < 0 ? -errno : 0;
 }
 
-void mp__tracker_inherit(void) {
-  if (atomic_load(&self.fd) >= 0)
-    return;
-  pthread_mutex_lock(&self.lock);
-  _Atomic(void *) *root = mp__shm_root(MP__ROOT_TRACKER);
-  tracker_root_t *r = root ? atomic_load(root) : NULL;
-  if (atomic_load(&self.fd) < 0 && r && r->magic == TRACKER_MAGIC &&
-      same_file(r->fd, r) && mp__inherit_fd_add(r->fd) == 0)
-    atomic_store(&self.fd, r->fd);
-  pthread_mutex_unlock(&self.lock);
-}
-
 int mp__track(enum mp__resource kind, const char *name) {
   return send_message('R', kind, name);
 }

@@ -19,11 +19,13 @@ typedef struct handler {
   void *arg;
 } handler_t;
 
+/* count next to lock: a new child's mp__atexit_forget writes both, and
+ * then faults in one page, not two. */
 static struct {
   pthread_mutex_t lock; /* guards the entries and count */
-  handler_t entries[ATEXIT_MAX];
   unsigned count;
   bool hooked; /* glibc's atexit runs mp__atexit_run in this process */
+  handler_t entries[ATEXIT_MAX];
 } handlers = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 int mp_atexit(void (*fn)(void *arg), void *arg) {

@@ -49,10 +49,9 @@ __attribute__((noreturn)) static void run_from_start_data(pid_t direct_parent) {
     _exit(MP__EXIT_START_FAILED);
   }
   mp__set_default_method((enum mp__start_method)h->default_method);
-  mp__tracker_inherit(); /* its own children hold the family's tracker */
-  mp__child_start_t start = {h->parent_pid, strdup(h->parent_name),
-                             h->parent_pidfd,
-                             direct_parent ? direct_parent : h->parent_pid};
+  mp__child_start_t start = {
+      h->parent_pid, strdup(h->parent_name), h->parent_pidfd,
+      direct_parent ? direct_parent : h->parent_pid, direct_parent == 0};
   mp__child_main(p, &start);
 }
 

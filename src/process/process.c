@@ -285,6 +285,10 @@ static bool try_reap(mp_process_t *p) {
       p->reaped = true;
     }
   }
+  if (p->reaped && p->start_block) { /* the child read it, or never will */
+    mp__shm_free(p->start_block);
+    p->start_block = NULL;
+  }
   bool reaped = p->reaped;
   bool report = reaped && !p->exit_logged;
   p->exit_logged |= reaped;
@@ -439,8 +443,8 @@ int mp__start_fork(mp_process_t *p, const mp_process_t *self) {
   if (pid == 0) {
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     mp__child_start_t start = {parent_pid, self->name,
-                               parent_pidfd < 0 ? -1 : parent_pidfd,
-                               parent_pid};
+                               parent_pidfd < 0 ? -1 : parent_pidfd, parent_pid,
+                               false};
     mp__child_main(p, &start);
   }
   int err = errno;
@@ -501,12 +505,18 @@ static void redirect_stdin_to_devnull(void) {
 
 _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   /* The forking thread held the family lock; no other thread exists here.
-   * Plain stores, not pthread_mutex_init: see make_parent_object. */
-  family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+   * Plain stores, not pthread_mutex_init: see make_parent_object. A new
+   * program has no children or count of its parent's to forget (nothing
+   * can start a process before mp_main), and writing them would only fault
+   * in pages; its atexit list may hold what its own constructors
+   * registered, forgotten as a forked child's. */
   p->lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
-  forget_parents_children();
+  if (!start->fresh) {
+    family.lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
+    forget_parents_children();
+    family.counter = 0;
+  }
   mp__atexit_forget();
-  family.counter = 0;
   family.parent = make_parent_object(start->parent_pid, start->parent_name,
                                      start->parent_pidfd);
   if (p->sentinel >= 0) /* the read end of its own "alive" pipe */
@@ -515,7 +525,7 @@ _Noreturn void mp__child_main(mp_process_t *p, const mp__child_start_t *start) {
   if (p->ctx) /* as Python's _bootstrap: the context's method is ours */
     mp__set_default_method(p->ctx->method);
   p->kind = MP__PROCESS_SELF;
-  p->pid = getpid();
+  p->pid = (pid_t)syscall(SYS_getpid); /* see redirect_stdin_to_devnull */
   p->state = MP__PROCESS_STARTED;
   p->prev = p->next = NULL;
   family.current = p;
@@ -707,6 +717,8 @@ int mp_process_close(mp_process_t *p) {
 
 static void destroy(mp_process_t *p) {
   release_fds(p);
+  if (p->start_block && p->creator_pid == getpid())
+    mp__shm_free(p->start_block); /* a fork child's copy is not its own */
   pthread_mutex_destroy(&p->lock);
   free(p->name);
   free(p->arg);

@@ -66,9 +66,11 @@ struct mp_process {
   int sentinel; /* readable when the process ended (== pidfd, or a status
                    fd from the forkserver) */
   bool reaped;
-  bool via_server;  /* started by the forkserver: the exit status comes
-                       through the sentinel, not waitid */
-  bool exit_logged; /* the checking mode reported its end */
+  bool via_server;   /* started by the forkserver: the exit status comes
+                        through the sentinel, not waitid */
+  bool exit_logged;  /* the checking mode reported its end */
+  void *start_block; /* spawn: its start data in the arena, freed by the
+                        creator once the child is reaped */
   int exitcode;
 };
 
@@ -89,6 +91,7 @@ typedef struct mp__child_start {
   char *parent_name;   /* never freed in the child */
   int parent_pidfd;    /* a pidfd of the parent, or -1 */
   pid_t direct_parent; /* who forked it: the parent, or the forkserver */
+  bool fresh; /* a new program (spawn): no state of a parent to forget */
 } mp__child_start_t;
 
 /* Runs the child side of a started process: p becomes the current

@@ -10,7 +10,10 @@
 #include "process/process.h"
 
 /* The environment variable that tells a spawned program where its start
- * data is: "c:<fd>" for a child, "s:<fd>" for a forkserver. */
+ * data is: "c:<fd>" (a memfd) for a child, "s:<fd>" for a forkserver, or
+ * "c:<fd>:<address>:<size>:<offset>" for a child whose start data is a
+ * block at offset in the arena (fd, address and size: the arena's, as
+ * mp__arena_info gives them). */
 #define MP__START_ENV "MPROC_SPAWN"
 
 /* The start data: everything a spawned child or a forkserver needs, written
@@ -47,6 +50,16 @@ typedef struct mp__start_header {
  * child (the forkserver's socket), -1 if none. */
 int mp__start_data_write(const mp_process_t *p, const mp_process_t *self,
                          int channel_fd, int **fds, int *count);
+/* The same for a spawned child, in a block of the arena (*block, which
+ * the parent frees once it has reaped the child): no file to make, write
+ * and read. marker: the value of MP__START_ENV that names the block.
+ * -E2BIG when the start data is above MP__START_BLOCK_MAX: the arena would
+ * keep what a big payload made it commit after the block is freed, a
+ * memfd (mp__start_data_write) gives it back. */
+#define MP__START_BLOCK_MAX (64 * 1024)
+int mp__start_data_put(const mp_process_t *p, const mp_process_t *self,
+                       void **block, char *marker, size_t marker_size,
+                       int **fds, int *count);
 /* Reads start data (closing fd). close_others: close every fd the child
  * does not need. Maps the arena. */
 int mp__start_data_read(int fd, bool close_others);
