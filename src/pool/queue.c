@@ -1,26 +1,33 @@
-/* The pool's work queue in shared memory: what workers and the parent do
- * under the queue lock, written so that a worker killed at any instruction
- * leaves no item lost and none counted twice.
+/* The pool's work queue in shared memory, written so that a worker killed
+ * at any instruction leaves no item lost and none counted twice.
  *
- * The queue is a FIFO of units, each a range of one job's items. A worker
- * claims the next chunk of the unit at the head (moving its cursor), runs
- * the chunk's items, and at its next turn under the lock commits the chunk
- * (adds it to the job's counters) and claims another. Exhausted units leave
- * the head lazily. The parent appends new units at the tail, and puts the
- * unrun rest of a dead worker's chunk back at the head.
+ * The queue is a FIFO of units, each a range of one job's items handed
+ * out in chunks. A chunk is claimed by a compare-and-swap of its first
+ * item's state from PENDING to HELD + the claiming slot (see shared.h): no
+ * lock, and the claim records its holder in the same step. A worker takes
+ * the queue lock only to leave a unit: it then adds the items it ran to
+ * the job's counters (its ledger, one journaled commit per unit rather
+ * than one per chunk), and claims a chunk of the unit at the head; the
+ * next chunks of that unit it claims without the lock. Exhausted units
+ * leave the head under the lock. The parent appends new units at the
+ * tail, and puts the unrun rest of a dead worker's chunk back at the head.
  *
- * Death inside the lock. The lock is the robust mutex of the sync area, so
- * the next thread to take it gets MP_EOWNERDEAD. Every holder writes its
- * slot number to `holder` first, and a worker changes the queue in
- * journaled steps, each ended by a single store:
- *   claim:  slot.{unit, job, first, n, current} = ...; phase = CLAIMING;
- *           unit.cursor = first + n;                   phase = CLAIMED
+ * A job stays alive while a worker claims from it without the lock: its
+ * ledger counts items of the job not yet in `done`, so the job is not
+ * complete, and nobody frees it (terminate kills the workers first).
+ *
+ * Death. A worker's slot says what it held (the ledger's phase): CLAIMING,
+ * a chunk whose first item it HELD, found by a scan of the unit; CLAIMED,
+ * the chunk [first, first + n) and the item it ran (`current`); and the
+ * items counted in its ledger, all final. The pool thread settles that
+ * (thread.c). Death inside the lock: the lock is the robust mutex of the
+ * sync area, so the next thread to take it gets MP_EOWNERDEAD. Every
+ * holder writes its slot number to `holder` first, and the one step of a
+ * worker that changes the queue under the lock is journaled, each part
+ * ended by a single store:
  *   commit: slot.base_* = the job's counters;          phase = COMMITTING;
- *           the job's counters = base + the claim;     phase = IDLE
- * The next holder finishes the dead holder's step (repair): a CLAIMING
- * claim whose cursor has not moved is moved, so the chunk belongs to the
- * dead worker (the pool thread then fails its running item and queues the
- * rest), and a COMMITTING commit is written again from its journal --
+ *           the job's counters = base + the ledger;     ledger = IDLE, 0
+ * The next holder finishes it (repair): written again from its journal --
  * absolute values, so writing them twice is writing them once. The other
  * stores (popping an exhausted unit, the completed list push) leave the
  * queue consistent whenever they stop. */
@@ -49,18 +56,16 @@ static mp__pool_slot_t *slot_of(mp__pool_shared_t *ps, int32_t index) {
 }
 
 /* Sets the job's counters from a base, as one commit of [first, first +
- * count) with `failed` failures; repeatable. */
+ * count); repeatable. */
 static bool commit_from(mp__pool_shared_t *ps, mp__pool_job_t *job,
-                        uint64_t base_done, uint64_t base_failed,
-                        uint64_t base_log, uint64_t first, uint64_t count,
-                        uint64_t failed, bool *wake) {
+                        uint64_t base_done, uint64_t base_log, uint64_t first,
+                        uint64_t count, bool *wake) {
   if (job->log) {
     job->log[2 * base_log] = first;
     job->log[2 * base_log + 1] = count;
     PUT(&job->log_count, base_log + 1);
   }
   FAULT(MP__FAULT_COMMIT_LOGGED);
-  PUT(&job->failed, base_failed + failed);
   uint64_t done = base_done + count;
   PUT(&job->done, done);
   FAULT(MP__FAULT_COMMIT_COUNTED);
@@ -83,25 +88,27 @@ static bool commit_from(mp__pool_shared_t *ps, mp__pool_job_t *job,
 }
 
 bool mp__pool_commit(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t first,
-                     uint64_t count, uint64_t failed, bool *wake) {
-  return commit_from(ps, job, GET(&job->done), GET(&job->failed),
-                     GET(&job->log_count), first, count, failed, wake);
+                     uint64_t count, bool *wake) {
+  return commit_from(ps, job, GET(&job->done), GET(&job->log_count), first,
+                     count, wake);
 }
 
-bool mp__pool_commit_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
-                           uint64_t failed, bool *wake) {
+bool mp__pool_flush(mp__pool_shared_t *ps, mp__pool_slot_t *slot, bool *wake) {
+  uint64_t ran = GET(&slot->ledger) / MP__LEDGER_RAN;
+  if (ran == 0)
+    return false;
   mp__pool_job_t *job = GET(&slot->job);
   PUT(&slot->base_done, GET(&job->done));
-  PUT(&slot->base_failed, GET(&job->failed));
   PUT(&slot->base_log, GET(&job->log_count));
-  PUT(&slot->commit_failed, failed);
   FAULT(MP__FAULT_COMMIT_JOURNAL);
-  PUT(&slot->phase, MP__PHASE_COMMITTING);
+  PUT(&slot->ledger, mp__ledger(MP__PHASE_COMMITTING, ran));
   FAULT(MP__FAULT_COMMITTING);
-  bool complete = commit_from(ps, job, GET(&slot->base_done),
-                              GET(&slot->base_failed), GET(&slot->base_log),
-                              GET(&slot->first), GET(&slot->n), failed, wake);
-  PUT(&slot->phase, MP__PHASE_IDLE);
+  /* The log (imap_unordered) wants a chunk per commit: such jobs commit
+   * after every chunk, whose first item is still in the slot. */
+  bool complete =
+      commit_from(ps, job, GET(&slot->base_done), GET(&slot->base_log),
+                  GET(&slot->first), ran, wake);
+  PUT(&slot->ledger, mp__ledger(MP__PHASE_IDLE, 0));
   FAULT(MP__FAULT_COMMITTED);
   return complete;
 }
@@ -116,52 +123,91 @@ static mp__pool_unit_t *first_with_work(mp__pool_shared_t *ps) {
   return u;
 }
 
-bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
-  mp__pool_unit_t *u = first_with_work(ps);
-  if (!u)
-    return false;
-  uint64_t first = GET(&u->cursor);
-  uint64_t n = u->end - first < u->chunk ? u->end - first : u->chunk;
+static int32_t held_by(const mp__pool_shared_t *ps,
+                       const mp__pool_slot_t *slot) {
+  return MP__ITEM_HELD + (int32_t)(slot - ps->slots);
+}
+
+bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
+                         mp__pool_unit_t *u) {
+  uint64_t ran = GET(&slot->ledger) / MP__LEDGER_RAN;
+  uint64_t first = atomic_load_explicit(&u->cursor, memory_order_relaxed);
+  mp__pool_item_t *items = u->job->items;
+  int32_t me = held_by(ps, slot);
   PUT(&slot->unit, u);
   PUT(&slot->job, u->job);
-  PUT(&slot->first, first);
-  PUT(&slot->n, n);
-  PUT(&slot->current, MP__NO_ITEM);
+  PUT(&slot->first, first); /* where a scan finds our claim */
   FAULT(MP__FAULT_CLAIM_WRITTEN);
-  PUT(&slot->phase, MP__PHASE_CLAIMING);
+  PUT(&slot->ledger, mp__ledger(MP__PHASE_CLAIMING, ran));
   FAULT(MP__FAULT_CLAIMING);
-  PUT(&u->cursor, first + n);
+  for (; first < u->end; first += u->chunk) {
+    int32_t free_state =
+        first == u->start ? u->first_state : (int32_t)MP__ITEM_PENDING;
+    if (atomic_load_explicit(&items[first].state, memory_order_relaxed) ==
+            free_state &&
+        atomic_compare_exchange_strong(&items[first].state, &free_state, me))
+      break;
+  }
+  if (first >= u->end) {
+    atomic_store_explicit(&u->cursor, u->end, memory_order_relaxed);
+    PUT(&slot->ledger, mp__ledger(MP__PHASE_IDLE, ran));
+    return false;
+  }
   FAULT(MP__FAULT_CLAIM_MOVED);
-  PUT(&slot->phase, MP__PHASE_CLAIMED);
+  /* A hint only: a late store moving it back costs a failed CAS. */
+  atomic_store_explicit(&u->cursor, first + u->chunk, memory_order_relaxed);
+  PUT(&slot->first, first);
+  PUT(&slot->n, u->end - first < u->chunk ? u->end - first : u->chunk);
+  PUT(&slot->current, MP__NO_ITEM);
+  PUT(&slot->ledger, mp__ledger(MP__PHASE_CLAIMED, ran));
   FAULT(MP__FAULT_CLAIMED);
   return true;
 }
 
-/* Finishes the step the dead holder was in the middle of. */
+bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
+  mp__pool_unit_t *u;
+  while ((u = first_with_work(ps))) {
+    if (mp__pool_claim_from(ps, slot, u))
+      return true;
+    /* Every chunk of the head is claimed: it leaves the queue. */
+    PUT(&ps->head, GET(&u->next));
+    FAULT(MP__FAULT_POPPED);
+  }
+  return false;
+}
+
+bool mp__pool_held_chunk(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
+                         uint64_t *first) {
+  mp__pool_unit_t *u = GET(&slot->unit);
+  int32_t me = held_by(ps, slot);
+  for (uint64_t k = GET(&slot->first); u && k < u->end; k += u->chunk) {
+    if (atomic_load(&u->job->items[k].state) == me) {
+      *first = k;
+      return true;
+    }
+  }
+  return false;
+}
+
+/* Finishes the step the dead holder was in the middle of. A claim needs
+ * nothing: the pool thread settles it with the holder's death. */
 static void repair(mp__pool_shared_t *ps) {
   mp__pool_slot_t *slot = slot_of(ps, GET(&ps->holder));
   if (!slot)
     return;
-  uint32_t phase = GET(&slot->phase);
-  if (phase == MP__PHASE_CLAIMING) {
-    mp__pool_unit_t *u = GET(&slot->unit);
-    uint64_t first = GET(&slot->first);
-    if (GET(&u->cursor) == first)
-      PUT(&u->cursor, first + GET(&slot->n));
-    PUT(&slot->phase, MP__PHASE_CLAIMED);
-  } else if (phase == MP__PHASE_COMMITTING) {
-    mp__pool_job_t *job = GET(&slot->job);
-    bool wake = false;
-    bool complete =
-        commit_from(ps, job, GET(&slot->base_done), GET(&slot->base_failed),
-                    GET(&slot->base_log), GET(&slot->first), GET(&slot->n),
-                    GET(&slot->commit_failed), &wake);
-    PUT(&slot->phase, MP__PHASE_IDLE);
-    if (wake)
-      mp__pool_wake_job(job);
-    if (complete && (GET(&job->flags) & MP__JOB_NOTIFY))
-      mp__pool_notify(ps);
-  }
+  uint64_t ledger = GET(&slot->ledger);
+  if ((ledger & MP__LEDGER_PHASE) != MP__PHASE_COMMITTING)
+    return;
+  mp__pool_job_t *job = GET(&slot->job);
+  bool wake = false;
+  bool complete =
+      commit_from(ps, job, GET(&slot->base_done), GET(&slot->base_log),
+                  GET(&slot->first), ledger / MP__LEDGER_RAN, &wake);
+  PUT(&slot->ledger, mp__ledger(MP__PHASE_IDLE, 0));
+  if (wake)
+    mp__pool_wake_job(job);
+  if (complete && (GET(&job->flags) & MP__JOB_NOTIFY))
+    mp__pool_notify(ps);
 }
 
 int mp__pool_lock(mp__pool_shared_t *ps, int32_t holder) {
@@ -204,9 +250,20 @@ bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
     return false;
   u->job = job;
   atomic_store(&u->cursor, from);
+  u->start = from;
   u->end = to;
   u->chunk = job->unit.chunk;
+  u->first_state = MP__ITEM_PENDING;
   u->losses = losses;
+  /* The first item of a chunk that was claimed: a claim of the old unit
+   * must not take it again, the new unit's first claim takes it. */
+  int32_t state = atomic_load(&job->items[from].state);
+  if (!mp__pool_item_final(state) && state != MP__ITEM_PENDING) {
+    /* A value of its own: an older unit that moved it too never sees its
+     * own value again. */
+    u->first_state = MP__ITEM_MOVED + (int32_t)(job->moves++ % MP__ITEM_MOVES);
+    PUT(&job->items[from].state, u->first_state);
+  }
   u->more = job->unit.more; /* freed with the job */
   job->unit.more = u;
   mp__pool_enqueue(ps, u, true);

@@ -48,13 +48,11 @@ static void start_item(worker_t *w, uint64_t index) {
   atomic_store_explicit(&w->slot->busy, ++w->busy, memory_order_release);
 }
 
-/* Records an item's result; returns 1 if it failed. */
-static uint64_t end_item(worker_t *w, mp__pool_item_t *item, int32_t state,
-                         int32_t task_code) {
-  item->task_code = task_code;
-  atomic_store_explicit(&item->state, state, memory_order_release);
+/* Records item k's result. */
+static void end_item(worker_t *w, mp__pool_job_t *job, uint64_t k,
+                     int32_t state, int32_t task_code) {
+  mp__pool_item_set(job, k, state, task_code);
   atomic_store_explicit(&w->slot->busy, ++w->busy, memory_order_release);
-  return state != MP__ITEM_OK;
 }
 
 /* ---- the task's output, behind a guard page ---------------------------------
@@ -125,10 +123,9 @@ static void window_release(size_t used) {
     madvise(window.base, window.size, MADV_DONTNEED);
 }
 
-static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
-                        uint64_t n) {
+static void run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
+                    uint64_t n) {
   mp_pool_map_fn fn = (mp_pool_map_fn)task_fn(w, job->fn);
-  uint64_t failed = 0;
   for (uint64_t i = first; i < first + n; i++) {
     start_item(w, i);
     /* No pointer arithmetic on NULL when an item has no bytes. */
@@ -136,7 +133,7 @@ static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
     char *out = job->out_size ? job->out + i * job->out_size : job->out;
     char *room = guarded(job->out_size);
     if (!fn || !room) {
-      failed += end_item(w, &job->items[i], fn ? -ENOMEM : MP_EINVAL, 0);
+      end_item(w, job, i, fn ? -ENOMEM : MP_EINVAL, 0);
       continue;
     }
     /* The task sees what the job's output held (the caller's array may
@@ -146,17 +143,18 @@ static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
     int rc = fn(in, room);
     if (job->out_size)
       memcpy(out, room, job->out_size);
-    failed += end_item(w, &job->items[i], rc ? MP_ETASK : MP__ITEM_OK, rc);
+    end_item(w, job, i, rc ? MP_ETASK : MP__ITEM_OK, rc);
   }
   window_release(job->out_size);
-  return failed;
 }
 
-static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
+static void run_apply(worker_t *w, mp__pool_job_t *job) {
   mp_pool_task_fn fn = (mp_pool_task_fn)task_fn(w, job->fn);
   start_item(w, 0);
-  if (!fn)
-    return end_item(w, job->items, MP_EINVAL, 0);
+  if (!fn) {
+    end_item(w, job, 0, MP_EINVAL, 0);
+    return;
+  }
   size_t len = 0, cap = job->any_size ? MP_POOL_RESULT_MAX : job->out_size;
   char *room = guarded(cap);
   if (!room && job->any_size) {
@@ -165,8 +163,10 @@ static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
     cap = job->out_size;
     room = guarded(cap);
   }
-  if (!room)
-    return end_item(w, job->items, -ENOMEM, 0);
+  if (!room) {
+    end_item(w, job, 0, -ENOMEM, 0);
+    return;
+  }
   int rc = fn(job->in, job->in_size, room, cap, &len);
   atomic_store(&job->out_len, len);
   int32_t state = rc ? MP_ETASK : MP__ITEM_OK;
@@ -187,15 +187,24 @@ static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
     memcpy(job->out, room, len);
   }
   window_release(len);
-  return end_item(w, job->items, state, rc);
+  end_item(w, job, 0, state, rc);
 }
 
-static uint64_t run_claim(worker_t *w) {
-  mp__pool_job_t *job = atomic_load(&w->slot->job);
+/* Runs the slot's claim; its items then count in the ledger (one store
+ * ends the claim). */
+static void run_claim(worker_t *w) {
+  mp__pool_slot_t *slot = w->slot;
+  mp__pool_job_t *job = atomic_load_explicit(&slot->job, memory_order_relaxed);
+  uint64_t n = atomic_load_explicit(&slot->n, memory_order_relaxed);
   if (job->kind == MP__JOB_APPLY)
-    return run_apply(w, job);
-  return run_map(w, job, atomic_load(&w->slot->first),
-                 atomic_load(&w->slot->n));
+    run_apply(w, job);
+  else
+    run_map(w, job, atomic_load_explicit(&slot->first, memory_order_relaxed),
+            n);
+  uint64_t ran = atomic_load_explicit(&slot->ledger, memory_order_relaxed) /
+                 MP__LEDGER_RAN;
+  atomic_store_explicit(&slot->ledger, mp__ledger(MP__PHASE_IDLE, ran + n),
+                        memory_order_release);
 }
 
 /* Sleeps until work is queued (work_seq moves) or the pool changes state.
@@ -213,26 +222,38 @@ static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
   atomic_store(&w->slot->sleeping, 0);
 }
 
-/* The worker's turns: commit the chunk it ran, claim the next, or sleep,
- * or stop. */
+/* Whether the worker may claim its next chunk of the same unit without
+ * the lock: a map that needs no commit per chunk (imap's do), while the
+ * pool runs and the worker has tasks left. */
+static bool claim_unlocked(const worker_t *w, const mp__pool_job_t *job,
+                           uint64_t tasks) {
+  const mp__pool_shared_t *ps = w->ps;
+  return job->kind == MP__JOB_MAP &&
+         !(atomic_load_explicit(&job->flags, memory_order_relaxed) &
+           MP__JOB_EACH) &&
+         !(ps->maxtasks && tasks >= ps->maxtasks) &&
+         atomic_load_explicit(&ps->state, memory_order_relaxed) !=
+             MP__POOL_TERMINATING;
+}
+
+/* The worker's turns under the lock: add what it ran to the job, claim a
+ * chunk, or sleep, or stop. Between two turns it runs the chunks of one
+ * unit, claimed without the lock. */
 static void work(worker_t *w) {
   mp__pool_shared_t *ps = w->ps;
-  bool claimed = false;
-  uint64_t failed = 0, tasks = 0, last_n = 0;
+  mp__pool_slot_t *slot = w->slot;
+  uint64_t tasks = 0, last_n = 0;
   for (;;) {
     if (mp__pool_lock(ps, w->index) < 0)
       return;
     bool wake = false, notify = false;
-    mp__pool_job_t *ran = NULL;
-    if (claimed) {
-      ran = atomic_load(&w->slot->job);
-      bool complete = mp__pool_commit_claim(ps, w->slot, failed, &wake);
-      notify = complete && (atomic_load(&ran->flags) & MP__JOB_NOTIFY);
-    }
+    mp__pool_job_t *ran = atomic_load(&slot->job);
+    if (mp__pool_flush(ps, slot, &wake))
+      notify = atomic_load(&ran->flags) & MP__JOB_NOTIFY;
     uint32_t state = atomic_load(&ps->state);
     bool stop = (ps->maxtasks && tasks >= ps->maxtasks) ||
                 state == MP__POOL_TERMINATING;
-    claimed = !stop && mp__pool_claim(ps, w->slot);
+    bool claimed = !stop && mp__pool_claim(ps, slot);
     if (!claimed && state == MP__POOL_CLOSING)
       stop = true;
     uint32_t seq = atomic_load(&ps->work_seq);
@@ -250,9 +271,13 @@ static void work(worker_t *w) {
       last_n = 0;
       continue;
     }
-    last_n = atomic_load(&w->slot->n);
-    failed = run_claim(w);
-    tasks++;
+    mp__pool_unit_t *unit = atomic_load(&slot->unit);
+    do {
+      last_n = atomic_load_explicit(&slot->n, memory_order_relaxed);
+      run_claim(w);
+      tasks++;
+    } while (claim_unlocked(w, unit->job, tasks) &&
+             mp__pool_claim_from(ps, slot, unit));
   }
 }
 
