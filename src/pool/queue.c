@@ -2,9 +2,9 @@
  * at any instruction leaves no item lost and none counted twice.
  *
  * The queue is a FIFO of units, each a range of one job's items handed
- * out in chunks. A chunk is claimed by a compare-and-swap of its first
- * item's state from PENDING to HELD + the claiming slot (see shared.h): no
- * lock, and the claim records its holder in the same step. A worker takes
+ * out in chunks. A chunk is claimed by one atomic add to the unit's
+ * cursor, without the lock, and written down in the claimer's slot. A
+ * worker takes
  * the queue lock only to leave a unit: it then adds the items it ran to
  * the job's counters (its ledger, one journaled commit per unit rather
  * than one per chunk), and claims a chunk of the unit at the head; the
@@ -17,7 +17,9 @@
  * complete, and nobody frees it (terminate kills the workers first).
  *
  * Death. A worker's slot says what it held (the ledger's phase): CLAIMING,
- * a chunk whose first item it HELD, found by a scan of the unit; CLAIMED,
+ * maybe a chunk it took and did not write down yet: an unrun chunk past
+ * its last claim that no slot holds (mp__pool_chunk_free; the pool thread
+ * lets live workers that are CLAIMING write theirs down first); CLAIMED,
  * the chunk [first, first + n) and the item it ran (`current`); and the
  * items counted in its ledger, all final. The pool thread settles that
  * (thread.c). Death inside the lock: the lock is the robust mutex of the
@@ -31,6 +33,7 @@
  * absolute values, so writing them twice is writing them once. The other
  * stores (popping an exhausted unit, the completed list push) leave the
  * queue consistent whenever they stop. */
+#include <sched.h>
 #include <unistd.h>
 
 #include "pool/shared.h"
@@ -123,39 +126,26 @@ static mp__pool_unit_t *first_with_work(mp__pool_shared_t *ps) {
   return u;
 }
 
-static int32_t held_by(const mp__pool_shared_t *ps,
-                       const mp__pool_slot_t *slot) {
-  return MP__ITEM_HELD + (int32_t)(slot - ps->slots);
-}
-
 bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
                          mp__pool_unit_t *u) {
+  (void)ps;
   uint64_t ran = GET(&slot->ledger) / MP__LEDGER_RAN;
-  uint64_t first = atomic_load_explicit(&u->cursor, memory_order_relaxed);
-  mp__pool_item_t *items = u->job->items;
-  int32_t me = held_by(ps, slot);
-  PUT(&slot->unit, u);
-  PUT(&slot->job, u->job);
-  PUT(&slot->first, first); /* where a scan finds our claim */
+  if (GET(&slot->unit) != u) {
+    /* A new unit: a scan for our claim starts at its start; within one
+     * unit our last claim is where it starts. */
+    PUT(&slot->unit, u);
+    PUT(&slot->job, u->job);
+    PUT(&slot->first, u->start);
+  }
   FAULT(MP__FAULT_CLAIM_WRITTEN);
   PUT(&slot->ledger, mp__ledger(MP__PHASE_CLAIMING, ran));
   FAULT(MP__FAULT_CLAIMING);
-  for (; first < u->end; first += u->chunk) {
-    int32_t free_state =
-        first == u->start ? u->first_state : (int32_t)MP__ITEM_PENDING;
-    if (atomic_load_explicit(&items[first].state, memory_order_relaxed) ==
-            free_state &&
-        atomic_compare_exchange_strong(&items[first].state, &free_state, me))
-      break;
-  }
+  uint64_t first = atomic_fetch_add(&u->cursor, u->chunk);
   if (first >= u->end) {
-    atomic_store_explicit(&u->cursor, u->end, memory_order_relaxed);
     PUT(&slot->ledger, mp__ledger(MP__PHASE_IDLE, ran));
     return false;
   }
   FAULT(MP__FAULT_CLAIM_MOVED);
-  /* A hint only: a late store moving it back costs a failed CAS. */
-  atomic_store_explicit(&u->cursor, first + u->chunk, memory_order_relaxed);
   PUT(&slot->first, first);
   PUT(&slot->n, u->end - first < u->chunk ? u->end - first : u->chunk);
   PUT(&slot->current, MP__NO_ITEM);
@@ -166,36 +156,75 @@ bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
 
 bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
   mp__pool_unit_t *u;
-  while ((u = first_with_work(ps))) {
+  /* A unit whose last chunk another worker took leaves the head at the
+   * next turn of first_with_work. */
+  while ((u = first_with_work(ps)))
     if (mp__pool_claim_from(ps, slot, u))
       return true;
-    /* Every chunk of the head is claimed: it leaves the queue. */
-    PUT(&ps->head, GET(&u->next));
-    FAULT(MP__FAULT_POPPED);
-  }
   return false;
 }
 
-bool mp__pool_held_chunk(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
-                         uint64_t *first) {
+/* Whether the chunk of u at `first` is unrun and no slot's claim says it
+ * holds it. */
+static bool chunk_free(mp__pool_shared_t *ps, const mp__pool_unit_t *u,
+                       uint64_t first) {
+  int32_t free_state =
+      first == u->start ? u->first_state : (int32_t)MP__ITEM_PENDING;
+  if (atomic_load(&u->job->items[first].state) != free_state)
+    return false;
+  for (uint32_t i = 0; i < ps->nslots; i++) {
+    mp__pool_slot_t *s = &ps->slots[i];
+    if (mp__slot_phase(s) == MP__PHASE_CLAIMED && GET(&s->unit) == u &&
+        GET(&s->first) == first)
+      return false;
+  }
+  return true;
+}
+
+/* Waits until no live worker is in the middle of a claim of unit u (a few
+ * instructions, unless it was stopped): then every chunk taken from u is
+ * written down, or held by a dead worker. */
+static void let_claims_land(mp__pool_shared_t *ps, const mp__pool_slot_t *dead,
+                            const mp__pool_unit_t *u) {
+  for (uint32_t i = 0; i < ps->nslots; i++) {
+    mp__pool_slot_t *s = &ps->slots[i];
+    uint64_t ledger = atomic_load(&s->ledger);
+    if (s == dead || (ledger & MP__LEDGER_PHASE) != MP__PHASE_CLAIMING ||
+        GET(&s->unit) != u)
+      continue;
+    mp__owner_t owner = atomic_load(&s->owner);
+    while (atomic_load(&s->ledger) == ledger &&
+           !(owner != MP__OWNER_NONE && mp__owner_dead(owner)))
+      sched_yield();
+  }
+}
+
+void mp__pool_settle_claiming(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
   mp__pool_unit_t *u = GET(&slot->unit);
-  int32_t me = held_by(ps, slot);
-  for (uint64_t k = GET(&slot->first); u && k < u->end; k += u->chunk) {
-    if (atomic_load(&u->job->items[k].state) == me) {
-      *first = k;
-      return true;
-    }
-  }
-  return false;
+  uint64_t end = atomic_load(&u->cursor);
+  end = end < u->end ? end : u->end;
+  let_claims_land(ps, slot, u);
+  for (uint64_t k = GET(&slot->first); k < end; k += u->chunk)
+    if (chunk_free(ps, u, k))
+      mp__pool_give_back(ps, u->job, k,
+                         u->end - k < u->chunk ? u->end : k + u->chunk,
+                         u->losses, MP_EWORKER);
 }
 
-/* Finishes the step the dead holder was in the middle of. A claim needs
- * nothing: the pool thread settles it with the holder's death. */
+/* Finishes the step the dead holder was in the middle of. A claim under
+ * the lock (the holder's ledger then counts nothing) is settled here: a
+ * chunk it took and did not write down keeps its job from completing
+ * only once given back. A written claim the pool thread settles. */
 static void repair(mp__pool_shared_t *ps) {
   mp__pool_slot_t *slot = slot_of(ps, GET(&ps->holder));
   if (!slot)
     return;
   uint64_t ledger = GET(&slot->ledger);
+  if ((ledger & MP__LEDGER_PHASE) == MP__PHASE_CLAIMING) {
+    mp__pool_settle_claiming(ps, slot);
+    PUT(&slot->ledger, mp__ledger(MP__PHASE_IDLE, 0));
+    return;
+  }
   if ((ledger & MP__LEDGER_PHASE) != MP__PHASE_COMMITTING)
     return;
   mp__pool_job_t *job = GET(&slot->job);
@@ -268,6 +297,20 @@ bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
   job->unit.more = u;
   mp__pool_enqueue(ps, u, true);
   return true;
+}
+
+void mp__pool_give_back(mp__pool_shared_t *ps, mp__pool_job_t *job,
+                        uint64_t from, uint64_t to, uint32_t losses, int code) {
+  if (mp__pool_requeue(ps, job, from, to, losses))
+    return;
+  for (uint64_t k = from; k < to; k++)
+    mp__pool_item_set(job, k, code, 0);
+  bool wake = false;
+  if (mp__pool_commit(ps, job, from, to - from, &wake) &&
+      (GET(&job->flags) & MP__JOB_NOTIFY))
+    mp__pool_notify(ps);
+  if (wake)
+    mp__pool_wake_job(job);
 }
 
 void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job) {

@@ -27,17 +27,15 @@
 #define MP__POOL_INLINE_RESULT 4096u
 
 /* One item's result. state: ITEM_PENDING, ITEM_OK, a negative MP_E* code,
- * or (the first item of a chunk, before it ran) ITEM_HELD + the slot that
- * claimed the chunk, or ITEM_MOVED + k (its chunk went back to the queue
- * as a unit of its own, whose first claim expects that value). Only OK
- * and the codes are final. The writer stores
+ * or ITEM_MOVED + k (the item went back to the queue as the first of a
+ * unit of its own, whose first_state is that value). Only OK and the
+ * codes are final. The writer stores
  * task_code first and state last (release). */
 enum {
   MP__ITEM_PENDING = 0,
   MP__ITEM_OK = 1,
   MP__ITEM_MOVED = 0x8000,
   MP__ITEM_MOVES = 0x8000,
-  MP__ITEM_HELD = 0x10000,
 };
 typedef struct mp__pool_item {
   _Atomic int32_t state;
@@ -51,18 +49,15 @@ static inline bool mp__pool_item_final(int32_t state) {
 typedef struct mp__pool_job mp__pool_job_t;
 
 /* A range [start, end) of a job's items, handed out in chunks of `chunk`
- * items from start on. A chunk is claimed by a compare-and-swap of its
- * first item's state (ITEM_PENDING, or first_state for the unit's first
- * chunk) to ITEM_HELD + slot: the claim and the record of who holds it are
- * one atomic step, with or without the queue lock. cursor is a hint: every
- * chunk before it is claimed. Allocated and freed by the parent only; next
- * is guarded by the queue lock. */
+ * items from start on: a claim is one atomic add to the cursor, with or
+ * without the queue lock. Allocated and freed by the parent only; next is
+ * guarded by the queue lock. */
 typedef struct mp__pool_unit {
   mp__pool_job_t *job;
-  _Atomic uint64_t cursor; /* where claims start looking */
+  _Atomic uint64_t cursor; /* the next chunk's first item (may pass end) */
   uint64_t start, end;
   uint64_t chunk;
-  int32_t first_state; /* what a free first chunk's first item holds */
+  int32_t first_state; /* what item `start` holds while it is unrun */
   uint32_t losses;     /* a backend's lost runs of these items (backend.c) */
   struct mp__pool_unit *_Atomic next; /* the queue's link */
   struct mp__pool_unit *more;         /* the job's extra units (parent) */
@@ -115,9 +110,9 @@ struct mp__pool_job {
 /* Slot phases, in the low bits of a slot's ledger. */
 enum mp__slot_phase {
   MP__PHASE_IDLE,       /* no claim */
-  MP__PHASE_CLAIMING,   /* looking for a chunk of `unit` from `first` on:
-                           a chunk whose first item is HELD by the slot is
-                           its own */
+  MP__PHASE_CLAIMING,   /* adding to the cursor of `unit`: it may hold a
+                           chunk from `first` on that it did not write
+                           down (mp__pool_chunk_free) */
   MP__PHASE_CLAIMED,    /* owns items [first, first + n) */
   MP__PHASE_COMMITTING, /* journal written, job counters maybe not */
 };
@@ -144,6 +139,8 @@ enum mp__slot_state {
 typedef struct mp__pool_slot {
   _Atomic uint32_t state; /* enum mp__slot_state */
   _Atomic uint32_t sleeping;
+  _Atomic mp__owner_t owner; /* the worker's token (MP__OWNER_NONE: none) */
+  uint32_t pad;
   _Atomic uint64_t busy;    /* odd while a task runs; +1 at start and end */
   _Atomic uint64_t current; /* the item running or last run */
   _Atomic uint64_t ledger;  /* mp__ledger(phase, ran) */
@@ -154,7 +151,7 @@ typedef struct mp__pool_slot {
   _Atomic uint64_t n;
   /* The commit journal: the job's counters before the commit. */
   _Atomic uint64_t base_done, base_log;
-  char pad2[48]; /* one slot, two cache lines */
+  char pad2[40]; /* one slot, two cache lines */
 } mp__pool_slot_t;
 _Static_assert(sizeof(mp__pool_slot_t) == 128, "slot size");
 
@@ -233,10 +230,19 @@ bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot);
 bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
                          mp__pool_unit_t *u);
 
-/* Under the lock, by the parent: the first item of the chunk of the slot's
- * unit that the slot, dead while CLAIMING, holds; false if it holds none. */
-bool mp__pool_held_chunk(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
-                         uint64_t *first);
+/* Under the lock: the chunks a slot whose worker died CLAIMING took
+ * from its unit and did not write down (at most one; a scan also finds
+ * the like of other dead workers) go back to the queue unrun, or fail
+ * with MP_EWORKER without memory. It first lets live workers in the
+ * middle of a claim of that unit write theirs down. The ledger is the
+ * caller's to change. */
+void mp__pool_settle_claiming(mp__pool_shared_t *ps, mp__pool_slot_t *slot);
+
+/* Under the lock: puts items [from, to) of job back at the head of the
+ * queue (mp__pool_requeue), or without memory fails them with `code`
+ * and commits them. */
+void mp__pool_give_back(mp__pool_shared_t *ps, mp__pool_job_t *job,
+                        uint64_t from, uint64_t to, uint32_t losses, int code);
 
 /* Under the lock: puts a unit at the tail (new work) or the head (the rest
  * of a dead worker's chunk). */
@@ -251,9 +257,8 @@ void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job);
 bool mp__pool_has_work(mp__pool_shared_t *ps);
 
 /* Under the lock: puts items [from, to) of job back at the head of the
- * queue, as a unit whose items were lost `losses` times (item `from`, if
- * HELD, is MOVED to the new unit). false without memory for the unit
- * (nothing queued). */
+ * queue, as a unit whose items were lost `losses` times (item `from` is
+ * marked MOVED). false without memory for the unit (nothing queued). */
 bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
                       uint64_t to, uint32_t losses);
 

@@ -52,6 +52,7 @@ static int start_worker(mp_pool_t *pool, uint32_t i) {
   mp__pool_slot_t *slot = &pool->ps->slots[i];
   atomic_store(&slot->state, MP__SLOT_STARTING);
   atomic_store(&slot->ledger, 0);
+  atomic_store(&slot->owner, MP__OWNER_NONE);
   atomic_store(&slot->sleeping, 0);
   atomic_store(&slot->busy, 0);
   atomic_store(&slot->current, MP__NO_ITEM);
@@ -109,12 +110,8 @@ static void commit_and_wake(mp__pool_shared_t *ps, mp__pool_job_t *job,
  * queue. Without memory for a unit they fail with `reason` instead. */
 static void requeue(mp__pool_shared_t *ps, mp__pool_unit_t *unit, uint64_t from,
                     uint64_t to, int reason) {
-  mp__pool_job_t *job = unit->job;
-  if (mp__pool_requeue(ps, job, from, to, unit->losses))
-    return;
-  for (uint64_t k = from; k < to; k++)
-    mp__pool_item_set(job, k, reason == RUN_AGAIN ? MP_EWORKER : reason, 0);
-  commit_and_wake(ps, job, from, to - from);
+  mp__pool_give_back(ps, unit->job, from, to, unit->losses,
+                     reason == RUN_AGAIN ? MP_EWORKER : reason);
 }
 
 /* Under the lock: the claim of a dead worker. The items it finished are
@@ -144,7 +141,7 @@ static uint64_t settle_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
 }
 
 /* Under the lock: what a dead worker's slot holds. Its claim is settled
- * (settle_claim), or the chunk it held while claiming goes back to the
+ * (settle_claim), or the chunk it took while claiming goes back to the
  * queue; then the items its ledger counts and those of its claim that
  * are final are committed. Queued before the commit: the commit may
  * complete the job, which its owner may then free at once. */
@@ -153,16 +150,11 @@ static void settle_slot(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
   uint64_t ledger = atomic_load(&slot->ledger);
   uint32_t phase = (uint32_t)(ledger & MP__LEDGER_PHASE);
   mp__pool_job_t *job = atomic_load(&slot->job);
-  uint64_t count = 0, held;
-  if (phase == MP__PHASE_CLAIMED) {
+  uint64_t count = 0;
+  if (phase == MP__PHASE_CLAIMED)
     count = settle_claim(ps, slot, reason, requeue_rest);
-  } else if (phase == MP__PHASE_CLAIMING && requeue_rest &&
-             mp__pool_held_chunk(ps, slot, &held)) {
-    mp__pool_unit_t *unit = atomic_load(&slot->unit);
-    uint64_t end =
-        unit->end - held < unit->chunk ? unit->end : held + unit->chunk;
-    requeue(ps, unit, held, end, RUN_AGAIN);
-  }
+  else if (phase == MP__PHASE_CLAIMING && requeue_rest)
+    mp__pool_settle_claiming(ps, slot);
   /* One commit: a job with a log (imap_unordered) commits every chunk,
    * so that either its ledger counts the chunk at `first`, or its claim
    * does. */

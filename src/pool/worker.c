@@ -311,6 +311,7 @@ static void worker_main(mp_process_t *process) {
   mp__owner_t token;
   if (mp__owner_self(&token) < 0)
     exit(WORKER_CANNOT_RUN);
+  atomic_store(&w->slot->owner, token);
   run_initializer(w);
   watch_guard();
   atomic_store(&w->slot->state, MP__SLOT_READY);
