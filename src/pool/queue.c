@@ -116,13 +116,18 @@ bool mp__pool_flush(mp__pool_shared_t *ps, mp__pool_slot_t *slot, bool *wake) {
   return complete;
 }
 
+/* Takes the unit at the head out of the queue. */
+static void pop(mp__pool_shared_t *ps, mp__pool_unit_t *u) {
+  PUT(&ps->head, GET(&u->next));
+  FAULT(MP__FAULT_POPPED);
+  PUT(&u->job->queued, GET(&u->job->queued) - 1);
+}
+
 /* Pops the exhausted units at the head; returns the first with work. */
 static mp__pool_unit_t *first_with_work(mp__pool_shared_t *ps) {
   mp__pool_unit_t *u;
-  while ((u = GET(&ps->head)) && GET(&u->cursor) >= u->end) {
-    PUT(&ps->head, GET(&u->next));
-    FAULT(MP__FAULT_POPPED);
-  }
+  while ((u = GET(&ps->head)) && GET(&u->cursor) >= u->end)
+    pop(ps, u);
   return u;
 }
 
@@ -157,10 +162,15 @@ bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
 bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
   mp__pool_unit_t *u;
   /* A unit whose last chunk another worker took leaves the head at the
-   * next turn of first_with_work. */
-  while ((u = first_with_work(ps)))
-    if (mp__pool_claim_from(ps, slot, u))
+   * next turn of first_with_work; one whose last chunk we took, at once
+   * (an apply's job is then unlinked before it completes). */
+  while ((u = first_with_work(ps))) {
+    if (mp__pool_claim_from(ps, slot, u)) {
+      if (GET(&u->cursor) >= u->end)
+        pop(ps, u);
       return true;
+    }
+  }
   return false;
 }
 
@@ -258,6 +268,7 @@ void mp__pool_unlock(mp__pool_shared_t *ps) {
 void mp__pool_enqueue(mp__pool_shared_t *ps, mp__pool_unit_t *unit,
                       bool at_head) {
   mp__pool_unit_t *head = GET(&ps->head);
+  PUT(&unit->job->queued, GET(&unit->job->queued) + 1);
   PUT(&unit->next, NULL);
   if (!head) {
     PUT(&ps->tail, unit);
@@ -326,9 +337,14 @@ void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job) {
         PUT(&ps->head, next);
       if (!next && prev)
         PUT(&ps->tail, prev);
+      PUT(&u->job->queued, GET(&u->job->queued) - 1);
     }
     u = next;
   }
+}
+
+bool mp__pool_unlinked(mp__pool_shared_t *ps, const mp__pool_job_t *job) {
+  return atomic_load(&job->queued) == 0 && atomic_load(&ps->qlock.word) == 0;
 }
 
 bool mp__pool_has_work(mp__pool_shared_t *ps) {
@@ -336,6 +352,15 @@ bool mp__pool_has_work(mp__pool_shared_t *ps) {
 }
 
 void mp__pool_wake_workers(mp__pool_shared_t *ps, int n) {
+  /* A spinner sees the work without a call; taking it off the mask makes
+   * sure that another piece of work wakes another worker. */
+  uint64_t mask = atomic_load(&ps->spinners);
+  while (n > 0 && mask) {
+    if (atomic_compare_exchange_weak(&ps->spinners, &mask, mask & (mask - 1)))
+      n--;
+  }
+  if (n == 0)
+    return;
   for (uint32_t i = 0; i < ps->nslots; i++) {
     if (atomic_load(&ps->slots[i].sleeping)) {
       mp__futex_wake(&ps->work_seq, n);

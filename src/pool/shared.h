@@ -102,6 +102,10 @@ struct mp__pool_job {
   _Atomic uint32_t seq;     /* bumped at each wake-up */
   _Atomic uint32_t waiters; /* threads sleeping on seq */
   uint32_t moves;           /* units made of claimed chunks (queue lock) */
+  _Atomic uint32_t queued;  /* its units in the queue, or more (queue lock:
+                               counted up before a unit is linked, down
+                               after it is unlinked) */
+  uint32_t pad;
   mp__pool_job_t *_Atomic next_completed;
   mp__pool_item_t item; /* apply's one item */
   mp__pool_unit_t unit; /* the first unit */
@@ -180,6 +184,9 @@ typedef struct mp__pool_shared {
   mp__pool_unit_t *_Atomic head;
   mp__pool_unit_t *_Atomic tail; /* meaningful only while head != NULL */
   mp__pool_job_t *_Atomic completed;
+  _Atomic uint64_t spinners; /* workers (slots below 64) spinning for work,
+                                one bit each; a waker takes a bit off for
+                                each wake-up it spares */
   _Atomic uint32_t work_seq; /* bumped whenever work is queued */
   _Atomic uint32_t fn_count;
   mp__fnref_t initializer;
@@ -253,6 +260,12 @@ void mp__pool_enqueue(mp__pool_shared_t *ps, mp__pool_unit_t *unit,
  * before the job is freed (exhausted units leave the head only lazily). */
 void mp__pool_purge(mp__pool_shared_t *ps, const mp__pool_job_t *job);
 
+/* Without the lock, in the parent: whether a complete job may be freed
+ * without mp__pool_purge: none of its units is queued, and nobody holds
+ * the lock (a holder may still touch the job it completed, and one that
+ * died inside has its step finished by the next). */
+bool mp__pool_unlinked(mp__pool_shared_t *ps, const mp__pool_job_t *job);
+
 /* Under the lock: whether any unit still has items to hand out. */
 bool mp__pool_has_work(mp__pool_shared_t *ps);
 
@@ -262,7 +275,8 @@ bool mp__pool_has_work(mp__pool_shared_t *ps);
 bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
                       uint64_t to, uint32_t losses);
 
-/* Wakes the workers sleeping for work (up to n). */
+/* Has up to n idle workers look at the queue: spinning ones (each taken
+ * off `spinners`), then sleeping ones. */
 void mp__pool_wake_workers(mp__pool_shared_t *ps, int n);
 
 /* Wakes the threads waiting on a job (after bumping its seq). */

@@ -54,6 +54,8 @@ static int start_worker(mp_pool_t *pool, uint32_t i) {
   atomic_store(&slot->ledger, 0);
   atomic_store(&slot->owner, MP__OWNER_NONE);
   atomic_store(&slot->sleeping, 0);
+  if (i < 64)
+    atomic_fetch_and(&pool->ps->spinners, ~((uint64_t)1 << i));
   atomic_store(&slot->busy, 0);
   atomic_store(&slot->current, MP__NO_ITEM);
   atomic_store(&slot->unit, NULL);
@@ -194,6 +196,8 @@ static void handle_death(mp_pool_t *pool, uint32_t i) {
     return;
   settle_slot(ps, slot, reason, true);
   atomic_store(&slot->sleeping, 0);
+  if (i < 64)
+    atomic_fetch_and(&ps->spinners, ~((uint64_t)1 << i));
   mp__pool_unlock(ps);
 }
 

@@ -232,8 +232,13 @@ static void run_claim(worker_t *w) {
  * spin would only take its CPU. The flag only spares the parent a wake-up
  * call when nobody sleeps. */
 static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
-  if (spin)
+  if (spin) {
+    /* Seen spinning by a submitter, we spare it a wake-up call. */
+    uint64_t bit = w->index < 64 ? (uint64_t)1 << w->index : 0;
+    atomic_fetch_or(&w->ps->spinners, bit);
     mp__futex_spin_for(&w->ps->work_seq, seq, IDLE_SPIN_NS);
+    atomic_fetch_and(&w->ps->spinners, ~bit);
+  }
   atomic_store(&w->slot->sleeping, 1);
   if (atomic_load(&w->ps->work_seq) == seq)
     mp__futex_wait(&w->ps->work_seq, seq, MP__NO_DEADLINE);
