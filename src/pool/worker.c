@@ -225,19 +225,22 @@ static void run_claim(worker_t *w) {
                         memory_order_release);
 }
 
+/* The worker's bit in the pool's spinner mask (none past 64 slots). */
+static uint64_t spinner_bit(const worker_t *w) {
+  return w->index < 64 ? (uint64_t)1 << w->index : 0;
+}
+
 /* Sleeps until work is queued (work_seq moves) or the pool changes state.
- * After a single task it spins a while first: a caller submitting task
- * after task (apply_async and get in a loop) then finds the worker awake.
- * Not after a larger chunk: the parent then has outputs to copy, and the
- * spin would only take its CPU. The flag only spares the parent a wake-up
- * call when nobody sleeps. */
+ * After a single task it spins a while first (its spinner bit set before
+ * its turn at the queue): a caller submitting task after task (apply_async
+ * and get in a loop) then finds the worker awake, and wakes no other. Not
+ * after a larger chunk: the parent then has outputs to copy, and the spin
+ * would only take its CPU. The flag only spares the parent a wake-up call
+ * when nobody sleeps. */
 static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
   if (spin) {
-    /* Seen spinning by a submitter, we spare it a wake-up call. */
-    uint64_t bit = w->index < 64 ? (uint64_t)1 << w->index : 0;
-    atomic_fetch_or(&w->ps->spinners, bit);
     mp__futex_spin_for(&w->ps->work_seq, seq, IDLE_SPIN_NS);
-    atomic_fetch_and(&w->ps->spinners, ~bit);
+    atomic_fetch_and(&w->ps->spinners, ~spinner_bit(w));
   }
   atomic_store(&w->slot->sleeping, 1);
   if (atomic_load(&w->ps->work_seq) == seq)
@@ -267,6 +270,11 @@ static void work(worker_t *w) {
   mp__pool_slot_t *slot = w->slot;
   uint64_t tasks = 0, last_n = 0;
   for (;;) {
+    /* After a single task: seen by a submitter from now on as a worker
+     * that will look at the queue (this turn, or its spin after it). */
+    bool spin = last_n == 1;
+    if (spin)
+      atomic_fetch_or(&ps->spinners, spinner_bit(w));
     if (mp__pool_lock(ps, w->index) < 0)
       return;
     bool wake = false, notify = false;
@@ -290,10 +298,12 @@ static void work(worker_t *w) {
     if (stop)
       return;
     if (!claimed) {
-      wait_for_work(w, seq, last_n == 1);
+      wait_for_work(w, seq, spin);
       last_n = 0;
       continue;
     }
+    if (spin)
+      atomic_fetch_and(&ps->spinners, ~spinner_bit(w));
     mp__pool_unit_t *unit = atomic_load(&slot->unit);
     do {
       last_n = atomic_load_explicit(&slot->n, memory_order_relaxed);
