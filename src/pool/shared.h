@@ -54,13 +54,18 @@ typedef struct mp__pool_job mp__pool_job_t;
  * guarded by the queue lock. */
 typedef struct mp__pool_unit {
   mp__pool_job_t *job;
-  _Atomic uint64_t cursor; /* the next chunk's first item (may pass end) */
   uint64_t start, end;
   uint64_t chunk;
   int32_t first_state; /* what item `start` holds while it is unrun */
   uint32_t losses;     /* a backend's lost runs of these items (backend.c) */
   struct mp__pool_unit *_Atomic next; /* the queue's link */
   struct mp__pool_unit *more;         /* the job's extra units (parent) */
+  /* The one word every claim writes, on a cache line of its own
+   * (whatever the block's alignment): the job's fields that workers read
+   * at every claim stay in their caches. */
+  char pad[64];
+  _Atomic uint64_t cursor; /* the next chunk's first item (may pass end) */
+  char pad2[56];
 } mp__pool_unit_t;
 
 enum mp__job_kind { MP__JOB_MAP, MP__JOB_APPLY };

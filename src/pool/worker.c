@@ -248,16 +248,18 @@ static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
   atomic_store(&w->slot->sleeping, 0);
 }
 
-/* Whether the worker may claim its next chunk of the same unit without
- * the lock: a map that needs no commit per chunk (imap's do), while the
- * pool runs and the worker has tasks left. */
-static bool claim_unlocked(const worker_t *w, const mp__pool_job_t *job,
-                           uint64_t tasks) {
-  const mp__pool_shared_t *ps = w->ps;
+/* Whether the worker may claim its next chunk of a unit of job without
+ * the lock: a map that needs no commit per chunk (imap's do). */
+static bool unlocked_job(const mp__pool_job_t *job) {
   return job->kind == MP__JOB_MAP &&
          !(atomic_load_explicit(&job->flags, memory_order_relaxed) &
-           MP__JOB_EACH) &&
-         !(ps->maxtasks && tasks >= ps->maxtasks) &&
+           MP__JOB_EACH);
+}
+
+/* ... and whether it may now: while the pool runs and it has tasks left. */
+static bool unlocked_now(const worker_t *w, uint64_t tasks) {
+  const mp__pool_shared_t *ps = w->ps;
+  return !(ps->maxtasks && tasks >= ps->maxtasks) &&
          atomic_load_explicit(&ps->state, memory_order_relaxed) !=
              MP__POOL_TERMINATING;
 }
@@ -305,11 +307,12 @@ static void work(worker_t *w) {
     if (spin)
       atomic_fetch_and(&ps->spinners, ~spinner_bit(w));
     mp__pool_unit_t *unit = atomic_load(&slot->unit);
+    bool unlocked = unlocked_job(unit->job);
     do {
       last_n = atomic_load_explicit(&slot->n, memory_order_relaxed);
       run_claim(w);
       tasks++;
-    } while (claim_unlocked(w, unit->job, tasks) &&
+    } while (unlocked && unlocked_now(w, tasks) &&
              mp__pool_claim_from(ps, slot, unit));
   }
 }
