@@ -137,7 +137,7 @@ bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
   uint64_t ran = GET(&slot->ledger) / MP__LEDGER_RAN;
   if (GET(&slot->unit) != u) {
     /* A new unit: a scan for our claim starts at its start; within one
-     * unit our last claim is where it starts. */
+     * unit (claims without the lock) our last claim is where it starts. */
     PUT(&slot->unit, u);
     PUT(&slot->job, u->job);
     PUT(&slot->first, u->start);
@@ -164,6 +164,9 @@ bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
   /* A unit whose last chunk another worker took leaves the head at the
    * next turn of first_with_work; one whose last chunk we took, at once
    * (an apply's job is then unlinked before it completes). */
+  /* The slot's unit is written again: a unit at the address of one it
+   * claimed from before may be another, of another job. */
+  PUT(&slot->unit, NULL);
   while ((u = first_with_work(ps))) {
     if (mp__pool_claim_from(ps, slot, u)) {
       if (GET(&u->cursor) >= u->end)
