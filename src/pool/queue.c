@@ -97,6 +97,7 @@ bool mp__pool_commit(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t first,
 }
 
 bool mp__pool_flush(mp__pool_shared_t *ps, mp__pool_slot_t *slot, bool *wake) {
+  assert(mp__mutex_is_mine(&ps->qlock));
   uint64_t ran = GET(&slot->ledger) / MP__LEDGER_RAN;
   if (ran == 0)
     return false;
@@ -160,6 +161,7 @@ bool mp__pool_claim_from(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
 }
 
 bool mp__pool_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
+  assert(mp__mutex_is_mine(&ps->qlock));
   mp__pool_unit_t *u;
   /* A unit whose last chunk another worker took leaves the head at the
    * next turn of first_with_work; one whose last chunk we took, at once
@@ -196,7 +198,9 @@ static bool chunk_free(mp__pool_shared_t *ps, const mp__pool_unit_t *u,
 
 /* Waits until no live worker is in the middle of a claim of unit u (a few
  * instructions, unless it was stopped): then every chunk taken from u is
- * written down, or held by a dead worker. */
+ * written down, or held by a dead worker. A yield, not a futex wait: the
+ * worker wakes nobody when it writes its claim down (that would cost every
+ * claim a system call), and a sleeping wait would only poll its word. */
 static void let_claims_land(mp__pool_shared_t *ps, const mp__pool_slot_t *dead,
                             const mp__pool_unit_t *u) {
   for (uint32_t i = 0; i < ps->nslots; i++) {
@@ -213,6 +217,7 @@ static void let_claims_land(mp__pool_shared_t *ps, const mp__pool_slot_t *dead,
 }
 
 void mp__pool_settle_claiming(mp__pool_shared_t *ps, mp__pool_slot_t *slot) {
+  assert(mp__mutex_is_mine(&ps->qlock));
   mp__pool_unit_t *u = GET(&slot->unit);
   uint64_t end = atomic_load(&u->cursor);
   end = end < u->end ? end : u->end;
@@ -315,6 +320,7 @@ bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
 
 void mp__pool_give_back(mp__pool_shared_t *ps, mp__pool_job_t *job,
                         uint64_t from, uint64_t to, uint32_t losses, int code) {
+  assert(mp__mutex_is_mine(&ps->qlock));
   if (mp__pool_requeue(ps, job, from, to, losses))
     return;
   for (uint64_t k = from; k < to; k++)
