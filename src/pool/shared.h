@@ -77,10 +77,11 @@ enum mp__job_kind { MP__JOB_MAP, MP__JOB_APPLY };
 #define MP__JOB_EACH 2u /* wake waiters at every commit (imap) */
 
 /* A submission: a map (n items) or an apply (one item of bytes). Written by
- * the parent before it is queued, then read-only except: items[] and
- * out_len (by the worker running the item, or the parent after its
- * death); done, failed, log, log_count, flags, next_completed (queue
- * lock); seq and waiters (atomics, the wake-up protocol). */
+ * the parent before it is queued, then read-only except: items[], failed
+ * and out_len (by the worker running the item, or the parent after its
+ * death); done, log, log_count, flags, moves, queued, next_completed
+ * (queue lock); seq and waiters (atomics, the wake-up protocol); the
+ * units' cursors (atomic adds). */
 struct mp__pool_job {
   uint32_t magic;
   uint32_t kind;     /* enum mp__job_kind */
