@@ -400,6 +400,64 @@ static void test_death_inside_queue_lock(void **state) {
   mp_raw_free(armed);
 }
 
+/* ---- Deaths in a claim without the lock -----------------------------------
+ * After its first chunk of a unit, a worker claims the next ones without
+ * the queue lock (an atomic add, then written down in its slot). The hook
+ * makes a worker die at a claim point on its 20th pass, past its first
+ * claim, in the middle of such a claim: the chunk it took (written down
+ * or not) runs elsewhere, nothing fails, nothing is lost. */
+
+typedef struct late_arm {
+  _Atomic int *armed;
+  int point;
+  int passes; /* in each worker: passes at `point` so far */
+} late_arm_t;
+
+static late_arm_t late;
+
+static void die_late(int point) {
+  if (point == late.point && ++late.passes == 20 &&
+      atomic_exchange(late.armed, 0))
+    raise(SIGKILL);
+}
+
+static void arm_late(void *arg) {
+  memcpy(&late, arg, sizeof late);
+  mp__pool_fault_hook = die_late;
+}
+
+static void test_death_claiming_unlocked(void **state) {
+  (void)state;
+  enum { N = 300 };
+  static const int points[] = {MP__FAULT_CLAIM_WRITTEN, MP__FAULT_CLAIMING,
+                               MP__FAULT_CLAIM_MOVED, MP__FAULT_CLAIMED};
+  task_in_t in[N];
+  int64_t out[N];
+  for (int i = 0; i < N; i++)
+    in[i] = act(ACT_DOUBLE, i);
+  _Atomic int *armed = shared(sizeof *armed);
+  for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
+    for (size_t chunk = 1; chunk <= 3; chunk += 2) {
+      atomic_store(armed, 1);
+      late_arm_t arm = {armed, points[p], 0};
+      mp_pool_opts_t opts = {
+          .initializer = arm_late, .initarg = &arm, .initarg_size = sizeof arm};
+      mp_pool_t *pool = new_pool(2, &opts);
+      memset(out, 0, sizeof out);
+      mp_async_t *a = mp_pool_map_async(pool, action_map, in, sizeof in[0], out,
+                                        sizeof out[0], N, chunk, NULL);
+      assert_non_null(a);
+      assert_mp_ok(mp_async_get(a, WAIT_TIMEOUT, NULL, NULL));
+      check_items(a, in, out, N, 0, NULL, 0);
+      mp_async_free(a);
+      check_healthy(pool);
+      assert_int_equal(0, atomic_load(armed));
+      mp_pool_free(pool);
+    }
+  }
+  mp_raw_free(armed);
+}
+
 /* ---- maxtasksperchild ------------------------------------------------------
  */
 
@@ -443,6 +501,7 @@ int main(int argc, char **argv) {
       mpt_test(test_repeated_kills),
       mpt_test(test_idle_workers_killed),
       mpt_test(test_death_inside_queue_lock),
+      mpt_test(test_death_claiming_unlocked),
       mpt_test(test_task_timeout),
       mpt_test(test_initializer),
       mpt_test(test_initializer_exits),

@@ -45,20 +45,15 @@ bool mp__pool_backend_claim(mp_pool_t *pool, uint32_t slot,
   return true;
 }
 
-/* Under the lock: commits the claim of s with `failed` failures and tells
- * whoever waits. */
-static void commit_claim(mp__pool_shared_t *ps, mp__pool_slot_t *s,
-                         uint64_t failed) {
+/* Under the lock: the claim of s has run (its items are final); commits
+ * it and tells whoever waits. */
+static void commit_claim(mp__pool_shared_t *ps, mp__pool_slot_t *s) {
   mp__pool_job_t *job = atomic_load(&s->job);
+  atomic_store(&s->ledger, mp__ledger(MP__PHASE_IDLE, atomic_load(&s->n)));
   bool wake = false;
-  mp__pool_commit_claim(ps, s, failed, &wake);
+  mp__pool_flush(ps, s, &wake);
   if (wake)
     mp__pool_wake_job(job);
-}
-
-static void set_outcome(mp__pool_item_t *item, int32_t state, int32_t code) {
-  item->task_code = code;
-  atomic_store_explicit(&item->state, state, memory_order_release);
 }
 
 void mp__pool_backend_commit(mp_pool_t *pool, uint32_t slot,
@@ -70,20 +65,18 @@ void mp__pool_backend_commit(mp_pool_t *pool, uint32_t slot,
   if (mp__pool_lock(ps, holder) < 0)
     return;
   /* Terminate may have settled the claim already (then it is idle). */
-  if (atomic_load(&s->phase) == MP__PHASE_CLAIMED) {
+  if (mp__slot_phase(s) == MP__PHASE_CLAIMED) {
     mp__pool_job_t *job = atomic_load(&s->job);
     uint64_t first = atomic_load(&s->first), n = atomic_load(&s->n);
-    uint64_t failed = 0;
     if (job->kind == MP__JOB_APPLY)
       atomic_store(&job->out_len, out_len);
     for (uint64_t k = 0; k < n; k++) {
       mp__pool_outcome_t o =
           outcomes ? outcomes[k] : (mp__pool_outcome_t){MP__ITEM_OK, 0};
-      failed += o.state != MP__ITEM_OK;
-      set_outcome(&job->items[first + k], o.state,
-                  o.state == MP_ETASK ? o.task_code : 0);
+      mp__pool_item_set(job, first + k, o.state,
+                        o.state == MP_ETASK ? o.task_code : 0);
     }
-    commit_claim(ps, s, failed);
+    commit_claim(ps, s);
   }
   mp__pool_unlock(ps);
   mp__pool_notify(ps); /* the pool thread: join may be waiting for this */
@@ -96,7 +89,7 @@ bool mp__pool_backend_lost(mp_pool_t *pool, uint32_t slot, uint32_t retries) {
   if (mp__pool_lock(ps, holder) < 0)
     return false;
   bool queued = false;
-  if (atomic_load(&s->phase) == MP__PHASE_CLAIMED) {
+  if (mp__slot_phase(s) == MP__PHASE_CLAIMED) {
     mp__pool_job_t *job = atomic_load(&s->job);
     uint64_t first = atomic_load(&s->first), n = atomic_load(&s->n);
     uint32_t losses = atomic_load(&s->unit)->losses + 1;
@@ -104,11 +97,11 @@ bool mp__pool_backend_lost(mp_pool_t *pool, uint32_t slot, uint32_t retries) {
              atomic_load(&ps->state) != MP__POOL_TERMINATING &&
              mp__pool_requeue(ps, job, first, first + n, losses);
     if (queued) {
-      atomic_store(&s->phase, MP__PHASE_IDLE);
+      atomic_store(&s->ledger, mp__ledger(MP__PHASE_IDLE, 0));
     } else {
       for (uint64_t k = first; k < first + n; k++)
-        set_outcome(&job->items[k], MP_ELOST, 0);
-      commit_claim(ps, s, n);
+        mp__pool_item_set(job, k, MP_ELOST, 0);
+      commit_claim(ps, s);
     }
   }
   mp__pool_unlock(ps);
@@ -124,7 +117,7 @@ void mp__pool_backend_drop(mp_pool_t *pool, uint32_t slot) {
   mp__pool_slot_t *s = backend_slot(pool, slot, &holder);
   if (mp__pool_lock(ps, holder) < 0)
     return;
-  atomic_store(&s->phase, MP__PHASE_IDLE);
+  atomic_store(&s->ledger, mp__ledger(MP__PHASE_IDLE, 0));
   mp__pool_unlock(ps);
 }
 

@@ -556,8 +556,8 @@ mp_iter_t *mp_pool_imap_unordered(mp_pool_t *pool,
 
 static bool next_in_order_ready(void *arg) {
   mp_iter_t *it = arg;
-  return atomic_load(&it->r->job->items[it->delivered].state) !=
-         MP__ITEM_PENDING;
+  return mp__pool_item_final(
+      atomic_load(&it->r->job->items[it->delivered].state));
 }
 
 static bool next_logged_ready(void *arg) {

@@ -180,7 +180,8 @@ void mp__pool_request_destroy(struct mp_async *r) {
     pool->requests = r->next;
   if (r->next)
     r->next->prev = r->prev;
-  if (!pool->freed && mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
+  if (!pool->freed && !mp__pool_unlinked(pool->ps, job) &&
+      mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
     mp__pool_purge(pool->ps, job);
     mp__pool_unlock(pool->ps);
   }
@@ -235,6 +236,9 @@ void mp__pool_request_release(struct mp_async *r) {
   if (!r->thread_done && !pool->thread_exited) {
     if (r->has_callbacks) {
       destroy = false; /* the pool thread finishes it */
+    } else if (atomic_load(&r->job->done) == r->job->n &&
+               !(atomic_load(&r->job->flags) & MP__JOB_NOTIFY)) {
+      /* Complete, and nobody flags it but us (under pool->lock). */
     } else if (mp__pool_lock(pool->ps, MP__NO_HOLDER) == 0) {
       /* Not complete: the pool thread is told at completion and frees it
        * then. The flag and the completion are both under the queue lock.

@@ -51,8 +51,11 @@ static void set_proc(mp_pool_t *pool, uint32_t i, mp_process_t *proc) {
 static int start_worker(mp_pool_t *pool, uint32_t i) {
   mp__pool_slot_t *slot = &pool->ps->slots[i];
   atomic_store(&slot->state, MP__SLOT_STARTING);
-  atomic_store(&slot->phase, MP__PHASE_IDLE);
+  atomic_store(&slot->ledger, 0);
+  atomic_store(&slot->owner, MP__OWNER_NONE);
   atomic_store(&slot->sleeping, 0);
+  if (i < 64)
+    atomic_fetch_and(&pool->ps->spinners, ~((uint64_t)1 << i));
   atomic_store(&slot->busy, 0);
   atomic_store(&slot->current, MP__NO_ITEM);
   atomic_store(&slot->unit, NULL);
@@ -97,15 +100,10 @@ static uint32_t live_workers(const mp_pool_t *pool) {
 
 /* ---- Settling the work of dead workers --------------------------------- */
 
-static void set_item(mp__pool_item_t *item, int32_t state) {
-  item->task_code = 0;
-  atomic_store_explicit(&item->state, state, memory_order_release);
-}
-
 static void commit_and_wake(mp__pool_shared_t *ps, mp__pool_job_t *job,
-                            uint64_t first, uint64_t count, uint64_t failed) {
+                            uint64_t first, uint64_t count) {
   bool wake = false;
-  mp__pool_commit(ps, job, first, count, failed, &wake);
+  mp__pool_commit(ps, job, first, count, &wake);
   if (wake)
     mp__pool_wake_job(job);
 }
@@ -114,45 +112,58 @@ static void commit_and_wake(mp__pool_shared_t *ps, mp__pool_job_t *job,
  * queue. Without memory for a unit they fail with `reason` instead. */
 static void requeue(mp__pool_shared_t *ps, mp__pool_unit_t *unit, uint64_t from,
                     uint64_t to, int reason) {
-  mp__pool_job_t *job = unit->job;
-  if (mp__pool_requeue(ps, job, from, to, unit->losses))
-    return;
-  for (uint64_t k = from; k < to; k++)
-    set_item(&job->items[k], reason == RUN_AGAIN ? MP_EWORKER : reason);
-  commit_and_wake(ps, job, from, to - from, to - from);
+  mp__pool_give_back(ps, unit->job, from, to, unit->losses,
+                     reason == RUN_AGAIN ? MP_EWORKER : reason);
 }
 
 /* Under the lock: the claim of a dead worker. The items it finished are
- * committed; its running item fails with `reason` (or stays pending with
- * RUN_AGAIN); the rest are queued again, or left pending (terminate). */
-static void settle_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
-                         int reason, bool requeue_rest) {
+ * final; its running item fails with `reason` (or stays pending with
+ * RUN_AGAIN); the rest are queued again, or left pending (terminate).
+ * Returns the count of final items, from first on. */
+static uint64_t settle_claim(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
+                             int reason, bool requeue_rest) {
   mp__pool_job_t *job = atomic_load(&slot->job);
   uint64_t first = atomic_load(&slot->first), n = atomic_load(&slot->n);
   uint64_t cur = atomic_load(&slot->current);
-  uint64_t count = 0, failed = 0;
+  uint64_t count = 0;
   if (cur != MP__NO_ITEM && cur >= first && cur < first + n) {
     /* Items run in order: those before the current one are final. */
-    for (uint64_t k = first; k < cur; k++)
-      failed += atomic_load(&job->items[k].state) != MP__ITEM_OK;
     count = cur - first;
     int32_t state = atomic_load(&job->items[cur].state);
-    if (state != MP__ITEM_PENDING) {
+    if (mp__pool_item_final(state)) {
       count++;
-      failed += state != MP__ITEM_OK;
     } else if (reason != RUN_AGAIN) {
-      set_item(&job->items[cur], reason);
+      mp__pool_item_set(job, cur, reason, 0);
       count++;
-      failed++;
     }
   }
-  /* Queue the rest before the commit: the commit may complete the job,
-   * which its owner may then free at once. */
   if (count < n && requeue_rest)
     requeue(ps, atomic_load(&slot->unit), first + count, first + n, reason);
+  return count;
+}
+
+/* Under the lock: what a dead worker's slot holds. Its claim is settled
+ * (settle_claim), or the chunk it took while claiming goes back to the
+ * queue; then the items its ledger counts and those of its claim that
+ * are final are committed. Queued before the commit: the commit may
+ * complete the job, which its owner may then free at once. */
+static void settle_slot(mp__pool_shared_t *ps, mp__pool_slot_t *slot,
+                        int reason, bool requeue_rest) {
+  uint64_t ledger = atomic_load(&slot->ledger);
+  uint32_t phase = (uint32_t)(ledger & MP__LEDGER_PHASE);
+  mp__pool_job_t *job = atomic_load(&slot->job);
+  uint64_t count = 0;
+  if (phase == MP__PHASE_CLAIMED)
+    count = settle_claim(ps, slot, reason, requeue_rest);
+  else if (phase == MP__PHASE_CLAIMING && requeue_rest)
+    mp__pool_settle_claiming(ps, slot);
+  /* One commit: a job with a log (imap_unordered) commits every chunk,
+   * so that either its ledger counts the chunk at `first`, or its claim
+   * does. */
+  count += ledger / MP__LEDGER_RAN;
+  atomic_store(&slot->ledger, mp__ledger(MP__PHASE_IDLE, 0));
   if (count > 0)
-    commit_and_wake(ps, job, first, count, failed);
-  atomic_store(&slot->phase, MP__PHASE_IDLE);
+    commit_and_wake(ps, job, atomic_load(&slot->first), count);
 }
 
 /* A worker ended on its own or by the timeout watch. */
@@ -183,9 +194,10 @@ static void handle_death(mp_pool_t *pool, uint32_t i) {
     reason = atomic_load(&slot->busy) == w.kill_busy ? MP_ETIMEDOUT : RUN_AGAIN;
   if (mp__pool_lock(ps, MP__NO_HOLDER) < 0)
     return;
-  if (atomic_load(&slot->phase) == MP__PHASE_CLAIMED)
-    settle_claim(ps, slot, reason, true);
+  settle_slot(ps, slot, reason, true);
   atomic_store(&slot->sleeping, 0);
+  if (i < 64)
+    atomic_fetch_and(&ps->spinners, ~((uint64_t)1 << i));
   mp__pool_unlock(ps);
 }
 
@@ -195,14 +207,15 @@ static void handle_death(mp_pool_t *pool, uint32_t i) {
 static void fail_pending(mp__pool_shared_t *ps, mp__pool_job_t *job, int code) {
   uint64_t k = 0;
   while (k < job->n) {
-    if (atomic_load(&job->items[k].state) != MP__ITEM_PENDING) {
+    if (mp__pool_item_final(atomic_load(&job->items[k].state))) {
       k++;
       continue;
     }
     uint64_t start = k;
-    while (k < job->n && atomic_load(&job->items[k].state) == MP__ITEM_PENDING)
-      set_item(&job->items[k++], code);
-    commit_and_wake(ps, job, start, k - start, k - start);
+    while (k < job->n &&
+           !mp__pool_item_final(atomic_load(&job->items[k].state)))
+      mp__pool_item_set(job, k++, code, 0);
+    commit_and_wake(ps, job, start, k - start);
   }
 }
 
@@ -231,8 +244,7 @@ static void stop_all(mp_pool_t *pool, int code) {
   }
   if (mp__pool_lock(ps, MP__NO_HOLDER) == 0) {
     for (uint32_t i = 0; i < ps->nslots; i++)
-      if (atomic_load(&ps->slots[i].phase) == MP__PHASE_CLAIMED)
-        settle_claim(ps, &ps->slots[i], code, false);
+      settle_slot(ps, &ps->slots[i], code, false);
     for (struct mp_async *r = pool->requests; r; r = r->next)
       if (atomic_load(&r->job->done) < r->job->n)
         fail_pending(ps, r->job, code);
@@ -354,7 +366,7 @@ static void wait_and_reap(mp_pool_t *pool) {
 static bool backend_claims(const mp_pool_t *pool) {
   const mp__pool_shared_t *ps = pool->ps;
   for (uint32_t i = (uint32_t)pool->processes; i < ps->nslots; i++)
-    if (atomic_load(&ps->slots[i].phase) != MP__PHASE_IDLE)
+    if (atomic_load(&ps->slots[i].ledger) != 0)
       return true;
   return false;
 }

@@ -48,13 +48,11 @@ static void start_item(worker_t *w, uint64_t index) {
   atomic_store_explicit(&w->slot->busy, ++w->busy, memory_order_release);
 }
 
-/* Records an item's result; returns 1 if it failed. */
-static uint64_t end_item(worker_t *w, mp__pool_item_t *item, int32_t state,
-                         int32_t task_code) {
-  item->task_code = task_code;
-  atomic_store_explicit(&item->state, state, memory_order_release);
+/* Records item k's result. */
+static void end_item(worker_t *w, mp__pool_job_t *job, uint64_t k,
+                     int32_t state, int32_t task_code) {
+  mp__pool_item_set(job, k, state, task_code);
   atomic_store_explicit(&w->slot->busy, ++w->busy, memory_order_release);
-  return state != MP__ITEM_OK;
 }
 
 /* ---- the task's output, behind a guard page ---------------------------------
@@ -76,7 +74,7 @@ static struct {
 
 /* room bytes of writable memory followed by the guard page, or NULL. */
 static char *guarded(size_t room) {
-  if (room > window.size || !window.base) {
+  if (__builtin_expect(room > window.size || !window.base, 0)) {
     if (window.base)
       munmap(window.base, window.size + GUARD_PAGE);
     size_t size = (room + GUARD_PAGE - 1) & ~(size_t)(GUARD_PAGE - 1);
@@ -125,38 +123,56 @@ static void window_release(size_t used) {
     madvise(window.base, window.size, MADV_DONTNEED);
 }
 
-static uint64_t run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
-                        uint64_t n) {
+/* An item's bytes: the common small sizes without a call. */
+static inline void copy_item(void *to, const void *from, size_t size) {
+  switch (size) {
+  case 0:
+    break;
+  case 4:
+    memcpy(to, from, 4);
+    break;
+  case 8:
+    memcpy(to, from, 8);
+    break;
+  case 16:
+    memcpy(to, from, 16);
+    break;
+  default:
+    memcpy(to, from, size);
+  }
+}
+
+static void run_map(worker_t *w, mp__pool_job_t *job, uint64_t first,
+                    uint64_t n) {
   mp_pool_map_fn fn = (mp_pool_map_fn)task_fn(w, job->fn);
-  uint64_t failed = 0;
+  size_t in_size = job->in_size, out_size = job->out_size;
+  char *room = guarded(out_size); /* the same for every item */
   for (uint64_t i = first; i < first + n; i++) {
     start_item(w, i);
     /* No pointer arithmetic on NULL when an item has no bytes. */
-    const char *in = job->in_size ? job->in + i * job->in_size : job->in;
-    char *out = job->out_size ? job->out + i * job->out_size : job->out;
-    char *room = guarded(job->out_size);
+    const char *in = in_size ? job->in + i * in_size : job->in;
+    char *out = out_size ? job->out + i * out_size : job->out;
     if (!fn || !room) {
-      failed += end_item(w, &job->items[i], fn ? -ENOMEM : MP_EINVAL, 0);
+      end_item(w, job, i, fn ? -ENOMEM : MP_EINVAL, 0);
       continue;
     }
     /* The task sees what the job's output held (the caller's array may
      * be the job's), and its bytes go back once it returned. */
-    if (job->out_size)
-      memcpy(room, out, job->out_size);
+    copy_item(room, out, out_size);
     int rc = fn(in, room);
-    if (job->out_size)
-      memcpy(out, room, job->out_size);
-    failed += end_item(w, &job->items[i], rc ? MP_ETASK : MP__ITEM_OK, rc);
+    copy_item(out, room, out_size);
+    end_item(w, job, i, rc ? MP_ETASK : MP__ITEM_OK, rc);
   }
-  window_release(job->out_size);
-  return failed;
+  window_release(out_size);
 }
 
-static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
+static void run_apply(worker_t *w, mp__pool_job_t *job) {
   mp_pool_task_fn fn = (mp_pool_task_fn)task_fn(w, job->fn);
   start_item(w, 0);
-  if (!fn)
-    return end_item(w, job->items, MP_EINVAL, 0);
+  if (!fn) {
+    end_item(w, job, 0, MP_EINVAL, 0);
+    return;
+  }
   size_t len = 0, cap = job->any_size ? MP_POOL_RESULT_MAX : job->out_size;
   char *room = guarded(cap);
   if (!room && job->any_size) {
@@ -165,8 +181,10 @@ static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
     cap = job->out_size;
     room = guarded(cap);
   }
-  if (!room)
-    return end_item(w, job->items, -ENOMEM, 0);
+  if (!room) {
+    end_item(w, job, 0, -ENOMEM, 0);
+    return;
+  }
   int rc = fn(job->in, job->in_size, room, cap, &len);
   atomic_store(&job->out_len, len);
   int32_t state = rc ? MP_ETASK : MP__ITEM_OK;
@@ -187,52 +205,88 @@ static uint64_t run_apply(worker_t *w, mp__pool_job_t *job) {
     memcpy(job->out, room, len);
   }
   window_release(len);
-  return end_item(w, job->items, state, rc);
+  end_item(w, job, 0, state, rc);
 }
 
-static uint64_t run_claim(worker_t *w) {
-  mp__pool_job_t *job = atomic_load(&w->slot->job);
+/* Runs the slot's claim; its items then count in the ledger (one store
+ * ends the claim). */
+static void run_claim(worker_t *w) {
+  mp__pool_slot_t *slot = w->slot;
+  mp__pool_job_t *job = atomic_load_explicit(&slot->job, memory_order_relaxed);
+  uint64_t n = atomic_load_explicit(&slot->n, memory_order_relaxed);
   if (job->kind == MP__JOB_APPLY)
-    return run_apply(w, job);
-  return run_map(w, job, atomic_load(&w->slot->first),
-                 atomic_load(&w->slot->n));
+    run_apply(w, job);
+  else
+    run_map(w, job, atomic_load_explicit(&slot->first, memory_order_relaxed),
+            n);
+  uint64_t ran = atomic_load_explicit(&slot->ledger, memory_order_relaxed) /
+                 MP__LEDGER_RAN;
+  atomic_store_explicit(&slot->ledger, mp__ledger(MP__PHASE_IDLE, ran + n),
+                        memory_order_release);
+}
+
+/* The worker's bit in the pool's spinner mask (none past 64 slots). */
+static uint64_t spinner_bit(const worker_t *w) {
+  return w->index < 64 ? (uint64_t)1 << w->index : 0;
 }
 
 /* Sleeps until work is queued (work_seq moves) or the pool changes state.
- * After a single task it spins a while first: a caller submitting task
- * after task (apply_async and get in a loop) then finds the worker awake.
- * Not after a larger chunk: the parent then has outputs to copy, and the
- * spin would only take its CPU. The flag only spares the parent a wake-up
- * call when nobody sleeps. */
+ * After a single task it spins a while first (its spinner bit set before
+ * its turn at the queue): a caller submitting task after task (apply_async
+ * and get in a loop) then finds the worker awake, and wakes no other. Not
+ * after a larger chunk: the parent then has outputs to copy, and the spin
+ * would only take its CPU. The flag only spares the parent a wake-up call
+ * when nobody sleeps. */
 static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
-  if (spin)
+  if (spin) {
     mp__futex_spin_for(&w->ps->work_seq, seq, IDLE_SPIN_NS);
+    atomic_fetch_and(&w->ps->spinners, ~spinner_bit(w));
+  }
   atomic_store(&w->slot->sleeping, 1);
   if (atomic_load(&w->ps->work_seq) == seq)
     mp__futex_wait(&w->ps->work_seq, seq, MP__NO_DEADLINE);
   atomic_store(&w->slot->sleeping, 0);
 }
 
-/* The worker's turns: commit the chunk it ran, claim the next, or sleep,
- * or stop. */
+/* Whether the worker may claim its next chunk of a unit of job without
+ * the lock: a map that needs no commit per chunk (imap's do). */
+static bool unlocked_job(const mp__pool_job_t *job) {
+  return job->kind == MP__JOB_MAP &&
+         !(atomic_load_explicit(&job->flags, memory_order_relaxed) &
+           MP__JOB_EACH);
+}
+
+/* ... and whether it may now: while the pool runs and it has tasks left. */
+static bool unlocked_now(const worker_t *w, uint64_t tasks) {
+  const mp__pool_shared_t *ps = w->ps;
+  return !(ps->maxtasks && tasks >= ps->maxtasks) &&
+         atomic_load_explicit(&ps->state, memory_order_relaxed) !=
+             MP__POOL_TERMINATING;
+}
+
+/* The worker's turns under the lock: add what it ran to the job, claim a
+ * chunk, or sleep, or stop. Between two turns it runs the chunks of one
+ * unit, claimed without the lock. */
 static void work(worker_t *w) {
   mp__pool_shared_t *ps = w->ps;
-  bool claimed = false;
-  uint64_t failed = 0, tasks = 0, last_n = 0;
+  mp__pool_slot_t *slot = w->slot;
+  uint64_t tasks = 0, last_n = 0;
   for (;;) {
+    /* After a single task: seen by a submitter from now on as a worker
+     * that will look at the queue (this turn, or its spin after it). */
+    bool spin = last_n == 1;
+    if (spin)
+      atomic_fetch_or(&ps->spinners, spinner_bit(w));
     if (mp__pool_lock(ps, w->index) < 0)
       return;
     bool wake = false, notify = false;
-    mp__pool_job_t *ran = NULL;
-    if (claimed) {
-      ran = atomic_load(&w->slot->job);
-      bool complete = mp__pool_commit_claim(ps, w->slot, failed, &wake);
-      notify = complete && (atomic_load(&ran->flags) & MP__JOB_NOTIFY);
-    }
+    mp__pool_job_t *ran = atomic_load(&slot->job);
+    if (mp__pool_flush(ps, slot, &wake))
+      notify = atomic_load(&ran->flags) & MP__JOB_NOTIFY;
     uint32_t state = atomic_load(&ps->state);
     bool stop = (ps->maxtasks && tasks >= ps->maxtasks) ||
                 state == MP__POOL_TERMINATING;
-    claimed = !stop && mp__pool_claim(ps, w->slot);
+    bool claimed = !stop && mp__pool_claim(ps, slot);
     if (!claimed && state == MP__POOL_CLOSING)
       stop = true;
     uint32_t seq = atomic_load(&ps->work_seq);
@@ -246,13 +300,20 @@ static void work(worker_t *w) {
     if (stop)
       return;
     if (!claimed) {
-      wait_for_work(w, seq, last_n == 1);
+      wait_for_work(w, seq, spin);
       last_n = 0;
       continue;
     }
-    last_n = atomic_load(&w->slot->n);
-    failed = run_claim(w);
-    tasks++;
+    if (spin)
+      atomic_fetch_and(&ps->spinners, ~spinner_bit(w));
+    mp__pool_unit_t *unit = atomic_load(&slot->unit);
+    bool unlocked = unlocked_job(unit->job);
+    do {
+      last_n = atomic_load_explicit(&slot->n, memory_order_relaxed);
+      run_claim(w);
+      tasks++;
+    } while (unlocked && unlocked_now(w, tasks) &&
+             mp__pool_claim_from(ps, slot, unit));
   }
 }
 
@@ -286,6 +347,7 @@ static void worker_main(mp_process_t *process) {
   mp__owner_t token;
   if (mp__owner_self(&token) < 0)
     exit(WORKER_CANNOT_RUN);
+  atomic_store(&w->slot->owner, token);
   run_initializer(w);
   watch_guard();
   atomic_store(&w->slot->state, MP__SLOT_READY);
