@@ -17,6 +17,7 @@
 #define SLICE_MS    50  /* a waiting get or put checks its client this often */
 #define LOAD_DEPTH  100 /* nesting a request, reply or item may have */
 #define ERROR_MAX   512
+#define FOREIGN_MAX ((size_t)1 << 20) /* the longest exception read */
 #define CLIENT_NAME "mproc"
 #define IDENT_QUEUE "queue:" /* the idents the server gives its queues */
 
@@ -433,6 +434,8 @@ static int argument_length(unsigned char op, const unsigned char *p,
                            const unsigned char *end, size_t *n) {
   size_t avail = (size_t)(end - p), width = 0, lines = 0;
   *n = 0;
+  if (op == 0) /* not an opcode (and strchr would find the NUL) */
+    return -EPROTO;
   if (strchr("(.012NQRabdelostu)]}", op) || (op >= 0x85 && op <= 0x89) ||
       (op >= 0x8f && op <= 0x94) || op == 0x81 || op == 0x97 || op == 0x98)
     return 0;
@@ -576,7 +579,8 @@ static int traceback_error(const char *kind, const char *text) {
 static int read_reply(const void *buf, size_t len, mp_obj_t **reply) {
   mp_obj_t *o = NULL;
   int rc = mp_obj_loads_limits(buf, len, &load_limits, &o);
-  bool foreign = rc == -EPROTO && foreign_loads(buf, len, &o) == 0;
+  bool foreign =
+      rc == -EPROTO && len <= FOREIGN_MAX && foreign_loads(buf, len, &o) == 0;
   if (rc < 0 && !foreign)
     return set_error(rc, "unreadable reply: %s", mp_obj_last_error());
   const char *kind = str_item(o, 0);
@@ -850,8 +854,8 @@ int mp__pyclient_call(mp__pyclient_t *pc, const mp__remote_req_t *req,
  * moment, on connections it has: not counted on). */
 int mp__pyclient_shutdown(mp__pyclient_t *pc) {
   pthread_mutex_lock(&pc->lock);
-  int rc = pc->broken ? MP_ECLOSED
-                      : call_once(pc, "shutdown", mp_obj_tuple(), NULL);
+  int rc =
+      pc->broken ? MP_ECLOSED : call_once(pc, "shutdown", mp_obj_tuple(), NULL);
   pc->broken = true;
   pthread_mutex_unlock(&pc->lock);
   return rc;
