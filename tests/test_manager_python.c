@@ -168,11 +168,26 @@ static void child_gets(void *arg) {
   _exit(next_is_str(q, "end") && mp_queue_empty(q) ? 0 : 3);
 }
 
+/* Puts into "late" once Python says it is about to wait for it. */
+static void child_late(void *arg) {
+  struct family_args *a = arg;
+  mp_queue_t *ready = mp_manager_queue(a->m, "late_ready", 0);
+  mp_queue_t *late = mp_manager_queue(a->m, "late", 0);
+  mp_obj_t *o = NULL, *item = str("late item");
+  int rc = ready && late ? mp_queue_get_obj(ready, &o, 120) : -1;
+  if (rc == 0)
+    rc = mp_queue_put_obj(late, item, 0);
+  mp_obj_free(o);
+  mp_obj_free(item);
+  _exit(rc == 0 ? 0 : 2);
+}
+
 static void python_client(const char *exe, const char *version) {
   mp_manager_t *m = mp_manager_new("tcp:127.0.0.1:0", KEY, sizeof KEY - 1);
   assert_non_null(m);
   struct family_args a = {m};
   assert_int_equal(0, finish_child(start_child(child_puts, &a, sizeof a)));
+  mp_process_t *late = start_child(child_late, &a, sizeof a);
   char port[16];
   snprintf(port, sizeof port, "%s", strrchr(mp_manager_address(m), ':') + 1);
   char *argv[] = {(char *)exe, PYPEER_SCRIPT("manager_peer.py"),
@@ -195,6 +210,7 @@ static void python_client(const char *exe, const char *version) {
                                       "done"};
   expect_lines(out, after, sizeof after / sizeof after[0], version);
   free(out);
+  assert_int_equal(0, finish_child(late));
   assert_int_equal(0, finish_child(start_child(child_gets, &a, sizeof a)));
   mp_manager_free(m);
 }

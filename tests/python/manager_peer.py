@@ -73,6 +73,11 @@ def client(port, key):
     c.send((None, "dummy", (), {}))
     print("dummy", c.recv())
     c.close()
+    # A get that waits in the server until an mproc process puts.
+    QueueManager.register("get_late")
+    QueueManager.register("get_late_ready")
+    m.get_late_ready().put("ready")
+    print("late", repr(m.get_late().get(timeout=60)))
     print("done")
 
 
