@@ -426,15 +426,82 @@ static void test_connect_errors(void **state) {
   mp_manager_free(m);
 }
 
+/* ---- a hostile "Python" server ---------------------------------------------
+ * Scripted replies to mp_manager_connect_python's dummy(): garbage, an
+ * exception that names os.system (read, never called), a value that is
+ * not a basic one, nesting beyond the limit. Each is an error with a
+ * code, never a crash or a call. */
+
+typedef struct scripted {
+  const char *reply;
+  size_t len;
+  int err;          /* the errno mp_manager_connect_python gives */
+  const char *text; /* in mp_manager_last_error() */
+} scripted_t;
+
+#define REPLY(s) s, sizeof s - 1
+static const scripted_t script[] = {
+    {REPLY("\x80\x04\x95garbage"), EPROTO, "unreadable"},
+    {REPLY("\x80\x02X\x06\x00\x00\x00#ERRORcos\nsystem\nX\x05\x00\x00\x00"
+           "rm -r\x85R\x86."),
+     EREMOTEIO, "os.system: rm -r"},
+    {REPLY("\x80\x04\x95\x20\x00\x00\x00\x00\x00\x00\x00\x8c\x05queue\x94"
+           "\x8c\x05"
+           "Empty\x94\x93\x94)\x81\x94."),
+     EPROTO, "not a reply"},
+    {REPLY("\x80\x02X\x07\x00\x00\x00#RETURNcos\ngetcwd\n)R\x86."), EPROTO,
+     "cannot read"},
+    {REPLY("\x80\x02X\x06\x00\x00\x00#ERRORcqueue\nEmpty\n)R\x86."),
+     EIO /* MP_EEMPTY has no errno */, "queue.Empty"},
+};
+#define SCRIPT_LEN (sizeof script / sizeof script[0])
+
+static void *hostile_server(void *arg) {
+  mp_listener_t *l = arg;
+  for (size_t i = 0; i < SCRIPT_LEN; i++) {
+    mp_conn_t *c;
+    void *req;
+    size_t len;
+    if (mp_listener_accept(l, JOIN_TIMEOUT, &c) != 0)
+      break;
+    if (mp_conn_recv_bytes(c, &req, &len) == 0) {
+      mp_free(req);
+      mp_conn_send_bytes(c, script[i].reply, script[i].len);
+    }
+    mp_conn_free(c);
+  }
+  return NULL;
+}
+
+static void test_hostile_server(void **state) {
+  (void)state;
+  mp_listener_t *l = mp_listener_new("tcp:127.0.0.1:0", KEY, sizeof KEY - 1);
+  assert_non_null(l);
+  pthread_t t;
+  assert_int_equal(0, pthread_create(&t, NULL, hostile_server, l));
+  for (size_t i = 0; i < SCRIPT_LEN; i++) {
+    errno = 0;
+    mp_manager_t *m =
+        mp_manager_connect_python(mp_listener_address(l), KEY, sizeof KEY - 1);
+    int err = errno;
+    mp_manager_free(m);
+    if (m || err != script[i].err ||
+        !strstr(mp_manager_last_error(), script[i].text))
+      fail_msg("reply %zu: manager %p errno %d (%s), last error \"%s\"", i,
+               (void *)m, err, strerror(err), mp_manager_last_error());
+  }
+  pthread_join(t, NULL);
+  mp_listener_free(l);
+}
+
 #define python_test(f)                                                         \
   cmocka_unit_test_setup_teardown(f, mpt_setup, python_teardown)
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      python_test(test_python_client),
-      python_test(test_malformed_requests),
-      python_test(test_python_server),
-      python_test(test_connect_errors),
+      python_test(test_python_client),  python_test(test_malformed_requests),
+      python_test(test_python_server),  python_test(test_connect_errors),
+      python_test(test_hostile_server),
   };
   return MPT_RUN(argc, argv, tests);
 }
