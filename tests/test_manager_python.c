@@ -203,6 +203,7 @@ static void python_client(const char *exe, const char *version) {
                                       "Empty after timeout",
                                       "qsize 0 True False",
                                       "RemoteError True",
+      "Fraction RemoteError True",
                                       "garbage #TRACEBACK",
                                       "os.system #TRACEBACK",
                                       "unknown #TRACEBACK",

@@ -13,6 +13,7 @@ mproc's manager, both ways.
 
 KEY is the authkey as text. Everything printed is one repr per line."""
 import queue
+from fractions import Fraction
 import sys
 import threading
 from multiprocessing.connection import Client
@@ -54,6 +55,11 @@ def client(port, key):
         print("no error")
     except RemoteError as e:
         print("RemoteError", "is not in exposed" in str(e))
+    try:
+        q.put(Fraction(1, 3))  # not a basic value: refused, not imported
+        print("no error")
+    except RemoteError as e:
+        print("Fraction RemoteError", "forbidden global" in str(e))
     # A second proxy in another thread: its own connection.
     t = threading.Thread(target=lambda: m.get_queue().put("from a thread"))
     t.start()
