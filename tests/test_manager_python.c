@@ -83,6 +83,15 @@ static bool next_is_str(mp_queue_t *q, const char *s) {
   return ok;
 }
 
+/* Puts s and gets it back (also if a server thread takes it first and
+ * puts it back). */
+static bool next_is_str_after_put(mp_queue_t *q, const char *s) {
+  mp_obj_t *o = str(s);
+  bool ok = mp_queue_put_obj(q, o, 0) == 0;
+  mp_obj_free(o);
+  return ok && next_is_str(q, s);
+}
+
 /* What C puts for Python, and how Python prints each. */
 static mp_obj_t *c_item(int i) {
   switch (i) {
@@ -203,7 +212,7 @@ static void python_client(const char *exe, const char *version) {
                                       "Empty after timeout",
                                       "qsize 0 True False",
                                       "RemoteError True",
-      "Fraction RemoteError True",
+                                      "Fraction RemoteError True",
                                       "garbage #TRACEBACK",
                                       "os.system #TRACEBACK",
                                       "unknown #TRACEBACK",
@@ -219,6 +228,38 @@ static void python_client(const char *exe, const char *version) {
 static void test_python_client(void **state) {
   (void)state;
   pypeer_each_version(python_client);
+}
+
+/* A Python client killed while its get waits in the server: the message
+ * put afterwards is not lost (the server stops waiting when the
+ * connection closes, or puts back what it took for a client it cannot
+ * answer). */
+static void python_killed(const char *exe, const char *version) {
+  mp_manager_t *m = mp_manager_new("tcp:127.0.0.1:0", KEY, sizeof KEY - 1);
+  assert_non_null(m);
+  char port[16], line[64];
+  snprintf(port, sizeof port, "%s", strrchr(mp_manager_address(m), ':') + 1);
+  char *argv[] = {(char *)exe, PYPEER_SCRIPT("manager_peer.py"),
+                  "blocked",   port,
+                  (char *)KEY, NULL};
+  pypeer_t peer;
+  assert_mp_ok(pypeer_start(&peer, argv, NULL, 0, true));
+  bool waiting = pypeer_read_line(&peer, line, sizeof line, 60) == 0 &&
+                 strcmp(line, "waiting") == 0;
+  kill(peer.pid, SIGKILL);
+  pypeer_finish(&peer, 30);
+  if (!waiting)
+    fail_msg("python %s did not get to its get()", version);
+  mp_queue_t *idle = mp_manager_queue(m, "idle", 0);
+  assert_non_null(idle);
+  assert_true(mp_queue_empty(idle));
+  assert_true(next_is_str_after_put(idle, "kept"));
+  mp_manager_free(m);
+}
+
+static void test_python_client_killed(void **state) {
+  (void)state;
+  pypeer_each_version(python_killed);
 }
 
 /* Requests no Python would send, on a raw connection: each gets a
@@ -500,8 +541,11 @@ static void test_hostile_server(void **state) {
 
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
-      python_test(test_python_client),  python_test(test_malformed_requests),
-      python_test(test_python_server),  python_test(test_connect_errors),
+      python_test(test_python_client),
+      python_test(test_python_client_killed),
+      python_test(test_malformed_requests),
+      python_test(test_python_server),
+      python_test(test_connect_errors),
       python_test(test_hostile_server),
   };
   return MPT_RUN(argc, argv, tests);

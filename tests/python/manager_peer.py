@@ -5,6 +5,8 @@ mproc's manager, both ways.
                                     manager at 127.0.0.1:PORT: prints what
                                     it gets from the queue "queue", puts
                                     Python's items, checks the errors
+  manager_peer.py blocked PORT KEY  waits in get() on the queue "idle"
+                                    until the C test kills it
   manager_peer.py server KEY        a BaseManager server on 127.0.0.1 with
                                     get_queue (holding Python's items) and
                                     get_results; prints its port, serves
@@ -87,6 +89,16 @@ def client(port, key):
     print("done")
 
 
+def blocked(port, key):
+    QueueManager.register("get_idle")
+    m = QueueManager(address=("127.0.0.1", port), authkey=key)
+    m.connect()
+    q = m.get_idle()
+    print("waiting", flush=True)
+    q.get()
+    print("got something", flush=True)
+
+
 def server(key):
     items, results = queue.Queue(), queue.Queue()
     for item in PY_ITEMS:
@@ -108,6 +120,8 @@ def server(key):
 def main():
     if sys.argv[1] == "client":
         client(int(sys.argv[2]), sys.argv[3].encode())
+    elif sys.argv[1] == "blocked":
+        blocked(int(sys.argv[2]), sys.argv[3].encode())
     else:
         server(sys.argv[2].encode())
 
