@@ -432,6 +432,38 @@ static void test_python_server(void **state) {
   pypeer_each_version(python_server);
 }
 
+/* The Python server killed: calls on its queues are MP_ECLOSED at once
+ * and from then on, never a hang. */
+static void python_server_killed(const char *exe, const char *version) {
+  char *argv[] = {(char *)exe, PYPEER_SCRIPT("manager_peer.py"), "server",
+                  (char *)KEY, NULL};
+  char line[64], address[64];
+  assert_mp_ok(pypeer_start(&server_peer, argv, NULL, 0, true));
+  if (pypeer_read_line(&server_peer, line, sizeof line, 60) != 0)
+    fail_msg("python %s server did not start", version);
+  snprintf(address, sizeof address, "tcp:127.0.0.1:%.16s", line);
+  mp_manager_t *m = mp_manager_connect_python(address, KEY, sizeof KEY - 1);
+  assert_non_null(m);
+  mp_queue_t *q = mp_manager_queue(m, "get_queue", 0);
+  assert_non_null(q);
+  assert_true(next_is_py_item(q, 0));
+  kill(server_peer.pid, SIGKILL);
+  pypeer_finish(&server_peer, 30);
+  server_peer.pid = -1;
+  void *buf;
+  size_t len;
+  assert_mp(MP_ECLOSED, mp_queue_get(q, &buf, &len, MP_FOREVER));
+  assert_mp(MP_ECLOSED, mp_queue_put(q, "x", 1, MP_FOREVER));
+  assert_mp(MP_ECLOSED, mp_manager_shutdown(m));
+  mp_queue_free(q);
+  mp_manager_free(m);
+}
+
+static void test_python_server_killed(void **state) {
+  (void)state;
+  pypeer_each_version(python_server_killed);
+}
+
 /* A Python manager that is not there, and an mproc server for a Python
  * client: errors, never a hang. */
 static void test_connect_errors(void **state) {
@@ -545,6 +577,7 @@ int main(int argc, char **argv) {
       python_test(test_python_client_killed),
       python_test(test_malformed_requests),
       python_test(test_python_server),
+      python_test(test_python_server_killed),
       python_test(test_connect_errors),
       python_test(test_hostile_server),
   };
