@@ -312,6 +312,10 @@ static int queue_get(mp_conn_t *conn, attempt_t *a, const request_t *r,
   return rc;
 }
 
+static bool is(const char *method, const char *name) {
+  return strcmp(method, name) == 0;
+}
+
 static const char *queue_name(const char *ident) {
   size_t n = strlen(IDENT_QUEUE);
   return ident && strncmp(ident, IDENT_QUEUE, n) == 0 ? ident + n : NULL;
@@ -326,27 +330,30 @@ static int call_method(mp__family_manager_t *m, mp_conn_t *conn,
   const char *method = r->method;
   if (!a.q)
     return send_traceback(conn, "KeyError: %s", r->ident);
-  if (strcmp(method, "put") == 0 || strcmp(method, "put_nowait") == 0)
+  if (is(method, "put") || is(method, "put_nowait"))
     return queue_put(conn, &a, r, method[3] != 0);
-  if (strcmp(method, "get") == 0 || strcmp(method, "get_nowait") == 0)
+  if (is(method, "get") || is(method, "get_nowait"))
     return queue_get(conn, &a, r, method[3] != 0);
-  if (strcmp(method, "qsize") == 0)
+  if (is(method, "qsize"))
     return send_reply(conn, "#RETURN",
                       mp_obj_int((int64_t)mp_queue_qsize(a.q)));
-  if (strcmp(method, "empty") == 0 || strcmp(method, "full") == 0)
+  if (is(method, "empty") || is(method, "full"))
     return send_reply(conn, "#RETURN",
                       mp_obj_bool(method[0] == 'e' ? mp_queue_empty(a.q)
                                                    : mp_queue_full(a.q)));
-  if (strcmp(method, "__repr__") == 0 || strcmp(method, "__str__") == 0) {
+  if (is(method, "__repr__") || is(method, "__str__")) {
     char text[MP__MANAGER_NAME_MAX + 32];
     snprintf(text, sizeof text, "<mproc queue '%s'>", name);
     return send_reply(conn, "#RETURN", str(text));
   }
+  char names[128] = "";
+  for (size_t i = 0; i < sizeof exposed / sizeof exposed[0]; i++)
+    snprintf(names + strlen(names), sizeof names - strlen(names), "%s'%s'",
+             i ? ", " : "", exposed[i]);
   return send_traceback(conn,
                         "AttributeError: method '%.100s' of mproc queue "
-                        "'%s' is not in exposed=('empty', 'full', 'get', "
-                        "'get_nowait', 'put', 'put_nowait', 'qsize')",
-                        method, name);
+                        "'%s' is not in exposed=(%s)",
+                        method, name, names);
 }
 
 /* create(typeid): the typeid "get_<name>" (or any other, as the name)
@@ -365,10 +372,6 @@ static int create(mp__family_manager_t *m, mp_conn_t *conn,
   for (size_t i = 0; i < sizeof exposed / sizeof exposed[0]; i++)
     mp_obj_append(names, str(exposed[i]));
   return send_reply(conn, "#RETURN", pair(str(ident), names));
-}
-
-static bool is(const char *method, const char *name) {
-  return strcmp(method, name) == 0;
 }
 
 /* The server's public functions (Server.public). The references incref
