@@ -362,21 +362,27 @@ static int python_teardown(void **state) {
   return sync_teardown(state);
 }
 
-static void python_server(const char *exe, const char *version) {
+/* Starts manager_peer.py's server (server_peer) and connects to it: the
+ * manager, its address in address (64 bytes). */
+static mp_manager_t *start_python_server(const char *exe, const char *version,
+                                         char *address) {
   char *argv[] = {(char *)exe, PYPEER_SCRIPT("manager_peer.py"), "server",
                   (char *)KEY, NULL};
+  char line[64];
+  assert_mp_ok(pypeer_start(&server_peer, argv, NULL, 0, true));
+  if (pypeer_read_line(&server_peer, line, sizeof line, 60) != 0)
+    fail_msg("python %s server did not start", version);
+  snprintf(address, 64, "tcp:127.0.0.1:%.16s", line);
+  mp_manager_t *m = mp_manager_connect_python(address, KEY, sizeof KEY - 1);
+  assert_non_null(m);
+  return m;
+}
+
+static void python_server(const char *exe, const char *version) {
+  struct connect_args a;
+  mp_manager_t *m = start_python_server(exe, version, a.address);
   pypeer_t *peer = &server_peer;
   char line[256];
-  assert_mp_ok(pypeer_start(peer, argv, NULL, 0, true));
-  if (pypeer_read_line(peer, line, sizeof line, 60) != 0) {
-    pypeer_finish(peer, 5);
-    peer->pid = -1;
-    fail_msg("python %s server did not start", version);
-  }
-  struct connect_args a;
-  snprintf(a.address, sizeof a.address, "tcp:127.0.0.1:%.16s", line);
-  mp_manager_t *m = mp_manager_connect_python(a.address, KEY, sizeof KEY - 1);
-  assert_non_null(m);
   mp_queue_t *q = mp_manager_queue(m, "get_queue", 0);
   assert_non_null(q);
   for (int i = 0; i < PY_COUNT; i++)
@@ -435,15 +441,8 @@ static void test_python_server(void **state) {
 /* The Python server killed: calls on its queues are MP_ECLOSED at once
  * and from then on, never a hang. */
 static void python_server_killed(const char *exe, const char *version) {
-  char *argv[] = {(char *)exe, PYPEER_SCRIPT("manager_peer.py"), "server",
-                  (char *)KEY, NULL};
-  char line[64], address[64];
-  assert_mp_ok(pypeer_start(&server_peer, argv, NULL, 0, true));
-  if (pypeer_read_line(&server_peer, line, sizeof line, 60) != 0)
-    fail_msg("python %s server did not start", version);
-  snprintf(address, sizeof address, "tcp:127.0.0.1:%.16s", line);
-  mp_manager_t *m = mp_manager_connect_python(address, KEY, sizeof KEY - 1);
-  assert_non_null(m);
+  char address[64];
+  mp_manager_t *m = start_python_server(exe, version, address);
   mp_queue_t *q = mp_manager_queue(m, "get_queue", 0);
   assert_non_null(q);
   assert_true(next_is_py_item(q, 0));
