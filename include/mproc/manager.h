@@ -36,6 +36,7 @@
 
 #include "mproc/containers.h"
 #include "mproc/error.h"
+#include "mproc/obj.h"
 #include "mproc/queue.h"
 
 #ifdef __cplusplus
@@ -86,6 +87,65 @@ MP_API int mp_manager_shutdown(mp_manager_t *m);
  * that made it: shuts the server down if needed and frees the named
  * objects (nobody may use them any more); in other processes: nothing. */
 MP_API void mp_manager_free(mp_manager_t *m);
+
+/* ---- Python's BaseManager -------------------------------------------------
+ * Queues shared with Python programs through Python's own manager protocol
+ * (pickled requests over the same authenticated connections), both ways:
+ *
+ * A Python client of an mproc server (mp_manager_new with a "tcp:" or
+ * "unix:" address): the server tells its requests from mproc's by their
+ * first bytes. Python registers a typeid without a callable and connects:
+ *     class QueueManager(BaseManager): pass
+ *     QueueManager.register('get_queue')
+ *     m = QueueManager(address=('127.0.0.1', port), authkey=b'...')
+ *     m.connect(); q = m.get_queue(); q.put([1, 'two']); q.get()
+ * The typeid "get_<name>" (any other typeid: itself) is the manager's
+ * queue <name>, the one mp_manager_queue(m, "<name>", 0) gives (made on
+ * first use, unbounded then). Its methods: put, get, put_nowait,
+ * get_nowait, qsize, empty, full; block and timeout as Python's queue
+ * (queue.Empty, queue.Full). Any other method gets a RemoteError, as from
+ * a Python server; a malformed or hostile request a RemoteError too.
+ * Python's incref and decref are answered but not counted: a named queue
+ * lives as long as the manager.
+ *
+ * An mproc client of a Python server: mp_manager_connect_python, then
+ * mp_manager_queue(m, typeid, 0) with the typeid the Python server
+ * registered (e.g. "get_queue" with callable=lambda: queue); then the
+ * usual mp_queue_* calls (close excepted: -ENOTSUP) on the handle.
+ *
+ * Items: on a queue shared with Python each message is the pickle of one
+ * Python value (None, bool, int, float, str, bytes, tuple, list, dict, set,
+ * frozenset): mp_queue_put_obj and mp_queue_get_obj put and get values;
+ * mp_queue_put and mp_queue_get see the pickles. A message that is not a
+ * pickle reaches Python as a bytes object. Pickles from the network are
+ * loaded with limits (nesting 100, the default size) and never run code. */
+
+/* BaseManager(address, authkey).connect() to a Python manager's server.
+ * NULL with errno as mp_manager_connect (also EPROTO: not a Python
+ * manager's answer). Free with mp_manager_free, which also gives the
+ * server back its references to the objects opened. */
+MP_API mp_manager_t *mp_manager_connect_python(const char *address,
+                                               const void *authkey,
+                                               size_t authkey_len);
+
+/* q.put(o) of one Python value, as its pickle (protocol 4); errors of
+ * mp_obj_dumps and mp_queue_put. On a Python manager's queue a Python
+ * exception comes back as a code: queue.Full MP_EFULL, queue.Empty
+ * MP_EEMPTY, KeyError MP_EKEY, IndexError MP_EINDEX, EOFError MP_ECLOSED,
+ * TimeoutError MP_ETIMEDOUT, any other (and RemoteError) -EREMOTEIO;
+ * mp_manager_last_error() then has its name and message. */
+MP_API int mp_queue_put_obj(mp_queue_t *q, const mp_obj_t *o, double timeout);
+
+/* q.get(): one message as a Python value (free with mp_obj_free): a pickle
+ * loaded (mp_obj_loads with the limits above: -EPROTO, -E2BIG; the message
+ * is consumed), other bytes as a bytes object. Errors of mp_queue_get and
+ * those of mp_queue_put_obj. */
+MP_API int mp_queue_get_obj(mp_queue_t *q, mp_obj_t **out, double timeout);
+
+/* What the last failed call of this thread on a Python manager reported:
+ * "queue.Empty", "builtins.KeyError: x", "RemoteError (#TRACEBACK): ...".
+ * Never NULL. */
+MP_API const char *mp_manager_last_error(void);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "managers/manager.h"
+#include "managers/python.h"
 
 #define START_TIMEOUT 20.0 /* for the server to listen */
 #define STOP_TIMEOUT  5.0  /* for it to exit once told */
@@ -20,6 +21,7 @@ typedef struct remote_manager {
   pthread_mutex_t lock;
   mp_conn_t *conn;
   bool broken;
+  mp__pyclient_t *python; /* a Python manager's server: no conn */
   char address[MP__MANAGER_ADDRESS_MAX];
 } remote_manager_t;
 
@@ -43,6 +45,8 @@ static int exchange(remote_manager_t *m, const void *req, size_t req_len,
 static int link_call(void *link, const mp__remote_req_t *req,
                      mp__remote_reply_t *rep) {
   remote_manager_t *m = link;
+  if (m->python)
+    return mp__pyclient_call(m->python, req, rep);
   size_t len, reply_len = 0;
   void *buf = mp__wire_request(req, &len), *reply = NULL;
   if (!buf)
@@ -157,8 +161,9 @@ error:
   return NULL;
 }
 
-mp_manager_t *mp_manager_connect(const char *address, const void *authkey,
-                                 size_t authkey_len) {
+/* mp_manager_connect, or mp_manager_connect_python with python. */
+static mp_manager_t *connect_any(const char *address, const void *authkey,
+                                 size_t authkey_len, bool python) {
   remote_manager_t *m = calloc(1, sizeof *m);
   unsigned char key[MP__MANAGER_KEY_MAX];
   size_t key_len = 0;
@@ -169,7 +174,10 @@ mp_manager_t *mp_manager_connect(const char *address, const void *authkey,
     rc = m ? -EINVAL : -ENOMEM;
     goto error;
   }
-  rc = mp_client(address, key, key_len, &m->conn);
+  if (python)
+    rc = (m->python = mp__pyclient_connect(address, key, key_len)) ? 0 : -errno;
+  else
+    rc = mp_client(address, key, key_len, &m->conn);
   if (rc < 0)
     goto error;
   strcpy(m->address, address);
@@ -181,6 +189,17 @@ error:
   free(m);
   errno = mp__manager_errno(rc);
   return NULL;
+}
+
+mp_manager_t *mp_manager_connect(const char *address, const void *authkey,
+                                 size_t authkey_len) {
+  return connect_any(address, authkey, authkey_len, false);
+}
+
+mp_manager_t *mp_manager_connect_python(const char *address,
+                                        const void *authkey,
+                                        size_t authkey_len) {
+  return connect_any(address, authkey, authkey_len, true);
 }
 
 const char *mp_manager_address(const mp_manager_t *m) {
@@ -205,7 +224,8 @@ static void *proxy_open(remote_manager_t *r, uint32_t kind, const char *name,
                           .n = kind,
                           .m = (int64_t)maxsize};
   mp__remote_reply_t rep = {0, 0, NULL, 0};
-  int rc = link_call(r, &req, &rep);
+  int rc = r->python ? mp__pyclient_open(r->python, kind, name, &rep.n)
+                     : link_call(r, &req, &rep);
   free(rep.out);
   if (rc < 0) {
     free(h);
@@ -263,6 +283,8 @@ int mp_manager_shutdown(mp_manager_t *m) {
     return family_shutdown(f);
   if (!r)
     return MP_EINVAL;
+  if (r->python)
+    return mp__pyclient_shutdown(r->python);
   mp__remote_req_t req = {.op = MP__OP_SHUTDOWN};
   mp__remote_reply_t rep = {0, 0, NULL, 0};
   int rc = link_call(r, &req, &rep);
@@ -275,6 +297,7 @@ void mp_manager_free(mp_manager_t *m) {
   remote_manager_t *r = connected(m);
   if (r) {
     mp_conn_free(r->conn);
+    mp__pyclient_free(r->python);
     pthread_mutex_destroy(&r->lock);
     r->magic = 0;
     free(r);

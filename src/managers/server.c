@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "managers/manager.h"
+#include "managers/python.h"
 
 #define SLICE        0.05 /* seconds of a waiting slice */
 #define ACCEPT_SLICE 0.1  /* how often the accept loop looks at `stop` */
@@ -400,7 +401,10 @@ static void *serve_client(void *arg) {
     if (mp_conn_recv_bytes(c->conn, &buf, &len) < 0)
       break;
     /* Shut down: no more answers (the process ends soon). */
-    bool more = !atomic_load(&c->m->stop) && answer(c, buf, len);
+    bool more = !atomic_load(&c->m->stop) &&
+                (mp__python_request(buf, len) /* a Python client's pickle */
+                     ? mp__python_answer(c->m, c->conn, buf, len)
+                     : answer(c, buf, len));
     mp_free(buf);
     if (!more)
       break;
