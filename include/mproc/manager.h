@@ -89,7 +89,8 @@ MP_API mp_queue_t *mp_manager_queue(mp_manager_t *m, const char *name,
  *   - acquire and wait wait in the server, in slices of at most 0.1 s
  *     between which the connection is free for the other threads of this
  *     process (a thread waiting for a lock another thread of the process
- *     holds does not stop that thread's release);
+ *     holds does not stop that thread's release); mp_interrupt() ends
+ *     such a wait with MP_EINTR at the end of its slice;
  *   - a lock or rlock still held by a client when its connection closes
  *     (it freed the manager, exited or was killed) is released by the
  *     server; Python's manager leaves it held for ever;

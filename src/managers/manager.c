@@ -204,19 +204,28 @@ static int remote_open(remote_manager_t *r, uint32_t kind, const char *name,
   return link_call(r, &req, rep);
 }
 
+/* The id of the server's object for this connection. False with errno. */
+static bool remote_id(remote_manager_t *r, uint32_t kind, const char *name,
+                      size_t arg, uint64_t *id) {
+  mp__remote_reply_t rep = {0, 0, NULL, 0};
+  int rc = remote_open(r, kind, name, arg, &rep);
+  free(rep.out);
+  if (rc < 0)
+    errno = mp__manager_errno(rc);
+  *id = (uint64_t)rep.n;
+  return rc == 0;
+}
+
 /* A proxy of the server's dict, list or queue of that name. */
 static void *proxy_open(remote_manager_t *r, uint32_t kind, const char *name,
                         size_t maxsize) {
-  mp__remote_t *h = calloc(1, sizeof *h);
-  mp__remote_reply_t rep = {0, 0, NULL, 0};
-  int rc = h ? remote_open(r, kind, name, maxsize, &rep) : -ENOMEM;
-  free(rep.out);
-  if (rc < 0) {
+  uint64_t id;
+  mp__remote_t *h = malloc(sizeof *h);
+  if (!h || !remote_id(r, kind, name, maxsize, &id)) {
     free(h);
-    errno = mp__manager_errno(rc);
     return NULL;
   }
-  *h = (mp__remote_t){MP__REMOTE_MAGIC, kind, r, (uint64_t)rep.n};
+  *h = (mp__remote_t){MP__REMOTE_MAGIC, kind, r, id};
   return h;
 }
 
@@ -243,6 +252,7 @@ static int sync_call(mp__sync_proxy_t *p, uint32_t op, double timeout) {
   bool waits = op == MP__SYNC_ACQUIRE || op == MP__SYNC_WAIT;
   bool forever = timeout < 0;
   uint64_t end = forever ? 0 : mp__now_ns() + (uint64_t)(timeout * 1e9);
+  mp__deadline_t interrupt = mp__deadline_in(MP_FOREVER);
   for (;;) {
     mp__remote_req_t req = {
         .op = MP__OP_SYNC,
@@ -255,6 +265,8 @@ static int sync_call(mp__sync_proxy_t *p, uint32_t op, double timeout) {
     free(rep.out);
     if (rc != MP_ETIMEDOUT || !waits || (!forever && mp__now_ns() >= end))
       return rc < 0 ? rc : (int)rep.n;
+    if (mp__interrupted(&interrupt))
+      return MP_EINTR; /* mp_interrupt(), between two slices */
   }
 }
 
@@ -272,19 +284,14 @@ static uint32_t sync_kind(uint32_t kind) {
 
 static void *sync_proxy_open(remote_manager_t *r, uint32_t kind,
                              const char *name, size_t arg) {
-  sync_proxy_t *h = calloc(1, sizeof *h);
-  mp__remote_reply_t rep = {0, 0, NULL, 0};
-  int rc = h ? remote_open(r, kind, name, arg, &rep) : -ENOMEM;
-  free(rep.out);
-  if (rc < 0) {
+  uint64_t id;
+  sync_proxy_t *h = malloc(sizeof *h);
+  if (!h || !remote_id(r, kind, name, arg, &id)) {
     free(h);
-    errno = mp__manager_errno(rc);
     return NULL;
   }
-  *h = (sync_proxy_t){{MP__SYNC_PROXY_MAGIC, sync_kind(kind), &sync_ops},
-                      kind,
-                      r,
-                      (uint64_t)rep.n};
+  *h = (sync_proxy_t){
+      {MP__SYNC_PROXY_MAGIC, sync_kind(kind), &sync_ops}, kind, r, id};
   return h;
 }
 
