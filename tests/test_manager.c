@@ -543,11 +543,32 @@ static char *use_segment(mp_manager_t *c) {
   return name;
 }
 
+/* A ShareableList from the manager, read back by name. */
+static char *use_shareable_list(mp_manager_t *c) {
+  mp_shareable_item_t items[] = {mp_shareable_int(42), mp_shareable_str("hi")};
+  mp_shareable_list_t *l = mp_manager_shareable_list(c, items, 2);
+  assert_non_null(l);
+  char *name = strdup(mp_shareable_list_name(l));
+  mp_shareable_list_t *other = mp_shareable_list_open(name);
+  assert_non_null(other);
+  mp_shareable_item_t it;
+  assert_mp_ok(mp_shareable_list_get(other, 0, &it));
+  assert_int_equal(42, it.u.i);
+  assert_int_equal(2, mp_shareable_list_len(other));
+  assert_mp_ok(mp_shareable_list_close(other));
+  assert_mp_ok(mp_shareable_list_close(l));
+  return name;
+}
+
 static void test_shared_memory(void **state) {
   (void)state;
   mp_manager_t *m = new_manager(NULL);
   mp_manager_t *c = connect_to(m);
   char *remote = use_segment(c), *local = use_segment(m);
+  char *remote_list = use_shareable_list(c),
+       *local_list = use_shareable_list(m);
+  assert_true(shm_exists(remote_list));
+  assert_true(shm_exists(local_list));
   assert_null(mp_manager_shm(c, 0));
   assert_null(mp_manager_shm(NULL, 10));
   /* A client's shutdown stops the server, which unlinks both. */
@@ -556,25 +577,32 @@ static void test_shared_memory(void **state) {
   mp_manager_free(m);
   assert_false(shm_exists(remote));
   assert_false(shm_exists(local));
+  assert_false(shm_exists(remote_list));
+  assert_false(shm_exists(local_list));
   free(remote);
   free(local);
+  free(remote_list);
+  free(local_list);
 }
 
 static void test_shared_memory_server_killed(void **state) {
   (void)state;
   mp_manager_t *m = new_manager(NULL);
   mp_manager_t *c = connect_to(m);
-  char *name = use_segment(c);
+  char *name = use_segment(c), *list = use_shareable_list(c);
   mp_process_t *server[4];
   assert_int_equal(1, mp_active_children(server, 4));
   assert_mp_ok(mp_process_kill(server[0]));
   assert_mp_ok(mp_process_join(server[0], JOIN_TIMEOUT));
   assert_true(shm_exists(name)); /* the server had no time to */
   assert_null(mp_manager_shm(c, 10));
+  assert_null(mp_manager_shareable_list(c, NULL, 0));
   mp_manager_free(c);
   mp_manager_free(m); /* the creator unlinks what the server left */
   assert_false(shm_exists(name));
+  assert_false(shm_exists(list));
   free(name);
+  free(list);
 }
 
 /* ---- failures

@@ -118,6 +118,15 @@ MP_API mp_event_t *mp_manager_event(mp_manager_t *m, const char *name);
  * and as mp_manager_dict. */
 MP_API mp_shm_t *mp_manager_shm(mp_manager_t *m, size_t size);
 
+/* SharedMemoryManager().ShareableList(sequence): a new ShareableList of
+ * the n items (see mp_shareable_list_new) in a segment that the manager
+ * owns as mp_manager_shm's: unlinked at shutdown, and so on. Release it
+ * with mp_shareable_list_close (do not unlink it). NULL with errno: those
+ * of mp_shareable_list_new, and as mp_manager_dict. */
+MP_API mp_shareable_list_t *
+mp_manager_shareable_list(mp_manager_t *m, const mp_shareable_item_t *items,
+                          size_t n);
+
 /* Stops the server (from the family handle or from a connected one):
  * it stops accepting, and the connections of its clients close (their
  * calls then return MP_ECLOSED). The family's shared objects stay usable

@@ -368,6 +368,37 @@ mp_shm_t *mp_manager_shm(mp_manager_t *m, size_t size) {
   return f ? mp__manager_new_shm(f, size) : remote_shm(r, size);
 }
 
+/* SharedMemoryManager().ShareableList(items): the list is laid out here,
+ * then the manager adopts its segment; only then does this process's
+ * tracker forget it (it is the manager's from then on). */
+mp_shareable_list_t *mp_manager_shareable_list(mp_manager_t *m,
+                                               const mp_shareable_item_t *items,
+                                               size_t n) {
+  mp__family_manager_t *f = family(m);
+  remote_manager_t *r = connected(m);
+  if (!f && !r) {
+    errno = EINVAL;
+    return NULL;
+  }
+  mp_shareable_list_t *l = mp_shareable_list_new(NULL, items, n);
+  if (!l)
+    return NULL;
+  mp_shm_t *s = mp_shareable_list_shm(l);
+  mp__remote_reply_t rep = {0, 0, NULL, 0};
+  int rc = f ? mp__manager_adopt_shm(f, mp_shm_name(s))
+             : remote_open(r, MP__REMOTE_SHM, mp_shm_name(s), 0, &rep);
+  free(rep.out);
+  if (rc < 0) {
+    mp_shm_unlink(s);
+    mp_shareable_list_close(l);
+    errno = mp__manager_errno(rc);
+    return NULL;
+  }
+  if (r)
+    mp_shm_untrack(s);
+  return l;
+}
+
 /* The family side: tells the server to stop; the creator waits for it
  * (also when a client stopped it). */
 static int family_shutdown(mp__family_manager_t *f) {

@@ -59,6 +59,11 @@ void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
  * errno (those of mp_shm_open). */
 mp_shm_t *mp__manager_new_shm(mp__family_manager_t *m, size_t size);
 
+/* Makes an existing segment (a client made it) the manager's, as if it had
+ * made it: registered, and tracked by the family's resource tracker. 0,
+ * MP_EINVAL (a bad name), or a code of the registry. */
+int mp__manager_adopt_shm(mp__family_manager_t *m, const char *name);
+
 /* Unlinks every segment of the manager. */
 void mp__manager_unlink_shm(mp__family_manager_t *m);
 

@@ -212,13 +212,18 @@ void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
  * the registry ("m:<name>"), and whoever frees the manager, or the server
  * when it stops, unlinks every one. */
 
-mp_shm_t *mp__manager_new_shm(mp__family_manager_t *m, size_t size) {
+/* Puts a segment's name in the registry. */
+static int register_shm(mp__family_manager_t *m, const char *name) {
   char key[MP__MANAGER_NAME_MAX + 8];
+  int len = registry_key(MP__REMOTE_SHM, name, key);
+  return len < 0 ? len : mp_dict_set(m->registry, key, (size_t)len, "", 0);
+}
+
+mp_shm_t *mp__manager_new_shm(mp__family_manager_t *m, size_t size) {
   mp_shm_t *s = mp_shm_open(NULL, true, size);
   if (!s)
     return NULL;
-  int len = registry_key(MP__REMOTE_SHM, mp_shm_name(s), key);
-  int rc = len < 0 ? len : mp_dict_set(m->registry, key, (size_t)len, "", 0);
+  int rc = register_shm(m, mp_shm_name(s));
   if (rc < 0) {
     mp_shm_unlink(s);
     mp_shm_close(s);
@@ -226,6 +231,17 @@ mp_shm_t *mp__manager_new_shm(mp__family_manager_t *m, size_t size) {
     return NULL;
   }
   return s;
+}
+
+int mp__manager_adopt_shm(mp__family_manager_t *m, const char *name) {
+  char path[MP__MANAGER_NAME_MAX + 2];
+  if (!name[0] || strchr(name, '/') || strlen(name) > MP__MANAGER_NAME_MAX)
+    return MP_EINVAL;
+  snprintf(path, sizeof path, "/%s", name);
+  int rc = register_shm(m, name);
+  if (rc == 0)
+    mp__track(MP__RESOURCE_SHM, path); /* best effort, as for a new one */
+  return rc;
 }
 
 void mp__manager_unlink_shm(mp__family_manager_t *m) {

@@ -48,8 +48,16 @@ static void *object(client_t *c, uint64_t id, uint32_t kind) {
 }
 
 /* A new segment for the client: its name goes back; the server keeps no
- * mapping of it (the registry has its name, to unlink it). */
+ * mapping of it (the registry has its name, to unlink it). With a name:
+ * the client's own segment (a ShareableList it laid out), adopted. */
 static void open_shm(client_t *c, const mp__remote_req_t *req, result_t *res) {
+  if (req->alen > 0) {
+    char name[MP__MANAGER_NAME_MAX + 1];
+    memcpy(name, req->a, req->alen); /* alen <= MP__MANAGER_NAME_MAX */
+    name[req->alen] = 0;
+    res->rc = mp__manager_adopt_shm(c->m, name);
+    return;
+  }
   mp_shm_t *s = mp__manager_new_shm(c->m, (size_t)req->m);
   if (!s) {
     res->rc = -errno;
