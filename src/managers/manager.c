@@ -369,8 +369,11 @@ mp_shm_t *mp_manager_shm(mp_manager_t *m, size_t size) {
 }
 
 /* SharedMemoryManager().ShareableList(items): the list is laid out here,
- * then the manager adopts its segment; only then does this process's
- * tracker forget it (it is the manager's from then on). */
+ * then the manager adopts its segment. A client's tracker forgets it just
+ * before: the client may be of the server's family, with the same tracker,
+ * which keeps a set of names, so a "forget" after the server's "track"
+ * would undo it. (A client killed between the two leaves the segment to
+ * nobody: the window is one request.) */
 mp_shareable_list_t *mp_manager_shareable_list(mp_manager_t *m,
                                                const mp_shareable_item_t *items,
                                                size_t n) {
@@ -385,6 +388,8 @@ mp_shareable_list_t *mp_manager_shareable_list(mp_manager_t *m,
     return NULL;
   mp_shm_t *s = mp_shareable_list_shm(l);
   mp__remote_reply_t rep = {0, 0, NULL, 0};
+  if (r)
+    mp_shm_untrack(s);
   int rc = f ? mp__manager_adopt_shm(f, mp_shm_name(s))
              : remote_open(r, MP__REMOTE_SHM, mp_shm_name(s), 0, &rep);
   free(rep.out);
@@ -394,8 +399,6 @@ mp_shareable_list_t *mp_manager_shareable_list(mp_manager_t *m,
     errno = mp__manager_errno(rc);
     return NULL;
   }
-  if (r)
-    mp_shm_untrack(s);
   return l;
 }
 
