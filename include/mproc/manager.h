@@ -1,7 +1,8 @@
-/* mproc: managers (Python's multiprocessing.Manager() and
- * managers.BaseManager): named dicts, lists and queues served by a server
- * process to processes of the family and to unrelated processes, here or
- * on another host.
+/* mproc: managers (Python's multiprocessing.Manager(),
+ * managers.BaseManager and managers.SharedMemoryManager): named dicts,
+ * lists, queues, locks, semaphores and events served by a server process
+ * to processes of the family and to unrelated processes, here or on
+ * another host, and shared memory segments the server owns.
  *
  * mp_manager_new starts the server (BaseManager(address, authkey).start()).
  * Its handle lives in shared memory: it works in the process that made it
