@@ -299,6 +299,14 @@ struct sync_args {
   _Atomic int *started;
 };
 
+/* A child's connection to the server (exit code 2 if it cannot). */
+static mp_manager_t *child_connect(const char *address) {
+  mp_manager_t *c = mp_manager_connect(address, KEY, sizeof KEY - 1);
+  if (!c)
+    _exit(2);
+  return c;
+}
+
 /* In the family: the objects themselves, in a child. */
 static void family_sync_child(void *arg) {
   struct sync_args *a = arg;
@@ -399,9 +407,9 @@ static void proxy_kinds(mp_manager_t *a) {
 /* Sets the event from another process while the proxy waits for it. */
 static void event_setter(void *arg) {
   struct sync_args *a = arg;
-  mp_manager_t *c = mp_manager_connect(a->address, KEY, sizeof KEY - 1);
-  mp_event_t *e = c ? mp_manager_event(c, "wake") : NULL;
-  mp_event_t *ready = c ? mp_manager_event(c, "ready") : NULL;
+  mp_manager_t *c = child_connect(a->address);
+  mp_event_t *e = mp_manager_event(c, "wake");
+  mp_event_t *ready = mp_manager_event(c, "ready");
   if (!e || !ready || mp_event_wait(ready, JOIN_TIMEOUT) != 0 ||
       mp_event_set(e) != 0)
     _exit(2);
@@ -471,9 +479,9 @@ static void test_proxy_threads(void **state) {
 /* Takes the lock and the rlock (twice) and waits to be killed. */
 static void lock_holder(void *arg) {
   struct sync_args *a = arg;
-  mp_manager_t *c = mp_manager_connect(a->address, KEY, sizeof KEY - 1);
-  mp_lock_t *l = c ? mp_manager_lock(c, "L") : NULL;
-  mp_rlock_t *r = c ? mp_manager_rlock(c, "R") : NULL;
+  mp_manager_t *c = child_connect(a->address);
+  mp_lock_t *l = mp_manager_lock(c, "L");
+  mp_rlock_t *r = mp_manager_rlock(c, "R");
   if (!l || !r || mp_lock_acquire(l, 0) != 0 || mp_rlock_acquire(r, 0) != 0 ||
       mp_rlock_acquire(r, 0) != 0)
     _exit(2);
@@ -509,8 +517,8 @@ static void test_lock_holder_killed(void **state) {
 /* Waits on an event of a server that is killed meanwhile. */
 static void doomed_waiter(void *arg) {
   struct sync_args *a = arg;
-  mp_manager_t *c = mp_manager_connect(a->address, KEY, sizeof KEY - 1);
-  mp_event_t *e = c ? mp_manager_event(c, "never") : NULL;
+  mp_manager_t *c = child_connect(a->address);
+  mp_event_t *e = mp_manager_event(c, "never");
   if (!e)
     _exit(2);
   atomic_store(a->started, 1);
@@ -658,8 +666,8 @@ struct client_args {
 /* Connects and gets from "q" forever (killed while it waits). */
 static void blocked_getter(void *arg) {
   struct client_args *a = arg;
-  mp_manager_t *c = mp_manager_connect(a->address, KEY, sizeof KEY - 1);
-  mp_queue_t *q = c ? mp_manager_queue(c, "q", 0) : NULL;
+  mp_manager_t *c = child_connect(a->address);
+  mp_queue_t *q = mp_manager_queue(c, "q", 0);
   if (!q)
     _exit(2);
   atomic_store(a->started, 1);
@@ -672,8 +680,8 @@ static void blocked_getter(void *arg) {
 /* Sets keys as fast as it can (killed in the middle of calls). */
 static void busy_setter(void *arg) {
   struct client_args *a = arg;
-  mp_manager_t *c = mp_manager_connect(a->address, KEY, sizeof KEY - 1);
-  mp_dict_t *d = c ? mp_manager_dict(c, "d") : NULL;
+  mp_manager_t *c = child_connect(a->address);
+  mp_dict_t *d = mp_manager_dict(c, "d");
   if (!d)
     _exit(2);
   atomic_store(a->started, 1);
