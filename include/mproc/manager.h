@@ -1,7 +1,8 @@
-/* mproc: managers (Python's multiprocessing.Manager() and
- * managers.BaseManager): named dicts, lists and queues served by a server
- * process to processes of the family and to unrelated processes, here or
- * on another host.
+/* mproc: managers (Python's multiprocessing.Manager(),
+ * managers.BaseManager and managers.SharedMemoryManager): named dicts,
+ * lists, queues, locks, semaphores and events served by a server process
+ * to processes of the family and to unrelated processes, here or on
+ * another host, and shared memory segments the server owns.
  *
  * mp_manager_new starts the server (BaseManager(address, authkey).start()).
  * Its handle lives in shared memory: it works in the process that made it
@@ -36,8 +37,10 @@
 
 #include "mproc/containers.h"
 #include "mproc/error.h"
+#include "mproc/memory.h"
 #include "mproc/obj.h"
 #include "mproc/queue.h"
+#include "mproc/sync.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -76,6 +79,55 @@ MP_API mp_dict_t *mp_manager_dict(mp_manager_t *m, const char *name);
 MP_API mp_list_t *mp_manager_list(mp_manager_t *m, const char *name);
 MP_API mp_queue_t *mp_manager_queue(mp_manager_t *m, const char *name,
                                     size_t maxsize);
+
+/* The server's Lock, RLock, Semaphore or Event of that name, made on
+ * first use (Manager().Lock(), .RLock(), .Semaphore(value), .Event(); a
+ * semaphore with value then, later values are ignored). As for the
+ * containers: for the family handle these are the shared-memory objects
+ * themselves (the manager frees them: do not free them); for a connected
+ * one they are proxies that take the same mp_lock_*, mp_rlock_*,
+ * mp_semaphore_* and mp_event_* calls (free them with mp_lock_free and
+ * friends, before the manager). On a proxy:
+ *   - acquire and wait wait in the server, in slices of at most 0.1 s
+ *     between which the connection is free for the other threads of this
+ *     process (a thread waiting for a lock another thread of the process
+ *     holds does not stop that thread's release); mp_interrupt() ends
+ *     such a wait with MP_EINTR at the end of its slice;
+ *   - a lock or rlock still held by a client when its connection closes
+ *     (it freed the manager, exited or was killed) is released by the
+ *     server; Python's manager leaves it held for ever;
+ *   - an RLock's owner is the connection: the threads of one connected
+ *     manager count as one owner; mp_rlock_is_mine, mp_rlock_count and
+ *     mp_rlock_owner give false / 0 on a proxy;
+ *   - every call returns MP_ECLOSED once the server is gone (a bool
+ *     function: false).
+ * NULL with errno as mp_manager_dict (EINVAL also for a semaphore value
+ * over INT32_MAX). */
+MP_API mp_lock_t *mp_manager_lock(mp_manager_t *m, const char *name);
+MP_API mp_rlock_t *mp_manager_rlock(mp_manager_t *m, const char *name);
+MP_API mp_semaphore_t *mp_manager_semaphore(mp_manager_t *m, const char *name,
+                                            unsigned value);
+MP_API mp_event_t *mp_manager_event(mp_manager_t *m, const char *name);
+
+/* SharedMemoryManager().SharedMemory(size): a new named segment of size
+ * bytes (zeroed, a random free name) owned by the manager's server: it is
+ * unlinked when the server stops (mp_manager_shutdown), when the family
+ * handle is freed, and, if the server and its family are all killed, by
+ * the family's resource tracker. The handle is this process's mapping of
+ * it: mp_shm_buf, mp_shm_size, mp_shm_name work as usual (a Python
+ * SharedMemory(name) attaches too); release it with mp_shm_close (do not
+ * unlink it: the manager does). NULL with errno: those of mp_shm_open,
+ * and as mp_manager_dict. */
+MP_API mp_shm_t *mp_manager_shm(mp_manager_t *m, size_t size);
+
+/* SharedMemoryManager().ShareableList(sequence): a new ShareableList of
+ * the n items (see mp_shareable_list_new) in a segment that the manager
+ * owns as mp_manager_shm's: unlinked at shutdown, and so on. Release it
+ * with mp_shareable_list_close (do not unlink it). NULL with errno: those
+ * of mp_shareable_list_new, and as mp_manager_dict. */
+MP_API mp_shareable_list_t *
+mp_manager_shareable_list(mp_manager_t *m, const mp_shareable_item_t *items,
+                          size_t n);
 
 /* Stops the server (from the family handle or from a connected one):
  * it stops accepting, and the connections of its clients close (their

@@ -181,6 +181,7 @@ static mp_manager_t *connect_any(const char *address, const void *authkey,
   if (rc < 0)
     goto error;
   strcpy(m->address, address);
+  mp__manager_nodelay(m->conn);
   pthread_mutex_init(&m->lock, NULL);
   m->magic = MP__MANAGER_REMOTE_MAGIC;
   __atomic_store_n(&mp__remote_call, link_call, __ATOMIC_RELEASE);
@@ -208,42 +209,122 @@ const char *mp_manager_address(const mp_manager_t *m) {
   return f ? f->address : r ? r->address : NULL;
 }
 
-/* A proxy of the server's object of that kind and name. */
-static void *proxy_open(remote_manager_t *r, uint32_t kind, const char *name,
-                        size_t maxsize) {
-  if (!name || strlen(name) > MP__MANAGER_NAME_MAX) {
-    errno = EINVAL;
-    return NULL;
-  }
-  mp__remote_t *h = calloc(1, sizeof *h);
-  if (!h)
-    return NULL;
+/* Opens the server's object of that kind and name for this connection:
+ * its id, and for a segment its name (in rep->out, for the caller). */
+static int remote_open(remote_manager_t *r, uint32_t kind, const char *name,
+                       size_t arg, mp__remote_reply_t *rep) {
+  if (!name || strlen(name) > MP__MANAGER_NAME_MAX)
+    return MP_EINVAL;
   mp__remote_req_t req = {.op = MP__OP_OPEN,
                           .a = name,
                           .alen = strlen(name),
                           .n = kind,
-                          .m = (int64_t)maxsize};
+                          .m = (int64_t)arg};
+  return link_call(r, &req, rep);
+}
+
+/* The id of the server's object for this connection. False with errno. */
+static bool remote_id(remote_manager_t *r, uint32_t kind, const char *name,
+                      size_t arg, uint64_t *id) {
   mp__remote_reply_t rep = {0, 0, NULL, 0};
   int rc = r->python ? mp__pyclient_open(r->python, kind, name, &rep.n)
-                     : link_call(r, &req, &rep);
+                     : remote_open(r, kind, name, arg, &rep);
   free(rep.out);
-  if (rc < 0) {
-    free(h);
+  if (rc < 0)
     errno = mp__manager_errno(rc);
+  *id = (uint64_t)rep.n;
+  return rc == 0;
+}
+
+/* A proxy of the server's dict, list or queue of that name. */
+static void *proxy_open(remote_manager_t *r, uint32_t kind, const char *name,
+                        size_t maxsize) {
+  uint64_t id;
+  mp__remote_t *h = malloc(sizeof *h);
+  if (!h || !remote_id(r, kind, name, maxsize, &id)) {
+    free(h);
     return NULL;
   }
-  *h = (mp__remote_t){MP__REMOTE_MAGIC, kind, r, (uint64_t)rep.n};
+  *h = (mp__remote_t){MP__REMOTE_MAGIC, kind, r, id};
+  return h;
+}
+
+/* ---- proxies of locks, semaphores and events (sync/proxy.h) ----------------
+ */
+
+#define SYNC_SLICE 0.1 /* seconds a waiting call holds the connection */
+
+typedef struct sync_proxy {
+  mp__sync_proxy_t head;
+  uint32_t kind; /* MP__REMOTE_LOCK ... MP__REMOTE_EVENT */
+  remote_manager_t *link;
+  uint64_t id;
+} sync_proxy_t;
+
+/* One call. A wait is cut in slices, each a request of its own, so that
+ * between them the connection is free for the other threads (one of them
+ * may be about to release what this one waits for). */
+static int sync_call(mp__sync_proxy_t *p, uint32_t op, double timeout) {
+  sync_proxy_t *s = (sync_proxy_t *)p;
+  int rc = mp__timeout_check(timeout);
+  if (rc < 0)
+    return rc;
+  bool waits = op == MP__SYNC_ACQUIRE || op == MP__SYNC_WAIT;
+  bool forever = timeout < 0;
+  uint64_t end = forever ? 0 : mp__now_ns() + (uint64_t)(timeout * 1e9);
+  mp__deadline_t interrupt = mp__deadline_in(MP_FOREVER);
+  for (;;) {
+    mp__remote_req_t req = {
+        .op = MP__OP_SYNC,
+        .id = s->id,
+        .n = op,
+        .m = s->kind,
+        .timeout = waits ? mp__manager_slice(forever, end, SYNC_SLICE) : 0};
+    mp__remote_reply_t rep = {0, 0, NULL, 0};
+    rc = link_call(s->link, &req, &rep);
+    free(rep.out);
+    if (rc != MP_ETIMEDOUT || !waits || (!forever && mp__now_ns() >= end))
+      return rc < 0 ? rc : (int)rep.n;
+    if (mp__interrupted(&interrupt))
+      return MP_EINTR; /* mp_interrupt(), between two slices */
+  }
+}
+
+static void sync_free(mp__sync_proxy_t *p) {
+  p->magic = 0;
+  free(p);
+}
+
+static const mp__sync_proxy_ops_t sync_ops = {sync_call, sync_free};
+
+/* The sync kind (sync/proxy.h) of a manager's kind. */
+static uint32_t sync_kind(uint32_t kind) {
+  return kind - MP__REMOTE_LOCK + MP__SYNC_LOCK;
+}
+
+static void *sync_proxy_open(remote_manager_t *r, uint32_t kind,
+                             const char *name, size_t arg) {
+  uint64_t id;
+  sync_proxy_t *h = malloc(sizeof *h);
+  if (!h || !remote_id(r, kind, name, arg, &id)) {
+    free(h);
+    return NULL;
+  }
+  *h = (sync_proxy_t){
+      {MP__SYNC_PROXY_MAGIC, sync_kind(kind), &sync_ops}, kind, r, id};
   return h;
 }
 
 static void *open_any(mp_manager_t *m, uint32_t kind, const char *name,
-                      size_t maxsize) {
+                      size_t arg) {
   mp__family_manager_t *f = family(m);
   remote_manager_t *r = connected(m);
   if (f)
-    return mp__manager_open(f, kind, name, maxsize);
+    return mp__manager_open(f, kind, name, arg);
+  if (r && kind >= MP__REMOTE_LOCK)
+    return sync_proxy_open(r, kind, name, arg);
   if (r)
-    return proxy_open(r, kind, name, maxsize);
+    return proxy_open(r, kind, name, arg);
   errno = EINVAL;
   return NULL;
 }
@@ -259,6 +340,86 @@ mp_list_t *mp_manager_list(mp_manager_t *m, const char *name) {
 mp_queue_t *mp_manager_queue(mp_manager_t *m, const char *name,
                              size_t maxsize) {
   return open_any(m, MP__REMOTE_QUEUE, name, maxsize);
+}
+
+mp_lock_t *mp_manager_lock(mp_manager_t *m, const char *name) {
+  return open_any(m, MP__REMOTE_LOCK, name, 0);
+}
+
+mp_rlock_t *mp_manager_rlock(mp_manager_t *m, const char *name) {
+  return open_any(m, MP__REMOTE_RLOCK, name, 0);
+}
+
+mp_semaphore_t *mp_manager_semaphore(mp_manager_t *m, const char *name,
+                                     unsigned value) {
+  return open_any(m, MP__REMOTE_SEMAPHORE, name, value);
+}
+
+mp_event_t *mp_manager_event(mp_manager_t *m, const char *name) {
+  return open_any(m, MP__REMOTE_EVENT, name, 0);
+}
+
+/* A connected client asks the server for a segment and maps it by name. */
+static mp_shm_t *remote_shm(remote_manager_t *r, size_t size) {
+  mp__remote_reply_t rep = {0, 0, NULL, 0};
+  char name[MP__MANAGER_NAME_MAX + 1];
+  int rc = remote_open(r, MP__REMOTE_SHM, "", size, &rep);
+  if (rc == 0 && (rep.out_len == 0 || rep.out_len > MP__MANAGER_NAME_MAX))
+    rc = MP_EINVAL;
+  if (rc == 0) {
+    memcpy(name, rep.out, rep.out_len);
+    name[rep.out_len] = 0;
+  }
+  free(rep.out);
+  if (rc < 0) {
+    errno = mp__manager_errno(rc);
+    return NULL;
+  }
+  return mp_shm_open(name, false, 0);
+}
+
+mp_shm_t *mp_manager_shm(mp_manager_t *m, size_t size) {
+  mp__family_manager_t *f = family(m);
+  remote_manager_t *r = connected(m);
+  if (size == 0 || (!f && !r)) {
+    errno = EINVAL;
+    return NULL;
+  }
+  return f ? mp__manager_new_shm(f, size) : remote_shm(r, size);
+}
+
+/* SharedMemoryManager().ShareableList(items): the list is laid out here,
+ * then the manager adopts its segment. A client's tracker forgets it just
+ * before: the client may be of the server's family, with the same tracker,
+ * which keeps a set of names, so a "forget" after the server's "track"
+ * would undo it. (A client killed between the two leaves the segment to
+ * nobody: the window is one request.) */
+mp_shareable_list_t *mp_manager_shareable_list(mp_manager_t *m,
+                                               const mp_shareable_item_t *items,
+                                               size_t n) {
+  mp__family_manager_t *f = family(m);
+  remote_manager_t *r = connected(m);
+  if (!f && !r) {
+    errno = EINVAL;
+    return NULL;
+  }
+  mp_shareable_list_t *l = mp_shareable_list_new(NULL, items, n);
+  if (!l)
+    return NULL;
+  mp_shm_t *s = mp_shareable_list_shm(l);
+  mp__remote_reply_t rep = {0, 0, NULL, 0};
+  if (r)
+    mp_shm_untrack(s);
+  int rc = f ? mp__manager_adopt_shm(f, mp_shm_name(s))
+             : remote_open(r, MP__REMOTE_SHM, mp_shm_name(s), 0, &rep);
+  free(rep.out);
+  if (rc < 0) {
+    mp_shm_unlink(s);
+    mp_shareable_list_close(l);
+    errno = mp__manager_errno(rc);
+    return NULL;
+  }
+  return l;
 }
 
 /* The family side: tells the server to stop; the creator waits for it

@@ -6,6 +6,8 @@
 #include <pthread.h>
 
 #include "containers/remote.h"
+#include "mproc/manager.h"
+#include "sync/proxy.h"
 
 #define MP__MANAGER_MAGIC        0x4d4e4752u /* "MNGR": a family handle */
 #define MP__MANAGER_REMOTE_MAGIC 0x4d4e4743u /* "MNGC": a connected one */
@@ -40,17 +42,38 @@ typedef struct mp__family_manager {
 
 /* ---- registry.c: below server.c and manager.c ---------------------------- */
 
+/* Sets TCP_NODELAY on a connection's socket (nothing on a Unix socket). */
+void mp__manager_nodelay(mp_conn_t *c);
+
 /* The errno of a constructor that failed with rc (an MP_E* code or
  * -errno). */
 int mp__manager_errno(int rc);
 
-/* The server's object of that kind and name, made on first use. NULL with
- * errno. */
+/* The server's object of that kind and name, made on first use (arg: a
+ * queue's maxsize, a semaphore's value). NULL with errno. */
 void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
-                       size_t maxsize);
+                       size_t arg);
 
-/* Frees every named object (the creator, at free). */
+/* A new segment of size bytes (a random name), owned by the manager: it is
+ * unlinked when the server stops or the manager is freed. NULL with
+ * errno (those of mp_shm_open). */
+mp_shm_t *mp__manager_new_shm(mp__family_manager_t *m, size_t size);
+
+/* Makes an existing segment (a client made it) the manager's, as if it had
+ * made it: registered, and tracked by the family's resource tracker. 0,
+ * MP_EINVAL (a bad name), or a code of the registry. */
+int mp__manager_adopt_shm(mp__family_manager_t *m, const char *name);
+
+/* Unlinks every segment of the manager. */
+void mp__manager_unlink_shm(mp__family_manager_t *m);
+
+/* Frees every named object and unlinks every segment (the creator, at
+ * free). */
 void mp__manager_registry_free(mp__family_manager_t *m);
+
+/* The next slice of a wait in slices of `slice` seconds that ends at `end`
+ * (mp__now_ns; forever: no end): the smaller of slice and what is left. */
+double mp__manager_slice(bool forever, uint64_t end, double slice);
 
 /* The wire: a request is {u32 op, u64 id, u64 alen, a, u64 blen, b, i64 n,
  * i64 m, f64 timeout}; a reply {i32 rc, i64 n, out...}. Native byte order:

@@ -2,9 +2,12 @@
  * request and its reply, and the registry of named objects (a shared dict
  * from "<kind>:<name>" to the object's pointer, in the family's arena). */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "managers/manager.h"
 
@@ -94,6 +97,23 @@ void *mp__wire_reply(int rc, int64_t n, const void *out, size_t out_len,
   return buf;
 }
 
+/* Every request and every reply is one small message the other side waits
+ * for: Nagle's algorithm would only hold one back behind an unacknowledged
+ * one. (A Unix socket refuses the option: nothing to do there.) */
+void mp__manager_nodelay(mp_conn_t *c) {
+  int one = 1;
+  (void)setsockopt(mp_conn_fileno(c), IPPROTO_TCP, TCP_NODELAY, &one,
+                   sizeof one);
+}
+
+double mp__manager_slice(bool forever, uint64_t end, double slice) {
+  if (forever)
+    return slice;
+  uint64_t now = mp__now_ns();
+  double left = now >= end ? 0 : (double)(end - now) / 1e9;
+  return left < slice ? left : slice;
+}
+
 /* The errno of a constructor that failed with rc (an MP_E* code or
  * -errno). */
 int mp__manager_errno(int rc) {
@@ -113,9 +133,36 @@ int mp__manager_errno(int rc) {
 
 struct open_args {
   uint32_t kind;
-  size_t maxsize;
+  size_t arg; /* a queue's maxsize, a semaphore's value */
   void *obj;
 };
+
+/* A new object of that kind (not a segment: those are made by
+ * mp__manager_new_shm). */
+static void *object_new(uint32_t kind, size_t arg) {
+  switch (kind) {
+  case MP__REMOTE_DICT:
+    return mp_dict_new();
+  case MP__REMOTE_LIST:
+    return mp_list_new();
+  case MP__REMOTE_QUEUE:
+    return mp_queue_new(arg);
+  case MP__REMOTE_LOCK:
+    return mp_lock_new();
+  case MP__REMOTE_RLOCK:
+    return mp_rlock_new();
+  case MP__REMOTE_SEMAPHORE:
+    if (arg > INT32_MAX) {
+      errno = EINVAL;
+      return NULL;
+    }
+    return mp_semaphore_new((unsigned)arg);
+  case MP__REMOTE_EVENT:
+    return mp_event_new();
+  }
+  errno = EINVAL;
+  return NULL;
+}
 
 static int open_cb(const void *old, size_t old_len, bool found,
                    const void **new_val, size_t *new_len, void *arg) {
@@ -126,16 +173,7 @@ static int open_cb(const void *old, size_t old_len, bool found,
     memcpy(&a->obj, old, sizeof a->obj);
     return MP_DICT_KEEP;
   }
-  switch (a->kind) {
-  case MP__REMOTE_DICT:
-    a->obj = mp_dict_new();
-    break;
-  case MP__REMOTE_LIST:
-    a->obj = mp_list_new();
-    break;
-  default:
-    a->obj = mp_queue_new(a->maxsize);
-  }
+  a->obj = object_new(a->kind, a->arg);
   if (!a->obj)
     return -errno;
   *new_val = &a->obj;
@@ -143,18 +181,22 @@ static int open_cb(const void *old, size_t old_len, bool found,
   return MP_DICT_STORE;
 }
 
+/* A registry key starts with one letter per kind (by its number). */
+static const char kind_letters[MP__REMOTE_KINDS + 1] = "?qdlkrsem";
+
 static int registry_key(uint32_t kind, const char *name, char *key) {
-  if (!name || strlen(name) > MP__MANAGER_NAME_MAX)
+  if (!name || strlen(name) > MP__MANAGER_NAME_MAX || kind == 0 ||
+      kind >= MP__REMOTE_KINDS)
     return MP_EINVAL;
-  return snprintf(key, MP__MANAGER_NAME_MAX + 8, "%c:%s", "?qdl"[kind & 3],
+  return snprintf(key, MP__MANAGER_NAME_MAX + 8, "%c:%s", kind_letters[kind],
                   name);
 }
 
 void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
-                       size_t maxsize) {
+                       size_t arg) {
   char key[MP__MANAGER_NAME_MAX + 8];
-  int len = registry_key(kind, name, key);
-  struct open_args a = {kind, maxsize, NULL};
+  int len = kind == MP__REMOTE_SHM ? MP_EINVAL : registry_key(kind, name, key);
+  struct open_args a = {kind, arg, NULL};
   int rc = len < 0 ? len
                    : mp_dict_modify(m->registry, key, (size_t)len, open_cb, &a);
   if (rc < 0) {
@@ -164,10 +206,95 @@ void *mp__manager_open(mp__family_manager_t *m, uint32_t kind, const char *name,
   return a.obj;
 }
 
-/* Frees every named object (the creator, at free). */
+/* ---- shared memory segments (SharedMemoryManager) ---------------------------
+ * A segment is made by whoever asks in the family (the server for its
+ * clients), so the family's resource tracker knows it; its name goes into
+ * the registry ("m:<name>"), and whoever frees the manager, or the server
+ * when it stops, unlinks every one. */
+
+/* Puts a segment's name in the registry. */
+static int register_shm(mp__family_manager_t *m, const char *name) {
+  char key[MP__MANAGER_NAME_MAX + 8];
+  int len = registry_key(MP__REMOTE_SHM, name, key);
+  return len < 0 ? len : mp_dict_set(m->registry, key, (size_t)len, "", 0);
+}
+
+mp_shm_t *mp__manager_new_shm(mp__family_manager_t *m, size_t size) {
+  mp_shm_t *s = mp_shm_open(NULL, true, size);
+  if (!s)
+    return NULL;
+  int rc = register_shm(m, mp_shm_name(s));
+  if (rc < 0) {
+    mp_shm_unlink(s);
+    mp_shm_close(s);
+    errno = mp__manager_errno(rc);
+    return NULL;
+  }
+  return s;
+}
+
+int mp__manager_adopt_shm(mp__family_manager_t *m, const char *name) {
+  char path[MP__MANAGER_NAME_MAX + 2];
+  if (!name[0] || strchr(name, '/') || strlen(name) > MP__MANAGER_NAME_MAX)
+    return MP_EINVAL;
+  snprintf(path, sizeof path, "/%s", name);
+  int rc = register_shm(m, name);
+  if (rc == 0)
+    mp__track(MP__RESOURCE_SHM, path); /* best effort, as for a new one */
+  return rc;
+}
+
+void mp__manager_unlink_shm(mp__family_manager_t *m) {
+  mp_dict_item_t *items;
+  size_t n;
+  if (mp_dict_keys(m->registry, &items, &n) < 0)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    const char *key = items[i].key;
+    char name[MP__MANAGER_NAME_MAX + 1];
+    if (items[i].klen < 3 || items[i].klen - 2 > MP__MANAGER_NAME_MAX ||
+        key[0] != kind_letters[MP__REMOTE_SHM])
+      continue;
+    memcpy(name, key + 2, items[i].klen - 2);
+    name[items[i].klen - 2] = 0;
+    mp_shm_unlink_name(name);
+  }
+  mp_free(items);
+}
+
+/* Frees one named object (by its registry key's letter). */
+static void object_free(char letter, void *obj) {
+  switch (letter) {
+  case 'd':
+    mp_dict_free(obj);
+    break;
+  case 'l':
+    mp_list_free(obj);
+    break;
+  case 'q':
+    mp_queue_free(obj);
+    break;
+  case 'k':
+    mp_lock_free(obj);
+    break;
+  case 'r':
+    mp_rlock_free(obj);
+    break;
+  case 's':
+    mp_semaphore_free(obj);
+    break;
+  case 'e':
+    mp_event_free(obj);
+    break;
+  }
+}
+
+/* Frees every named object and unlinks every segment (the creator, at
+ * free). */
 void mp__manager_registry_free(mp__family_manager_t *m) {
   mp_dict_item_t *items;
   size_t n;
+  mp__manager_unlink_shm(m);
   if (mp_dict_items(m->registry, &items, &n) < 0)
     return;
   for (size_t i = 0; i < n; i++) {
@@ -175,17 +302,7 @@ void mp__manager_registry_free(mp__family_manager_t *m) {
     if (items[i].vlen != sizeof obj)
       continue;
     memcpy(&obj, items[i].val, sizeof obj);
-    switch (((const char *)items[i].key)[0]) {
-    case 'd':
-      mp_dict_free(obj);
-      break;
-    case 'l':
-      mp_list_free(obj);
-      break;
-    case 'q':
-      mp_queue_free(obj);
-      break;
-    }
+    object_free(((const char *)items[i].key)[0], obj);
   }
   mp_free(items);
 }

@@ -12,6 +12,7 @@
 
 #include "managers/manager.h"
 #include "managers/python.h"
+#include "sync/lock.h"
 
 #define SLICE        0.05 /* seconds of a waiting slice */
 #define ACCEPT_SLICE 0.1  /* how often the accept loop looks at `stop` */
@@ -47,13 +48,40 @@ static void *object(client_t *c, uint64_t id, uint32_t kind) {
   return NULL;
 }
 
+/* A new segment for the client: its name goes back; the server keeps no
+ * mapping of it (the registry has its name, to unlink it). With a name:
+ * the client's own segment (a ShareableList it laid out), adopted. */
+static void open_shm(client_t *c, const mp__remote_req_t *req, result_t *res) {
+  if (req->alen > 0) {
+    char name[MP__MANAGER_NAME_MAX + 1];
+    memcpy(name, req->a, req->alen); /* alen <= MP__MANAGER_NAME_MAX */
+    name[req->alen] = 0;
+    res->rc = mp__manager_adopt_shm(c->m, name);
+    return;
+  }
+  mp_shm_t *s = mp__manager_new_shm(c->m, (size_t)req->m);
+  if (!s) {
+    res->rc = -errno;
+    return;
+  }
+  res->out = strdup(mp_shm_name(s));
+  res->out_len = res->out ? strlen(res->out) : 0;
+  if (!res->out)
+    res->rc = -ENOMEM;
+  mp_shm_close(s);
+}
+
 static void open_object(client_t *c, const mp__remote_req_t *req,
                         result_t *res) {
   char name[MP__MANAGER_NAME_MAX + 1];
   uint32_t kind = (uint32_t)req->n;
   if (req->alen > MP__MANAGER_NAME_MAX || kind < MP__REMOTE_QUEUE ||
-      kind > MP__REMOTE_LIST) {
+      kind >= MP__REMOTE_KINDS) {
     res->rc = MP_EINVAL;
+    return;
+  }
+  if (kind == MP__REMOTE_SHM) {
+    open_shm(c, req, res);
     return;
   }
   memcpy(name, req->a, req->alen);
@@ -80,8 +108,8 @@ static void open_object(client_t *c, const mp__remote_req_t *req,
 /* ---- queues: waiting in slices --------------------------------------------
  */
 
-typedef int (*queue_try_fn)(void *q, const mp__remote_req_t *req, result_t *res,
-                            double timeout);
+typedef int (*try_fn)(void *q, const mp__remote_req_t *req, result_t *res,
+                      double timeout);
 
 static int try_put(void *q, const mp__remote_req_t *req, result_t *res,
                    double timeout) {
@@ -106,18 +134,12 @@ static int try_get(void *q, const mp__remote_req_t *req, result_t *res,
 
 /* Runs fn in slices until it does not time out, the request's timeout
  * passes, or the client hangs up (CLIENT_GONE). */
-static int queue_wait(client_t *c, void *q, const mp__remote_req_t *req,
-                      result_t *res, queue_try_fn fn) {
+static int wait_in_slices(client_t *c, void *q, const mp__remote_req_t *req,
+                          result_t *res, try_fn fn) {
   bool forever = req->timeout < 0 || req->timeout != req->timeout;
   uint64_t end = forever ? 0 : mp__now_ns() + (uint64_t)(req->timeout * 1e9);
   for (;;) {
-    double slice = SLICE;
-    if (!forever) {
-      uint64_t now = mp__now_ns();
-      double left = now >= end ? 0 : (double)(end - now) / 1e9;
-      slice = left < SLICE ? left : SLICE;
-    }
-    int rc = fn(q, req, res, slice);
+    int rc = fn(q, req, res, mp__manager_slice(forever, end, SLICE));
     if (rc != MP_ETIMEDOUT || (!forever && mp__now_ns() >= end))
       return rc;
     if (mp_conn_poll(c->conn, 0) != 0)
@@ -133,10 +155,10 @@ static void queue_op(client_t *c, const mp__remote_req_t *req, result_t *res) {
   }
   switch (req->op) {
   case MP__OP_QUEUE_PUT:
-    res->rc = queue_wait(c, q, req, res, try_put);
+    res->rc = wait_in_slices(c, q, req, res, try_put);
     break;
   case MP__OP_QUEUE_GET:
-    res->rc = queue_wait(c, q, req, res, try_get);
+    res->rc = wait_in_slices(c, q, req, res, try_get);
     break;
   case MP__OP_QUEUE_QSIZE:
     res->n = (int64_t)mp_queue_qsize(q);
@@ -351,6 +373,87 @@ static void list_op(client_t *c, const mp__remote_req_t *req, result_t *res) {
   }
 }
 
+/* ---- locks, semaphores, events ---------------------------------------------
+ * The waits run in slices (wait_in_slices) like a queue's, so that a client
+ * gone while it waits is noticed. A lock is taken by this client's thread
+ * of the server, so that at the end of the connection the locks that
+ * thread still holds are the client's, and are released. */
+
+static int try_acquire(void *obj, const mp__remote_req_t *req, result_t *res,
+                       double timeout) {
+  (void)res;
+  switch ((uint32_t)req->m) {
+  case MP__REMOTE_LOCK:
+    return mp_lock_acquire(obj, timeout);
+  case MP__REMOTE_RLOCK:
+    return mp_rlock_acquire(obj, timeout);
+  default:
+    return mp_semaphore_acquire(obj, timeout);
+  }
+}
+
+static int try_wait(void *obj, const mp__remote_req_t *req, result_t *res,
+                    double timeout) {
+  (void)req, (void)res;
+  return mp_event_wait(obj, timeout);
+}
+
+/* The operations that do not wait: their code, or their result in n. */
+static int sync_now(void *obj, uint32_t kind, uint32_t op, int64_t *n) {
+  switch (kind << 8 | op) {
+  case MP__REMOTE_LOCK << 8 | MP__SYNC_RELEASE:
+    return mp_lock_release(obj);
+  case MP__REMOTE_RLOCK << 8 | MP__SYNC_RELEASE:
+    return mp_rlock_release(obj);
+  case MP__REMOTE_SEMAPHORE << 8 | MP__SYNC_RELEASE:
+    return mp_semaphore_release(obj);
+  case MP__REMOTE_LOCK << 8 | MP__SYNC_LOCKED:
+    *n = mp_lock_locked(obj);
+    return 0;
+  case MP__REMOTE_RLOCK << 8 | MP__SYNC_LOCKED:
+    *n = mp_rlock_locked(obj);
+    return 0;
+  case MP__REMOTE_SEMAPHORE << 8 | MP__SYNC_VALUE:
+    *n = mp_semaphore_value(obj);
+    return *n < 0 ? (int)*n : 0;
+  case MP__REMOTE_EVENT << 8 | MP__SYNC_SET:
+    return mp_event_set(obj);
+  case MP__REMOTE_EVENT << 8 | MP__SYNC_CLEAR:
+    return mp_event_clear(obj);
+  case MP__REMOTE_EVENT << 8 | MP__SYNC_IS_SET:
+    *n = mp_event_is_set(obj);
+    return 0;
+  }
+  return MP_EINVAL;
+}
+
+static void sync_op(client_t *c, const mp__remote_req_t *req, result_t *res) {
+  uint32_t kind = (uint32_t)req->m, op = (uint32_t)req->n;
+  void *obj = kind >= MP__REMOTE_LOCK && kind <= MP__REMOTE_EVENT
+                  ? object(c, req->id, kind)
+                  : NULL;
+  if (!obj)
+    res->rc = MP_EINVAL;
+  else if (op == MP__SYNC_ACQUIRE && kind != MP__REMOTE_EVENT)
+    res->rc = wait_in_slices(c, obj, req, res, try_acquire);
+  else if (op == MP__SYNC_WAIT && kind == MP__REMOTE_EVENT)
+    res->rc = wait_in_slices(c, obj, req, res, try_wait);
+  else
+    res->rc = sync_now(obj, kind, op, &res->n);
+}
+
+/* The end of a connection: what its thread still holds is released. */
+static void release_held(client_t *c) {
+  for (size_t i = 0; i < c->n_opened; i++) {
+    void *obj = (void *)(uintptr_t)c->opened[i].id;
+    if (c->opened[i].kind == MP__REMOTE_LOCK &&
+        mp__mutex_is_mine(&((struct mp_lock *)obj)->mutex))
+      mp_lock_release(obj);
+    while (c->opened[i].kind == MP__REMOTE_RLOCK && mp_rlock_is_mine(obj))
+      mp_rlock_release(obj);
+  }
+}
+
 /* ---- connections ------------------------------------------------------------
  */
 
@@ -363,8 +466,10 @@ static void perform(client_t *c, const mp__remote_req_t *req, result_t *res) {
     queue_op(c, req, res);
   } else if (req->op >= MP__OP_DICT_SET && req->op <= MP__OP_DICT_REPLACE) {
     dict_op(c, req, res);
-  } else if (req->op >= MP__OP_LIST_APPEND && req->op < MP__OP_COUNT) {
+  } else if (req->op >= MP__OP_LIST_APPEND && req->op <= MP__OP_LIST_CLEAR) {
     list_op(c, req, res);
+  } else if (req->op == MP__OP_SYNC) {
+    sync_op(c, req, res);
   } else {
     res->rc = MP_EINVAL;
   }
@@ -409,6 +514,7 @@ static void *serve_client(void *arg) {
     if (!more)
       break;
   }
+  release_held(c);
   mp_conn_free(c->conn);
   free(c->opened);
   free(c);
@@ -421,6 +527,7 @@ static void start_client(mp__family_manager_t *m, mp_conn_t *conn) {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  mp__manager_nodelay(conn);
   if (c) {
     *c = (client_t){m, conn, NULL, 0, 0};
     if (pthread_create(&t, &attr, serve_client, c) == 0)
@@ -454,6 +561,7 @@ void mp__manager_serve(void *arg) {
       start_client(m, conn);
   }
   mp_listener_free(l);
+  mp__manager_unlink_shm(m); /* SharedMemoryManager's shutdown */
   settle(m, MP__MANAGER_STOPPED);
   /* The client threads may be inside calls: end at once, without exit
    * handlers (the objects are robust to that). */

@@ -17,12 +17,19 @@ enum mp__remote_kind {
   MP__REMOTE_QUEUE = 1,
   MP__REMOTE_DICT,
   MP__REMOTE_LIST,
+  MP__REMOTE_LOCK, /* locks, semaphores and events: sync/proxy.h */
+  MP__REMOTE_RLOCK,
+  MP__REMOTE_SEMAPHORE,
+  MP__REMOTE_EVENT,
+  MP__REMOTE_SHM, /* a shared memory segment: its name */
+  MP__REMOTE_KINDS,
 };
 
 /* The operations a server performs for a handle. Numbers are on the wire
  * (between mproc builds of the same version). */
 enum mp__remote_op {
-  MP__OP_OPEN = 1, /* a: name, n: kind, b: maxsize (queues) -> n: id */
+  MP__OP_OPEN = 1, /* a: name, n: kind, m: maxsize (queues), value
+                      (semaphores), size (shm) -> n: id, out: shm name */
   MP__OP_SHUTDOWN,
   MP__OP_QUEUE_PUT, /* a: message */
   MP__OP_QUEUE_GET, /* m: 1 for get_into with n: its capacity -> out */
@@ -48,6 +55,7 @@ enum mp__remote_op {
   MP__OP_LIST_SLICE,  /* n: start, m: stop -> out: items */
   MP__OP_LIST_LEN,
   MP__OP_LIST_CLEAR,
+  MP__OP_SYNC, /* m: kind, n: enum mp__sync_op -> n: its result */
   MP__OP_COUNT,
 };
 

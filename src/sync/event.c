@@ -13,6 +13,7 @@
 #include <assert.h>
 
 #include "core/owner.h"
+#include "sync/proxy.h"
 
 #define EVENT_MAGIC 0x45564e54u /* "EVNT" */
 #define FLAG_SET    1u
@@ -35,7 +36,7 @@ mp_event_t *mp_event_new(void) {
 
 int mp_event_set(mp_event_t *e) {
   if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_SET, 0);
   mp__tsan_release(e);
   uint32_t v = atomic_load(&e->word);
   do {
@@ -50,14 +51,14 @@ int mp_event_set(mp_event_t *e) {
 
 int mp_event_clear(mp_event_t *e) {
   if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_CLEAR, 0);
   atomic_fetch_and(&e->word, ~FLAG_SET);
   return 0;
 }
 
 bool mp_event_is_set(const mp_event_t *e) {
   if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return false;
+    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_IS_SET, 0) > 0;
   bool set = atomic_load(&((mp_event_t *)e)->word) & FLAG_SET;
   if (set)
     mp__tsan_acquire(e);
@@ -72,7 +73,7 @@ static bool was_set(uint32_t start, uint32_t now) {
 
 int mp_event_wait(mp_event_t *e, double timeout) {
   if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_WAIT, timeout);
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
@@ -104,7 +105,7 @@ set:
 }
 
 void mp_event_free(mp_event_t *e) {
-  if (!e)
+  if (!e || mp__sync_proxy_free(e, MP__SYNC_EVENT))
     return;
   mp__object_retire(e, EVENT_MAGIC, "event");
   atomic_fetch_add(&e->word, COUNTER_ONE);

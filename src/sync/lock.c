@@ -13,6 +13,7 @@
  * first takes it and the rest set WAITERS again and sleep; that costs extra
  * wake-ups only when several processes sleep on one lock at once. */
 #include "sync/lock.h"
+#include "sync/proxy.h"
 
 #include <assert.h>
 
@@ -202,13 +203,13 @@ mp_lock_t *mp_lock_new(void) {
 
 int mp_lock_acquire(mp_lock_t *l, double timeout) {
   if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(l, MP__SYNC_LOCK, MP__SYNC_ACQUIRE, timeout);
   return mutex_acquire(&l->mutex, timeout, NULL, false);
 }
 
 int mp_lock_release(mp_lock_t *l) {
   if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(l, MP__SYNC_LOCK, MP__SYNC_RELEASE, 0);
   return unlock_word(&l->mutex);
 }
 
@@ -222,18 +223,18 @@ static bool mutex_locked(const mp__mutex_t *m) {
 
 bool mp_lock_locked(const mp_lock_t *l) {
   if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
-    return false;
+    return mp__sync_proxy_call(l, MP__SYNC_LOCK, MP__SYNC_LOCKED, 0) > 0;
   return mutex_locked(&l->mutex);
 }
 
 bool mp_rlock_locked(const mp_rlock_t *r) {
   if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
-    return false;
+    return mp__sync_proxy_call(r, MP__SYNC_RLOCK, MP__SYNC_LOCKED, 0) > 0;
   return mutex_locked(&r->mutex);
 }
 
 void mp_lock_free(mp_lock_t *l) {
-  if (!l)
+  if (!l || mp__sync_proxy_free(l, MP__SYNC_LOCK))
     return;
   mp__object_retire(l, MP__LOCK_MAGIC, "lock");
   mp__shm_free(l);
@@ -245,13 +246,13 @@ mp_rlock_t *mp_rlock_new(void) {
 
 int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
   if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(r, MP__SYNC_RLOCK, MP__SYNC_ACQUIRE, timeout);
   return mutex_acquire(&r->mutex, timeout, NULL, true);
 }
 
 int mp_rlock_release(mp_rlock_t *r) {
   if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(r, MP__SYNC_RLOCK, MP__SYNC_RELEASE, 0);
   return rlock_release(&r->mutex);
 }
 
@@ -284,7 +285,7 @@ pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
 }
 
 void mp_rlock_free(mp_rlock_t *r) {
-  if (!r)
+  if (!r || mp__sync_proxy_free(r, MP__SYNC_RLOCK))
     return;
   mp__object_retire(r, MP__RLOCK_MAGIC, "rlock");
   mp__shm_free(r);

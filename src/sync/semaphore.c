@@ -12,6 +12,7 @@
 #include <assert.h>
 
 #include "core/owner.h"
+#include "sync/proxy.h"
 
 #define SEMAPHORE_MAGIC 0x53454d41u /* "SEMA" */
 #define VALUE_MASK      0x7fffffffu
@@ -55,7 +56,8 @@ static bool try_take(mp_semaphore_t *s, uint32_t *v) {
 
 int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
   if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(s, MP__SYNC_SEMAPHORE, MP__SYNC_ACQUIRE,
+                               timeout);
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
@@ -88,7 +90,7 @@ taken:
 
 int mp_semaphore_release(mp_semaphore_t *s) {
   if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(s, MP__SYNC_SEMAPHORE, MP__SYNC_RELEASE, 0);
   mp__tsan_release(s);
   uint32_t v = atomic_load(&s->word);
   do {
@@ -102,12 +104,12 @@ int mp_semaphore_release(mp_semaphore_t *s) {
 
 int mp_semaphore_value(const mp_semaphore_t *s) {
   if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-    return MP_EINVAL;
+    return mp__sync_proxy_call(s, MP__SYNC_SEMAPHORE, MP__SYNC_VALUE, 0);
   return (int)(atomic_load(&((mp_semaphore_t *)s)->word) & VALUE_MASK);
 }
 
 void mp_semaphore_free(mp_semaphore_t *s) {
-  if (!s)
+  if (!s || mp__sync_proxy_free(s, MP__SYNC_SEMAPHORE))
     return;
   mp__object_retire(s, SEMAPHORE_MAGIC, "semaphore");
   mp__shm_free(s);
