@@ -256,6 +256,48 @@ static void test_proxies_tcp(void **state) {
   run_proxies("tcp:127.0.0.1:0");
 }
 
+/* A proxy's blocking get or put waits its whole timeout, not one of the
+ * server's slices (50 ms): a family child puts (or takes) only after a
+ * pause longer than a slice. The pause only provokes the case: if the
+ * child is early the calls succeed all the same. */
+static void late_partner(void *arg) {
+  mp_manager_t *m = *(mp_manager_t **)arg;
+  mp_queue_t *in = mp_manager_queue(m, "late", 0);
+  mp_queue_t *full = mp_manager_queue(m, "full", 1);
+  void *buf;
+  size_t len;
+  usleep(300 * 1000);
+  if (!in || !full || mp_queue_put(in, "late", 4, MP_FOREVER) != 0)
+    _exit(2);
+  usleep(300 * 1000);
+  if (mp_queue_get(full, &buf, &len, MP_FOREVER) != 0)
+    _exit(3);
+  mp_free(buf);
+}
+
+static void test_proxy_waits_past_a_slice(void **state) {
+  (void)state;
+  mp_manager_t *m = new_manager(NULL);
+  mp_manager_t *c = connect_to(m);
+  mp_queue_t *in = mp_manager_queue(c, "late", 0);
+  mp_queue_t *full = mp_manager_queue(c, "full", 1);
+  assert_non_null(in);
+  assert_non_null(full);
+  assert_mp_ok(mp_queue_put(full, "x", 1, 0));
+  mp_process_t *p = start_child(late_partner, &m, sizeof m);
+  void *buf;
+  size_t len;
+  assert_mp_ok(mp_queue_get(in, &buf, &len, 30.0));
+  expect_bytes(buf, len, "late");
+  mp_free(buf);
+  assert_mp_ok(mp_queue_put(full, "y", 1, MP_FOREVER));
+  assert_int_equal(0, finish_child(p));
+  mp_queue_free(in);
+  mp_queue_free(full);
+  mp_manager_free(c);
+  mp_manager_free(m);
+}
+
 static void test_wrong_key(void **state) {
   (void)state;
   mp_manager_t *m = new_manager("tcp:127.0.0.1:0");
@@ -738,6 +780,7 @@ int main(int argc, char **argv) {
       sync_test(test_exit_without_free),
       sync_test(test_proxies_unix),
       sync_test(test_proxies_tcp),
+      sync_test(test_proxy_waits_past_a_slice),
       sync_test(test_wrong_key),
       sync_test(test_shutdown_by_client),
       sync_test(test_server_killed),

@@ -133,14 +133,16 @@ static int try_get(void *q, const mp__remote_req_t *req, result_t *res,
 }
 
 /* Runs fn in slices until it does not time out, the request's timeout
- * passes, or the client hangs up (CLIENT_GONE). */
+ * passes, or the client hangs up (CLIENT_GONE). A slice of a queue's get or
+ * put ends in MP_EEMPTY or MP_EFULL, of a wait in MP_ETIMEDOUT. */
 static int wait_in_slices(client_t *c, void *q, const mp__remote_req_t *req,
                           result_t *res, try_fn fn) {
   bool forever = req->timeout < 0 || req->timeout != req->timeout;
   uint64_t end = forever ? 0 : mp__now_ns() + (uint64_t)(req->timeout * 1e9);
   for (;;) {
     int rc = fn(q, req, res, mp__manager_slice(forever, end, SLICE));
-    if (rc != MP_ETIMEDOUT || (!forever && mp__now_ns() >= end))
+    bool slice_over = rc == MP_ETIMEDOUT || rc == MP_EEMPTY || rc == MP_EFULL;
+    if (!slice_over || (!forever && mp__now_ns() >= end))
       return rc;
     if (mp_conn_poll(c->conn, 0) != 0)
       return CLIENT_GONE; /* a client waiting for a reply sends nothing */
