@@ -91,10 +91,12 @@ typedef struct mp__intent {
   _Atomic uint64_t lost;
 } mp__intent_t;
 
-/* Allocates size bytes into in->fresh (which must be NULL): zeroed from the
- * arena, or else perhaps a spare (of old bytes). A block's first 8 bytes
- * hold its capacity. 0 or -ENOMEM. */
-int mp__store_alloc(mp__intent_t *in, size_t size, bool zeroed);
+/* Allocates size bytes into *slot (NULL before: in->fresh, or a place the
+ * next lock holder finds, such as a batch's entry): zeroed from the arena,
+ * or else perhaps a spare (of old bytes) of in. A block's first 8 bytes hold
+ * its capacity. 0 or -ENOMEM. */
+int mp__store_alloc(mp__intent_t *in, _Atomic(void *) *slot, size_t size,
+                    bool zeroed);
 
 /* Gives up the block in *slot (a field of in, or a pointer the container
  * owns): keeps it as a spare, or frees it, and clears the field. A death in
@@ -104,10 +106,32 @@ void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot);
 /* Frees the spares (when the container is freed). */
 void mp__store_free_spares(mp__intent_t *in);
 
-/* Allocates an entry with key and value into in->fresh. 0, -ENOMEM, or
- * MP_EINVAL for sizes that overflow. */
-int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
-                    const void *val, size_t vlen);
+/* Allocates an entry with key and value into *slot (as mp__store_alloc).
+ * 0, -ENOMEM, or MP_EINVAL for sizes that overflow. */
+int mp__store_entry(mp__intent_t *in, _Atomic(void *) *slot, const void *key,
+                    size_t klen, const void *val, size_t vlen);
+
+/* A batch: the entries of a multi-item change (dict update, list extend),
+ * all made before its commit point so that finishing it allocates nothing
+ * and cannot fail. The container keeps it in a field guarded by its
+ * lock(s), which the next holder after a death finds: before the commit
+ * point it frees the batch and its entries, after it finishes the change.
+ * Entries [0, done) belong to the container, the rest to the batch. */
+typedef struct mp__batch {
+  uint64_t bytes; /* the capacity word */
+  uint64_t n;
+  _Atomic uint64_t done;
+  _Atomic uint32_t committed; /* the dict's commit point */
+  uint32_t reserved;
+  _Atomic(void *) entries[]; /* mp__entry_t, NULL until made */
+} mp__batch_t;
+
+/* Allocates an empty batch of n entries into *slot. 0 or -ENOMEM. */
+int mp__batch_new(mp__intent_t *in, _Atomic(void *) *slot, size_t n);
+
+/* Frees the batch in *slot and its entries from `done` on (a death in here:
+ * the next holder goes on). */
+void mp__batch_free(mp__intent_t *in, _Atomic(void *) *slot);
 
 /* The step shared by most ops: puts fresh at *target (if not done yet),
  * then frees old. Idempotent. */
