@@ -162,12 +162,13 @@ static void list_finish(mp_list_t *l) {
 
 static void list_recover(void *obj) {
   mp_list_t *l = obj;
-  if (MP__GET(&l->intent.op) != MP__INTENT_NONE) {
+  if (MP__GET(&l->intent.op) != MP__INTENT_NONE)
     list_finish(l);
-  } else {
+  else
     mp__intent_drop(&l->intent);
-    mp__batch_free(&l->intent, &l->staged);
-  }
+  /* An extend's batch that is still here was not committed (a death before
+   * OP_EXTEND, perhaps in the growth of the array it made room with). */
+  mp__batch_free(&l->intent, &l->staged);
 }
 
 /* Checks the handle and takes the lock. */
