@@ -15,6 +15,7 @@
  * The ops of the intent record, each finished by stripe_finish:
  *   OP_STORE   put the entry `fresh` in the slot `target`, free the entry
  *              it replaced (`old`); a = count after, b = used after.
+ *   OP_REPLACE the same for a key that was there (count and used stay).
  *   OP_REMOVE  put a tombstone in `target`, free `old`; a = count after.
  *   OP_RESIZE  install the new table `fresh` (already filled) as the
  *              stripe's table, free the old one (`old`); a = used after.
@@ -45,7 +46,7 @@
 #define MIN_SLOTS  8u
 #define TOMBSTONE  ((void *)1)
 
-enum dict_op { OP_STORE = 1, OP_REMOVE, OP_RESIZE, OP_CLEAR };
+enum dict_op { OP_STORE = 1, OP_REPLACE, OP_REMOVE, OP_RESIZE, OP_CLEAR };
 
 typedef struct slot {
   _Atomic uint64_t hash;
@@ -60,17 +61,18 @@ typedef struct table {
 
 typedef struct shard {
   mp__mutex_t lock;
-  struct mp_dict *dict; /* set at creation */
   /* Guarded by lock: */
-  _Atomic(void *) table;          /* table_t, NULL while empty */
+  _Atomic(void *) table; /* table_t, NULL while empty */
+  mp__intent_t intent;
   _Atomic uint64_t count;         /* live entries */
   _Atomic uint64_t used;          /* live entries and tombstones */
   _Atomic uint64_t cleared_epoch; /* the dict's clear this stripe did last */
-  mp__intent_t intent;
+  struct mp_dict *dict;           /* set at creation */
 } __attribute__((aligned(64))) shard_t;
 
-/* A change writes the lock's line and the next one (store.h). */
-_Static_assert(offsetof(shard_t, intent.fresh) == 64, "stripe layout");
+/* The replacement of a value (the most common change) writes one line of
+ * its stripe: the lock's, which holds everything it changes (store.h). */
+_Static_assert(offsetof(shard_t, intent.spares[1]) == 64, "stripe layout");
 
 struct mp_dict {
   _Atomic uint32_t magic;
@@ -113,6 +115,9 @@ static void stripe_finish(shard_t *s) {
     mp__intent_swap(in);
     MP__PUT(&s->count, MP__GET(&in->a));
     MP__PUT(&s->used, MP__GET(&in->b));
+    break;
+  case OP_REPLACE:
+    mp__intent_swap(in);
     break;
   case OP_REMOVE:
     MP__PUT(in->target, TOMBSTONE);
@@ -285,17 +290,18 @@ static int stripe_store(shard_t *s, uint64_t hash, const void *key, size_t klen,
 static void stripe_put(shard_t *s, uint64_t hash, probe_t p) {
   mp__intent_t *in = &s->intent;
   slot_t *slot = p.found ? p.found : p.free;
-  uint64_t count = MP__GET(&s->count), used = MP__GET(&s->used);
-  if (!p.found) {
-    count++;
-    used += MP__GET(&slot->entry) == NULL;
-    /* The hash of a slot that is not live means nothing yet. */
-    MP__PUT(&slot->hash, hash);
+  if (p.found) {
+    MP__PUT(&in->old, MP__GET(&slot->entry));
+    in->target = &slot->entry;
+    mp__intent_begin(in, OP_REPLACE);
+    stripe_finish(s);
+    return;
   }
-  MP__PUT(&in->old, p.found ? MP__GET(&slot->entry) : NULL);
+  /* The hash of a slot that is not live means nothing yet. */
+  MP__PUT(&slot->hash, hash);
   in->target = &slot->entry;
-  MP__PUT(&in->a, count);
-  MP__PUT(&in->b, used);
+  MP__PUT(&in->a, MP__GET(&s->count) + 1);
+  MP__PUT(&in->b, MP__GET(&s->used) + (MP__GET(&slot->entry) == NULL));
   mp__intent_begin(in, OP_STORE);
   stripe_finish(s);
 }

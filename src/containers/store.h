@@ -69,8 +69,9 @@ static inline const void *mp__entry_value(const mp__entry_t *e) {
 /* The intent record of one lock (guarded by it). `op` and the meaning of
  * `a` and `b` belong to the container. */
 typedef struct mp__intent {
-  /* Fields in the order of use, so that a change touches few cache lines
-   * (the op and in_arena share the line of a dict stripe's lock). */
+  /* Fields in the order of use, so that a change touches few cache lines:
+   * a dict stripe's lock and its table pointer share one line with the
+   * fields up to spares[0], all that the replacement of a value writes. */
   _Atomic uint32_t op;
   /* Set while the lock holder is inside the arena's allocator, with the
    * bytes of the block at stake: the arena is not safe against a death
@@ -80,13 +81,15 @@ typedef struct mp__intent {
   _Atomic(void *) fresh;   /* a block the container does not own yet */
   _Atomic(void *) old;     /* a block leaving it: freed when done */
   _Atomic(void *) *target; /* where `fresh` goes (an arena address) */
-  _Atomic uint64_t a, b;   /* op-specific */
   /* Small blocks that left the container, kept for its next allocations so
    * that a steady stream of changes makes no arena call (the arena has one
    * lock for the whole family). Guarded by the lock; a block may be here
    * and in another field at once only when a process died between the two
-   * stores that move it, which mp__store_release recognises. */
+   * stores that move it, which mp__store_release recognises. The first
+   * that fits is taken and a block given back goes to the first empty one,
+   * so a steady stream of same-size changes uses spares[0] alone. */
   _Atomic(void *) spares[MP__SPARES];
+  _Atomic uint64_t a, b; /* op-specific */
   _Atomic uint64_t arena_bytes;
   _Atomic uint64_t lost;
 } mp__intent_t;
