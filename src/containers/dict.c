@@ -25,11 +25,11 @@
  * An update is one batch (store.h) in the dict's `staged` field, guarded by
  * every stripe's lock: its entries are made and every table it adds to is
  * grown first; setting `committed` is its commit point; then each pair is
- * installed by an OP_STORE of its stripe (an entry already in its slot was
- * installed before a death). Whoever takes a stripe and finds a batch there
- * (its maker died) lets go and takes every stripe, which finishes or drops
- * it (dict_settle): nobody works on a stripe while a batch is pending, so
- * nobody sees part of one. */
+ * installed by an OP_STORE or OP_REPLACE of its stripe (an entry already in
+ * its slot was installed before a death). Whoever takes a stripe and finds a
+ * batch there (its maker died) lets go and takes every stripe, which finishes
+ * or drops it (dict_settle): nobody works on a stripe while a batch is pending,
+ * so nobody sees part of one. */
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
