@@ -63,12 +63,14 @@ int mp__store_alloc(mp__intent_t *in, _Atomic(void *) *slot, size_t size,
   arena_enter(in, size);
   uint64_t *p = mp__shm_alloc(size);
   int err = errno;
+  /* The capacity word before the block is published: whoever frees it
+   * after a death reads a true size (a death before the store is inside
+   * the arena's window, counted as a loss). */
+  if (p)
+    *p = size | (zeroed ? NOT_SPARE : 0);
   MP__PUT(slot, (void *)p);
   arena_leave(in);
-  if (!p)
-    return -err;
-  *p = size | (zeroed ? NOT_SPARE : 0);
-  return 0;
+  return p ? 0 : -err;
 }
 
 static _Atomic(void *) *spare_slot_of(mp__intent_t *in, void *p) {
