@@ -623,7 +623,8 @@ int mp_dict_len(mp_dict_t *d, size_t *n) {
 int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n) {
   if (n && !items)
     return MP_EINVAL;
-  /* Checked first, so that only a lack of memory stops it half-way. */
+  /* Checked first: a bad pair is refused before any lock is taken (a size
+   * that overflows is refused while the batch is made: nothing stored). */
   for (size_t i = 0; i < n; i++)
     if ((items[i].klen && !items[i].key) || (items[i].vlen && !items[i].val))
       return MP_EINVAL;
