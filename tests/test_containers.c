@@ -608,6 +608,10 @@ static unsigned rnd(unsigned n) {
 }
 
 #define KEYS 3000
+/* Keys KEYS.. KEYS + GROUP - 1 are only ever set together, by one update,
+ * all with one version (or all cleared): a dict shows all or none of them,
+ * all of one version. */
+#define GROUP 6
 
 struct churn_args {
   mp_dict_t *d;
@@ -635,6 +639,25 @@ static bool value_valid(const unsigned char *buf, size_t len, unsigned key) {
          memcmp(want, buf, len) == 0;
 }
 
+/* An update of the group (see GROUP), or an extend of the list by GROUP
+ * items, all of version v. */
+static void churn_batch(struct churn_args *a, unsigned v, bool dict) {
+  unsigned char bufs[GROUP][256];
+  unsigned keys[GROUP];
+  mp_dict_item_t pairs[GROUP];
+  mp_list_item_t items[GROUP];
+  for (unsigned i = 0; i < GROUP; i++) {
+    keys[i] = KEYS + i;
+    size_t len = make_value(bufs[i], keys[i], v);
+    pairs[i] = (mp_dict_item_t){&keys[i], sizeof keys[i], bufs[i], len};
+    items[i] = (mp_list_item_t){bufs[i], len};
+  }
+  if (dict)
+    mp_dict_update(a->d, pairs, GROUP);
+  else
+    mp_list_extend(a->l, items, GROUP);
+}
+
 static void churn_child(void *arg) {
   struct churn_args *a = arg;
   rng_state = a->seed;
@@ -642,7 +665,13 @@ static void churn_child(void *arg) {
   for (unsigned v = 0;; v++) {
     unsigned key = rnd(KEYS);
     size_t len = make_value(buf, key, v);
-    switch (rnd(8)) {
+    switch (rnd(10)) {
+    case 6:
+      churn_batch(a, v, true);
+      break;
+    case 7:
+      churn_batch(a, v, false);
+      break;
     case 0:
       mp_dict_del(a->d, &key, sizeof key);
       break;
@@ -676,15 +705,22 @@ static void churn_child(void *arg) {
  * and get agree exactly). */
 static void check_dict_consistent(mp_dict_t *d, bool still) {
   mp_dict_item_t *items;
-  size_t n;
+  size_t n, in_group = 0;
+  unsigned group_version = 0;
   assert_mp_ok(mp_dict_items(d, &items, &n));
   if (still)
     assert_int_equal(n, dict_len(d));
   for (size_t i = 0; i < n; i++) {
-    unsigned key;
+    unsigned key, version;
     assert_int_equal(sizeof key, items[i].klen);
     memcpy(&key, items[i].key, sizeof key);
     assert_true(value_valid(items[i].val, items[i].vlen, key));
+    memcpy(&version, (const char *)items[i].val + 4, sizeof version);
+    if (key >= KEYS) { /* all of the group, of one version (see GROUP) */
+      assert_true(in_group == 0 || version == group_version);
+      group_version = version;
+      in_group++;
+    }
     void *val;
     size_t len;
     int rc = mp_dict_get(d, &key, sizeof key, &val, &len);
@@ -698,6 +734,7 @@ static void check_dict_consistent(mp_dict_t *d, bool still) {
       assert_mp(MP_EKEY, rc);
     }
   }
+  assert_true(in_group == 0 || in_group == GROUP);
   mp_free(items);
 }
 
@@ -888,6 +925,9 @@ enum step_op {
   STEP_APPEND_GROW, /* the array grows */
   STEP_LIST_SET,
   STEP_LIST_CLEAR,
+  STEP_UPDATE,     /* replaces, adds and repeats keys */
+  STEP_UPDATE_NEW, /* into an empty dict: the stripes' first tables */
+  STEP_EXTEND,     /* the array grows */
   STEP_OPS,
 };
 
@@ -900,9 +940,38 @@ struct step_args {
   int op, k;
 };
 
+#define STEP_BATCH 8
+
+/* An update of STEP_BATCH pairs: key 0 twice (the later wins), the rest new
+ * keys. */
+static void step_update(mp_dict_t *d) {
+  unsigned keys[STEP_BATCH];
+  mp_dict_item_t items[STEP_BATCH];
+  for (unsigned i = 0; i < STEP_BATCH; i++) {
+    keys[i] = i == 0 || i == STEP_BATCH - 1 ? 0 : STEP_KEYS + i;
+    items[i] =
+        (mp_dict_item_t){&keys[i], sizeof keys[i], i ? "batch" : "first", 5};
+  }
+  mp_dict_update(d, items, STEP_BATCH);
+}
+
+static void step_extend(mp_list_t *l) {
+  mp_list_item_t items[STEP_BATCH];
+  for (unsigned i = 0; i < STEP_BATCH; i++)
+    items[i] = (mp_list_item_t){"extended" + i, 8 - i};
+  mp_list_extend(l, items, STEP_BATCH);
+}
+
 static void step_op(mp_dict_t *d, mp_list_t *l, int op) {
   unsigned key = STEP_KEYS, zero = 0;
   switch (op) {
+  case STEP_UPDATE:
+  case STEP_UPDATE_NEW:
+    step_update(d);
+    break;
+  case STEP_EXTEND:
+    step_extend(l);
+    break;
   case STEP_SET_NEW:
   case STEP_SET_MORE:
     mp_dict_set(d, &key, sizeof key, "new", 3);
@@ -944,11 +1013,35 @@ static void step_child(void *arg) {
 static void step_prepare(struct step_args *a) {
   a->d = mp_dict_new();
   a->l = mp_list_new();
-  unsigned keys = a->op == STEP_SET_NEW ? 0 : STEP_KEYS;
+  bool empty = a->op == STEP_SET_NEW || a->op == STEP_UPDATE_NEW;
+  unsigned keys = empty ? 0 : STEP_KEYS;
   for (unsigned i = 0; i < keys; i++)
     assert_mp_ok(mp_dict_set(a->d, &i, sizeof i, "v", 1));
+  /* A full array, so that an append or an extend grows it. */
   for (unsigned i = 0; i < STEP_ITEMS; i++)
     assert_mp_ok(mp_list_append(a->l, &i, sizeof i));
+}
+
+/* What one key's and one index's own lock show (the first look after a
+ * death: for a dict, a stripe's lock, which must settle an update under
+ * every lock first): key 0's value and the last item, as a digest. */
+static uint64_t step_peek(mp_dict_t *d, mp_list_t *l) {
+  unsigned zero = 0;
+  char buf[64];
+  size_t len = 0;
+  uint64_t h = 0;
+  int rc = mp_dict_get_into(d, &zero, sizeof zero, buf, sizeof buf, &len);
+  assert_true(rc == 0 || rc == MP_EKEY);
+  for (size_t i = 0; rc == 0 && i < len; i++)
+    h = h * 31 + (unsigned char)buf[i];
+  void *item;
+  rc = mp_list_get(l, -1, &item, &len);
+  assert_true(rc == 0 || rc == MP_EINDEX);
+  for (size_t i = 0; rc == 0 && i < len; i++)
+    h = h * 37 + ((unsigned char *)item)[i];
+  if (rc == 0)
+    mp_free(item);
+  return h;
 }
 
 /* A digest of the whole state: the sorted-free sum of the items. */
@@ -984,9 +1077,12 @@ static void test_killed_at_every_step(void **state) {
     /* The two states the op may leave. */
     struct step_args a = {NULL, NULL, op, 0};
     step_prepare(&a);
+    uint64_t peek_before = step_peek(a.d, a.l);
     uint64_t before = step_digest(a.d, a.l);
     step_op(a.d, a.l, op);
+    uint64_t peek_after = step_peek(a.d, a.l);
     uint64_t after = step_digest(a.d, a.l);
+    assert_true(before != after);
     mp_dict_free(a.d);
     mp_list_free(a.l);
     int k;
@@ -995,14 +1091,18 @@ static void test_killed_at_every_step(void **state) {
       step_prepare(&a);
       mp_process_t *p = start_child(step_child, &a, sizeof a);
       int code = finish_child(p);
-      uint64_t now = step_digest(a.d, a.l);
-      assert_true(now == before || now == after);
+      uint64_t peek = step_peek(a.d, a.l), now = step_digest(a.d, a.l);
+      assert_true((now == before && peek == peek_before) ||
+                  (now == after && peek == peek_after));
       if (now == before) /* usable: the op can be done at last */
         step_op(a.d, a.l, op);
       assert_int_equal(after, step_digest(a.d, a.l));
       uint64_t lost = mp__dict_arena_lost(a.d) + mp__list_arena_lost(a.l);
       mp_dict_free(a.d);
       mp_list_free(a.l);
+      if (mp__arena_in_use() - base > lost)
+        print_message("op %d killed at step %d: %llu bytes left\n", op, k,
+                      (unsigned long long)(mp__arena_in_use() - base));
       check_level(base, lost);
       base = mp__arena_in_use(); /* what was lost stays lost */
       if (code == 0)

@@ -18,7 +18,8 @@
  * Beyond Python (where a process killed in the middle of a Manager call can
  * leave the server with half an update): a process killed at any instant
  * inside any operation (a set that grows a table, a delete, an insert that
- * shifts a long list) leaves the container consistent. Each operation writes
+ * shifts a long list, an update of many keys) leaves the container
+ * consistent. Each operation writes
  * what it is about to do into an intent record in shared memory before it
  * changes anything; the next process to take the lock (it learns from the
  * robust lock that the holder died) completes the operation from the record,
@@ -100,10 +101,12 @@ MP_API int mp_dict_setdefault(mp_dict_t *d, const void *key, size_t klen,
                               const void *dflt, size_t dlen, void **val,
                               size_t *vlen);
 
-/* d.update(items): stores the n pairs (val and vlen of each) as one atomic
- * change: no process sees some of them and not the others. On -ENOMEM the
- * pairs before the failing one are stored; so are they when the calling
- * process dies in the middle (each pair whole). */
+/* d.update(items): stores the n pairs (val and vlen of each; a later pair of
+ * the same key wins) as one atomic change: no process sees some of them and
+ * not the others, also when the calling process dies in the middle (the
+ * next process to use the dict completes the update if it had reached its
+ * commit point, else drops it). All the memory it needs is taken before
+ * that point, so on -ENOMEM nothing is stored. */
 MP_API int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n);
 
 /* A snapshot of d.items(): an array of *n items, pointing into the same
@@ -181,9 +184,9 @@ MP_API int mp_list_pop(mp_list_t *l, long index, void **buf, size_t *len);
 MP_API int mp_list_insert(mp_list_t *l, long index, const void *buf,
                           size_t len);
 
-/* l.extend(items): appends the n items as one atomic change. On -ENOMEM
- * the items before the failing one are appended; so are they when the
- * calling process dies in the middle (each item whole). */
+/* l.extend(items): appends the n items as one atomic change, also when the
+ * calling process dies in the middle (as mp_dict_update). On -ENOMEM
+ * nothing is appended. */
 MP_API int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n);
 
 /* A copy of l[start:stop] (Python's slice rules with step 1: negative

@@ -15,11 +15,21 @@
  * The ops of the intent record, each finished by stripe_finish:
  *   OP_STORE   put the entry `fresh` in the slot `target`, free the entry
  *              it replaced (`old`); a = count after, b = used after.
+ *   OP_REPLACE the same for a key that was there (count and used stay).
  *   OP_REMOVE  put a tombstone in `target`, free `old`; a = count after.
  *   OP_RESIZE  install the new table `fresh` (already filled) as the
  *              stripe's table, free the old one (`old`); a = used after.
  *   OP_CLEAR   the stripe's table `old` was taken out (the stripe is empty):
- *              free its entries one by one, then the table. */
+ *              free its entries one by one, then the table.
+ *
+ * An update is one batch (store.h) in the dict's `staged` field, guarded by
+ * every stripe's lock: its entries are made and every table it adds to is
+ * grown first; setting `committed` is its commit point; then each pair is
+ * installed by an OP_STORE or OP_REPLACE of its stripe (an entry already in
+ * its slot was installed before a death). Whoever takes a stripe and finds a
+ * batch there (its maker died) lets go and takes every stripe, which finishes
+ * or drops it (dict_settle): nobody works on a stripe while a batch is pending,
+ * so nobody sees part of one. */
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -36,7 +46,7 @@
 #define MIN_SLOTS  8u
 #define TOMBSTONE  ((void *)1)
 
-enum dict_op { OP_STORE = 1, OP_REMOVE, OP_RESIZE, OP_CLEAR };
+enum dict_op { OP_STORE = 1, OP_REPLACE, OP_REMOVE, OP_RESIZE, OP_CLEAR };
 
 typedef struct slot {
   _Atomic uint64_t hash;
@@ -51,17 +61,18 @@ typedef struct table {
 
 typedef struct shard {
   mp__mutex_t lock;
-  struct mp_dict *dict; /* set at creation */
   /* Guarded by lock: */
-  _Atomic(void *) table;          /* table_t, NULL while empty */
+  _Atomic(void *) table; /* table_t, NULL while empty */
+  mp__intent_t intent;
   _Atomic uint64_t count;         /* live entries */
   _Atomic uint64_t used;          /* live entries and tombstones */
   _Atomic uint64_t cleared_epoch; /* the dict's clear this stripe did last */
-  mp__intent_t intent;
+  struct mp_dict *dict;           /* set at creation */
 } __attribute__((aligned(64))) shard_t;
 
-/* A change writes the lock's line and the next one (store.h). */
-_Static_assert(offsetof(shard_t, intent.fresh) == 64, "stripe layout");
+/* The replacement of a value (the most common change) writes one line of
+ * its stripe: the lock's, which holds everything it changes (store.h). */
+_Static_assert(offsetof(shard_t, intent.spares[1]) == 64, "stripe layout");
 
 struct mp_dict {
   _Atomic uint32_t magic;
@@ -72,7 +83,10 @@ struct mp_dict {
    * cleared_epoch is behind it owes that clear (a process died in the
    * middle of mp_dict_clear; see stripe_recover). */
   _Atomic uint64_t clear_epoch;
-  char pad[40];
+  /* An update's batch, NULL but while one is made and installed (guarded
+   * by every stripe's lock; see the top of the file). */
+  _Atomic(void *) staged;
+  char pad[32];
   shard_t shards[SHARDS];
 };
 
@@ -102,6 +116,9 @@ static void stripe_finish(shard_t *s) {
     MP__PUT(&s->count, MP__GET(&in->a));
     MP__PUT(&s->used, MP__GET(&in->b));
     break;
+  case OP_REPLACE:
+    mp__intent_swap(in);
+    break;
   case OP_REMOVE:
     MP__PUT(in->target, TOMBSTONE);
     MP__PUT(&s->count, MP__GET(&in->a));
@@ -123,12 +140,27 @@ static void stripe_finish(shard_t *s) {
 
 static void stripe_clear(shard_t *s);
 
+/* Whether the block p is the entry of a committed batch that is being
+ * installed: a stripe's `fresh` holds it before the op's commit point, and
+ * the batch still owns it then. */
+static bool batch_owns(mp_dict_t *d, void *p) {
+  mp__batch_t *b = MP__GET(&d->staged);
+  if (!p || !b || !MP__GET(&b->committed))
+    return false;
+  uint64_t i = MP__GET(&b->done);
+  return i < b->n && MP__GET(&b->entries[i]) == p;
+}
+
 static void stripe_recover(void *obj) {
   shard_t *s = obj;
-  if (MP__GET(&s->intent.op) != MP__INTENT_NONE)
+  mp__intent_t *in = &s->intent;
+  if (MP__GET(&in->op) != MP__INTENT_NONE) {
     stripe_finish(s);
-  else
-    mp__intent_drop(&s->intent);
+  } else {
+    if (batch_owns(s->dict, MP__GET(&in->fresh)))
+      MP__PUT(&in->fresh, NULL);
+    mp__intent_drop(in);
+  }
   uint64_t epoch = MP__GET(&s->dict->clear_epoch);
   if (MP__GET(&s->cleared_epoch) != epoch) {
     stripe_clear(s);
@@ -203,7 +235,8 @@ static int stripe_resize(shard_t *s, uint64_t need) {
   while (slots / 2 < need)
     slots *= 2;
   mp__intent_t *in = &s->intent;
-  int rc = mp__store_alloc(in, sizeof(table_t) + slots * sizeof(slot_t), true);
+  int rc = mp__store_alloc(in, &in->fresh,
+                           sizeof(table_t) + slots * sizeof(slot_t), true);
   if (rc < 0)
     return rc;
   table_t *fresh = MP__GET(&in->fresh);
@@ -222,46 +255,55 @@ static int stripe_resize(shard_t *s, uint64_t need) {
   return 0;
 }
 
-/* Makes room for one more entry; the probe is redone if the table changed. */
-static int stripe_reserve(shard_t *s, uint64_t hash, const void *key,
-                          size_t klen, probe_t *p) {
+/* Makes room for `extra` more entries. */
+static int stripe_reserve(shard_t *s, uint64_t extra) {
   table_t *t = MP__GET(&s->table);
   uint64_t used = MP__GET(&s->used);
-  if (t && (used + 1) * 4 <= (t->mask + 1) * 3)
+  if (t && (used + extra) * 4 <= (t->mask + 1) * 3)
     return 0;
-  int rc = stripe_resize(s, MP__GET(&s->count) + 1);
-  if (rc == 0)
-    *p = probe(s, hash, key, klen);
-  return rc;
+  return stripe_resize(s, MP__GET(&s->count) + extra);
 }
+
+static void stripe_put(shard_t *s, uint64_t hash, probe_t p);
 
 /* Stores key -> val in the stripe (p: the key's probe). */
 static int stripe_store(shard_t *s, uint64_t hash, const void *key, size_t klen,
                         const void *val, size_t vlen, probe_t p) {
   if (!p.found) {
-    int rc = stripe_reserve(s, hash, key, klen, &p);
+    table_t *t = MP__GET(&s->table);
+    int rc = stripe_reserve(s, 1);
     if (rc < 0)
       return rc;
+    if (MP__GET(&s->table) != t)
+      p = probe(s, hash, key, klen);
   }
   mp__intent_t *in = &s->intent;
-  int rc = mp__store_entry(in, key, klen, val, vlen);
+  int rc = mp__store_entry(in, &in->fresh, key, klen, val, vlen);
   if (rc < 0)
     return rc;
+  stripe_put(s, hash, p);
+  return 0;
+}
+
+/* Puts the entry in the intent's `fresh` at the key's place (p: its probe,
+ * with room for a new key). */
+static void stripe_put(shard_t *s, uint64_t hash, probe_t p) {
+  mp__intent_t *in = &s->intent;
   slot_t *slot = p.found ? p.found : p.free;
-  uint64_t count = MP__GET(&s->count), used = MP__GET(&s->used);
-  if (!p.found) {
-    count++;
-    used += MP__GET(&slot->entry) == NULL;
-    /* The hash of a slot that is not live means nothing yet. */
-    MP__PUT(&slot->hash, hash);
+  if (p.found) {
+    MP__PUT(&in->old, MP__GET(&slot->entry));
+    in->target = &slot->entry;
+    mp__intent_begin(in, OP_REPLACE);
+    stripe_finish(s);
+    return;
   }
-  MP__PUT(&in->old, p.found ? MP__GET(&slot->entry) : NULL);
+  /* The hash of a slot that is not live means nothing yet. */
+  MP__PUT(&slot->hash, hash);
   in->target = &slot->entry;
-  MP__PUT(&in->a, count);
-  MP__PUT(&in->b, used);
+  MP__PUT(&in->a, MP__GET(&s->count) + 1);
+  MP__PUT(&in->b, MP__GET(&s->used) + (MP__GET(&slot->entry) == NULL));
   mp__intent_begin(in, OP_STORE);
   stripe_finish(s);
-  return 0;
 }
 
 static void stripe_remove(shard_t *s, slot_t *slot) {
@@ -300,18 +342,74 @@ static int checked(mp_dict_t *d, const void *key, size_t klen, keyed_t *k) {
   return 0;
 }
 
-/* Takes the key's stripe and probes for it. */
-static int lock_key(mp_dict_t *d, const void *key, size_t klen, keyed_t *k,
-                    probe_t *p) {
-  int rc = checked(d, key, klen, k);
-  if (rc == 0)
-    rc = stripe_lock(k->shard);
-  if (rc == 0)
-    *p = probe(k->shard, k->hash, key, klen);
+/* ---- updates: batches (under every stripe's lock) -------------------------
+ */
+
+/* The batch's blocks are counted in stripe 0's intent (its lock is held
+ * whenever a batch is made, installed or freed). */
+static mp__intent_t *batch_intent(mp_dict_t *d) {
+  return &d->shards[0].intent;
+}
+
+/* Makes the batch's entries, copies of the n pairs. */
+static int batch_stage(mp_dict_t *d, const mp_dict_item_t *items, size_t n) {
+  mp__intent_t *in = batch_intent(d);
+  int rc = mp__batch_new(in, &d->staged, n);
+  mp__batch_t *b = MP__GET(&d->staged);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = mp__store_entry(in, &b->entries[i], items[i].key, items[i].klen,
+                         items[i].val, items[i].vlen);
   return rc;
 }
 
-/* Every stripe, in index order (see Locks). */
+/* Grows every table the batch adds keys to, so that installing it needs no
+ * memory. */
+static int batch_reserve(mp_dict_t *d, mp__batch_t *b) {
+  uint64_t extra[SHARDS] = {0};
+  for (uint64_t i = 0; i < b->n; i++) {
+    mp__entry_t *e = MP__GET(&b->entries[i]);
+    keyed_t k = key_of(d, mp__entry_key(e), e->klen);
+    if (!probe(k.shard, k.hash, mp__entry_key(e), e->klen).found)
+      extra[k.shard - d->shards]++;
+  }
+  for (unsigned i = 0; i < SHARDS; i++) {
+    int rc = extra[i] ? stripe_reserve(&d->shards[i], extra[i]) : 0;
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+/* Installs the committed batch's pairs from `done` on, in order (a later
+ * pair of the same key wins). Idempotent. */
+static void batch_install(mp_dict_t *d, mp__batch_t *b) {
+  for (uint64_t i = MP__GET(&b->done); i < b->n; i++) {
+    mp__entry_t *e = MP__GET(&b->entries[i]);
+    keyed_t k = key_of(d, mp__entry_key(e), e->klen);
+    probe_t p = probe(k.shard, k.hash, mp__entry_key(e), e->klen);
+    if (found_entry(&p) != e) { /* else installed before a death */
+      MP__PUT(&k.shard->intent.fresh, (void *)e);
+      stripe_put(k.shard, k.hash, p);
+    }
+    MP__PUT(&b->done, i + 1);
+  }
+}
+
+/* Finishes a committed batch, or drops one that was not, and frees it. */
+static void dict_settle(mp_dict_t *d) {
+  mp__batch_t *b = MP__GET(&d->staged);
+  if (!b)
+    return;
+  if (MP__GET(&b->committed))
+    batch_install(d, b);
+  mp__batch_free(batch_intent(d), &d->staged);
+}
+
+/* ---- locking ---------------------------------------------------------------
+ */
+
+/* Every stripe, in index order (see Locks); then a batch whose maker died
+ * is settled. */
 static int lock_all(mp_dict_t *d) {
   if (!mp__store_is(d, DICT_MAGIC))
     return MP_EINVAL;
@@ -323,12 +421,30 @@ static int lock_all(mp_dict_t *d) {
       return rc;
     }
   }
+  dict_settle(d);
   return 0;
 }
 
 static void unlock_all(mp_dict_t *d) {
   for (unsigned i = SHARDS; i-- > 0;)
     stripe_unlock(&d->shards[i]);
+}
+
+/* Takes the key's stripe and probes for it. A batch found there was left
+ * by a dead process (a live one holds every lock while it has one): it is
+ * settled under every lock first. */
+static int lock_key(mp_dict_t *d, const void *key, size_t klen, keyed_t *k,
+                    probe_t *p) {
+  int rc = checked(d, key, klen, k);
+  while (rc == 0 && (rc = stripe_lock(k->shard)) == 0 &&
+         __builtin_expect(MP__GET(&d->staged) != NULL, 0)) {
+    stripe_unlock(k->shard);
+    if ((rc = lock_all(d)) == 0)
+      unlock_all(d);
+  }
+  if (rc == 0)
+    *p = probe(k->shard, k->hash, key, klen);
+  return rc;
 }
 
 /* ---- the public functions -------------------------------------------------
@@ -507,7 +623,8 @@ int mp_dict_len(mp_dict_t *d, size_t *n) {
 int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n) {
   if (n && !items)
     return MP_EINVAL;
-  /* Checked first, so that only a lack of memory stops it half-way. */
+  /* Checked first: a bad pair is refused before any lock is taken (a size
+   * that overflows is refused while the batch is made: nothing stored). */
   for (size_t i = 0; i < n; i++)
     if ((items[i].klen && !items[i].key) || (items[i].vlen && !items[i].val))
       return MP_EINVAL;
@@ -516,12 +633,13 @@ int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n) {
   int rc = lock_all(d);
   if (rc < 0)
     return rc;
-  for (size_t i = 0; rc == 0 && i < n; i++) {
-    const mp_dict_item_t *it = &items[i];
-    keyed_t k = key_of(d, it->key, it->klen);
-    probe_t p = probe(k.shard, k.hash, it->key, it->klen);
-    rc = stripe_store(k.shard, k.hash, it->key, it->klen, it->val, it->vlen, p);
-  }
+  rc = n ? batch_stage(d, items, n) : 0;
+  mp__batch_t *b = MP__GET(&d->staged);
+  if (rc == 0 && b)
+    rc = batch_reserve(d, b);
+  if (rc == 0 && b)
+    MP__PUT(&b->committed, 1); /* the commit point */
+  dict_settle(d);
   unlock_all(d);
   return rc;
 }

@@ -15,6 +15,11 @@
  *   OP_RESIZE  install the new array `fresh`, free the old one (`old`).
  *   OP_CLEAR   the array `old` was taken out (len 0): free its items one by
  *              one, then the array.
+ *   OP_EXTEND  put the entries of the batch `staged` (store.h) at a, a + 1,
+ *              ..., len = a + their number, free the batch. The batch and
+ *              the room in the array are made before the commit point, so
+ *              an extend is whole or absent, and finishing it needs no
+ *              memory.
  * A shift moves one pointer at a time, in order, so a shift cut short by a
  * death has one visible seam: with distinct pointers, the place where the
  * same pointer appears twice in a row says how far it got, and the finish
@@ -29,7 +34,7 @@
 #define LIST_MAGIC 0x4c495354u /* "LIST" */
 #define MIN_ITEMS  8u
 
-enum list_op { OP_SET = 1, OP_INSERT, OP_POP, OP_RESIZE, OP_CLEAR };
+enum list_op { OP_SET = 1, OP_INSERT, OP_POP, OP_RESIZE, OP_CLEAR, OP_EXTEND };
 
 typedef struct array {
   uint64_t bytes; /* of the block (store.h) */
@@ -44,6 +49,7 @@ struct mp_list {
   /* Guarded by lock: */
   _Atomic(void *) array; /* array_t, NULL until the first item */
   _Atomic uint64_t len;
+  _Atomic(void *) staged; /* an extend's mp__batch_t, else NULL */
   mp__intent_t intent;
 };
 
@@ -116,6 +122,19 @@ static void free_retired(mp__intent_t *in) {
   mp__store_release(in, &in->old);
 }
 
+static void finish_extend(mp_list_t *l, mp__intent_t *in) {
+  mp__batch_t *b = MP__GET(&l->staged);
+  if (!b)
+    return; /* freed last: everything else was done */
+  uint64_t at = MP__GET(&in->a);
+  _Atomic(void *) *items = items_of(l);
+  for (uint64_t i = 0; i < b->n; i++)
+    MP__PUT(&items[at + i], MP__GET(&b->entries[i]));
+  MP__PUT(&l->len, at + b->n);
+  MP__PUT(&b->done, b->n);
+  mp__batch_free(in, &l->staged);
+}
+
 static void list_finish(mp_list_t *l) {
   mp__intent_t *in = &l->intent;
   switch (MP__GET(&in->op)) {
@@ -128,6 +147,9 @@ static void list_finish(mp_list_t *l) {
     break;
   case OP_POP:
     finish_pop(l, in);
+    break;
+  case OP_EXTEND:
+    finish_extend(l, in);
     break;
   case OP_CLEAR:
     MP__PUT(&l->array, NULL);
@@ -144,6 +166,9 @@ static void list_recover(void *obj) {
     list_finish(l);
   else
     mp__intent_drop(&l->intent);
+  /* An extend's batch that is still here was not committed (a death before
+   * OP_EXTEND, perhaps in the growth of the array it made room with). */
+  mp__batch_free(&l->intent, &l->staged);
 }
 
 /* Checks the handle and takes the lock. */
@@ -160,16 +185,22 @@ static void list_unlock(mp_list_t *l) {
 /* ---- changes (under the lock) ----------------------------------------------
  */
 
-/* Makes room for one more item. */
-static int list_reserve(mp_list_t *l) {
+/* Makes room for `extra` more items (an insert's shift reaches
+ * items[len]). */
+static int list_reserve(mp_list_t *l, uint64_t extra) {
   array_t *a = MP__GET(&l->array);
-  uint64_t n = MP__GET(&l->len);
-  if (a && n < a->capacity) /* the insert's shift reaches items[n] */
+  uint64_t n = MP__GET(&l->len), need = n + extra, size;
+  if (a && need <= a->capacity)
     return 0;
-  uint64_t capacity = a ? a->capacity * 2 : MIN_ITEMS;
+  uint64_t capacity = a ? a->capacity : MIN_ITEMS;
+  while (capacity < need && capacity <= UINT64_MAX / 2)
+    capacity *= 2;
+  if (capacity < need ||
+      __builtin_mul_overflow(capacity, sizeof(void *), &size) ||
+      __builtin_add_overflow(size, sizeof(array_t), &size))
+    return -ENOMEM;
   mp__intent_t *in = &l->intent;
-  int rc =
-      mp__store_alloc(in, sizeof(array_t) + capacity * sizeof(void *), true);
+  int rc = mp__store_alloc(in, &in->fresh, size, true);
   if (rc < 0)
     return rc;
   array_t *fresh = MP__GET(&in->fresh);
@@ -185,15 +216,37 @@ static int list_reserve(mp_list_t *l) {
 
 static int list_insert_locked(mp_list_t *l, uint64_t i, const void *buf,
                               size_t len) {
-  int rc = list_reserve(l);
+  mp__intent_t *in = &l->intent;
+  int rc = list_reserve(l, 1);
   if (rc == 0)
-    rc = mp__store_entry(&l->intent, NULL, 0, buf, len);
+    rc = mp__store_entry(in, &in->fresh, NULL, 0, buf, len);
   if (rc < 0)
     return rc;
-  mp__intent_t *in = &l->intent;
   MP__PUT(&in->a, i);
   MP__PUT(&in->b, MP__GET(&l->len));
   mp__intent_begin(in, OP_INSERT);
+  list_finish(l);
+  return 0;
+}
+
+/* The n items are made into a batch and room is made for them before the
+ * commit point (see OP_EXTEND); on a failure nothing changed. */
+static int list_extend_locked(mp_list_t *l, const mp_list_item_t *items,
+                              size_t n) {
+  mp__intent_t *in = &l->intent;
+  int rc = mp__batch_new(in, &l->staged, n);
+  mp__batch_t *b = MP__GET(&l->staged);
+  for (size_t i = 0; rc == 0 && i < n; i++)
+    rc = mp__store_entry(in, &b->entries[i], NULL, 0, items[i].buf,
+                         items[i].len);
+  if (rc == 0)
+    rc = list_reserve(l, n);
+  if (rc < 0) {
+    mp__batch_free(in, &l->staged);
+    return rc;
+  }
+  MP__PUT(&in->a, MP__GET(&l->len));
+  mp__intent_begin(in, OP_EXTEND);
   list_finish(l);
   return 0;
 }
@@ -271,8 +324,8 @@ int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n) {
   int rc = list_lock(l);
   if (rc < 0)
     return rc;
-  for (size_t i = 0; rc == 0 && i < n; i++)
-    rc = list_insert_locked(l, MP__GET(&l->len), items[i].buf, items[i].len);
+  if (n > 0)
+    rc = list_extend_locked(l, items, n);
   list_unlock(l);
   return rc;
 }
@@ -302,9 +355,9 @@ int mp_list_set(mp_list_t *l, long index, const void *buf, size_t len) {
   int rc = lock_index(l, index, &i);
   if (rc < 0)
     return rc;
-  rc = mp__store_entry(&l->intent, NULL, 0, buf, len);
+  mp__intent_t *in = &l->intent;
+  rc = mp__store_entry(in, &in->fresh, NULL, 0, buf, len);
   if (rc == 0) {
-    mp__intent_t *in = &l->intent;
     MP__PUT(&in->old, item_at(l, i));
     in->target = &items_of(l)[i];
     mp__intent_begin(in, OP_SET);

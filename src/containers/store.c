@@ -52,22 +52,25 @@ static int spare_for(mp__intent_t *in, uint64_t size) {
 
 /* Taking a spare: fresh first, then the spare slot, so that a block in both
  * (a death in between) is a spare that fresh must not free. */
-int mp__store_alloc(mp__intent_t *in, size_t size, bool zeroed) {
+int mp__store_alloc(mp__intent_t *in, _Atomic(void *) *slot, size_t size,
+                    bool zeroed) {
   int spare = zeroed ? -1 : spare_for(in, size);
   if (spare >= 0) {
-    MP__PUT(&in->fresh, MP__GET(&in->spares[spare]));
+    MP__PUT(slot, MP__GET(&in->spares[spare]));
     MP__PUT(&in->spares[spare], NULL);
     return 0;
   }
   arena_enter(in, size);
   uint64_t *p = mp__shm_alloc(size);
   int err = errno;
-  MP__PUT(&in->fresh, (void *)p);
+  /* The capacity word before the block is published: whoever frees it
+   * after a death reads a true size (a death before the store is inside
+   * the arena's window, counted as a loss). */
+  if (p)
+    *p = size | (zeroed ? NOT_SPARE : 0);
+  MP__PUT(slot, (void *)p);
   arena_leave(in);
-  if (!p)
-    return -err;
-  *p = size | (zeroed ? NOT_SPARE : 0);
-  return 0;
+  return p ? 0 : -err;
 }
 
 static _Atomic(void *) *spare_slot_of(mp__intent_t *in, void *p) {
@@ -110,8 +113,8 @@ void mp__store_free_spares(mp__intent_t *in) {
   }
 }
 
-int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
-                    const void *val, size_t vlen) {
+int mp__store_entry(mp__intent_t *in, _Atomic(void *) *slot, const void *key,
+                    size_t klen, const void *val, size_t vlen) {
   if ((klen && !key) || (vlen && !val))
     return MP_EINVAL;
   size_t size = sizeof(mp__entry_t);
@@ -121,10 +124,10 @@ int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
   /* The whole of the arena's block, so that spares fit more often. */
   if (size <= MP__SPARE_MAX)
     size = arena_block_bytes(size) - 64;
-  int rc = mp__store_alloc(in, size, false);
+  int rc = mp__store_alloc(in, slot, size, false);
   if (rc < 0)
     return rc;
-  mp__entry_t *e = atomic_load_explicit(&in->fresh, memory_order_relaxed);
+  mp__entry_t *e = atomic_load_explicit(slot, memory_order_relaxed);
   e->klen = klen;
   e->vlen = vlen;
   if (klen)
@@ -132,6 +135,26 @@ int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
   if (vlen)
     memcpy(e->data + klen, val, vlen);
   return 0;
+}
+
+int mp__batch_new(mp__intent_t *in, _Atomic(void *) *slot, size_t n) {
+  size_t size;
+  if (__builtin_mul_overflow(n, sizeof(void *), &size) ||
+      __builtin_add_overflow(size, sizeof(mp__batch_t), &size))
+    return -ENOMEM;
+  int rc = mp__store_alloc(in, slot, size, true);
+  if (rc == 0)
+    ((mp__batch_t *)MP__GET(slot))->n = n;
+  return rc;
+}
+
+void mp__batch_free(mp__intent_t *in, _Atomic(void *) *slot) {
+  mp__batch_t *b = MP__GET(slot);
+  if (!b)
+    return;
+  for (uint64_t i = MP__GET(&b->done); i < b->n; i++)
+    mp__store_release(in, &b->entries[i]);
+  mp__store_release(in, slot);
 }
 
 void mp__intent_swap(mp__intent_t *in) {

@@ -69,8 +69,9 @@ static inline const void *mp__entry_value(const mp__entry_t *e) {
 /* The intent record of one lock (guarded by it). `op` and the meaning of
  * `a` and `b` belong to the container. */
 typedef struct mp__intent {
-  /* Fields in the order of use, so that a change touches few cache lines
-   * (the op and in_arena share the line of a dict stripe's lock). */
+  /* Fields in the order of use, so that a change touches few cache lines:
+   * a dict stripe's lock and its table pointer share one line with the
+   * fields up to spares[0], all that the replacement of a value writes. */
   _Atomic uint32_t op;
   /* Set while the lock holder is inside the arena's allocator, with the
    * bytes of the block at stake: the arena is not safe against a death
@@ -80,21 +81,25 @@ typedef struct mp__intent {
   _Atomic(void *) fresh;   /* a block the container does not own yet */
   _Atomic(void *) old;     /* a block leaving it: freed when done */
   _Atomic(void *) *target; /* where `fresh` goes (an arena address) */
-  _Atomic uint64_t a, b;   /* op-specific */
   /* Small blocks that left the container, kept for its next allocations so
    * that a steady stream of changes makes no arena call (the arena has one
    * lock for the whole family). Guarded by the lock; a block may be here
    * and in another field at once only when a process died between the two
-   * stores that move it, which mp__store_release recognises. */
+   * stores that move it, which mp__store_release recognises. The first
+   * that fits is taken and a block given back goes to the first empty one,
+   * so a steady stream of same-size changes uses spares[0] alone. */
   _Atomic(void *) spares[MP__SPARES];
+  _Atomic uint64_t a, b; /* op-specific */
   _Atomic uint64_t arena_bytes;
   _Atomic uint64_t lost;
 } mp__intent_t;
 
-/* Allocates size bytes into in->fresh (which must be NULL): zeroed from the
- * arena, or else perhaps a spare (of old bytes). A block's first 8 bytes
- * hold its capacity. 0 or -ENOMEM. */
-int mp__store_alloc(mp__intent_t *in, size_t size, bool zeroed);
+/* Allocates size bytes into *slot (NULL before: in->fresh, or a place the
+ * next lock holder finds, such as a batch's entry): zeroed from the arena,
+ * or else perhaps a spare (of old bytes) of in. A block's first 8 bytes hold
+ * its capacity. 0 or -ENOMEM. */
+int mp__store_alloc(mp__intent_t *in, _Atomic(void *) *slot, size_t size,
+                    bool zeroed);
 
 /* Gives up the block in *slot (a field of in, or a pointer the container
  * owns): keeps it as a spare, or frees it, and clears the field. A death in
@@ -104,10 +109,32 @@ void mp__store_release(mp__intent_t *in, _Atomic(void *) *slot);
 /* Frees the spares (when the container is freed). */
 void mp__store_free_spares(mp__intent_t *in);
 
-/* Allocates an entry with key and value into in->fresh. 0, -ENOMEM, or
- * MP_EINVAL for sizes that overflow. */
-int mp__store_entry(mp__intent_t *in, const void *key, size_t klen,
-                    const void *val, size_t vlen);
+/* Allocates an entry with key and value into *slot (as mp__store_alloc).
+ * 0, -ENOMEM, or MP_EINVAL for sizes that overflow. */
+int mp__store_entry(mp__intent_t *in, _Atomic(void *) *slot, const void *key,
+                    size_t klen, const void *val, size_t vlen);
+
+/* A batch: the entries of a multi-item change (dict update, list extend),
+ * all made before its commit point so that finishing it allocates nothing
+ * and cannot fail. The container keeps it in a field guarded by its
+ * lock(s), which the next holder after a death finds: before the commit
+ * point it frees the batch and its entries, after it finishes the change.
+ * Entries [0, done) belong to the container, the rest to the batch. */
+typedef struct mp__batch {
+  uint64_t bytes; /* the capacity word */
+  uint64_t n;
+  _Atomic uint64_t done;
+  _Atomic uint32_t committed; /* the dict's commit point */
+  uint32_t reserved;
+  _Atomic(void *) entries[]; /* mp__entry_t, NULL until made */
+} mp__batch_t;
+
+/* Allocates an empty batch of n entries into *slot. 0 or -ENOMEM. */
+int mp__batch_new(mp__intent_t *in, _Atomic(void *) *slot, size_t n);
+
+/* Frees the batch in *slot and its entries from `done` on (a death in here:
+ * the next holder goes on). */
+void mp__batch_free(mp__intent_t *in, _Atomic(void *) *slot);
 
 /* The step shared by most ops: puts fresh at *target (if not done yet),
  * then frees old. Idempotent. */
