@@ -34,6 +34,13 @@ int mp__arena_check(void (*each_used)(void *ptr, void *arg), void *arg);
  * there. */
 extern void (*mp__arena_fault_hook)(unsigned step);
 
+/* ---- core/object.c ---------------------------------------------------------
+ */
+/* The arena address a handle of a shared object names (its generation
+ * taken off), without any check: lets a test see that the arena gave a
+ * freed object's memory to a new one. */
+void *mp__object_address(const void *handle);
+
 /* ---- core/sha256.c, core/crypto.c
  * ----------------------------------------------------------
  */

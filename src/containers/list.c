@@ -39,13 +39,14 @@ typedef struct array {
 
 struct mp_list {
   _Atomic uint32_t magic;
-  uint32_t reserved;
+  uint32_t generation;
   mp__mutex_t lock;
   /* Guarded by lock: */
   _Atomic(void *) array; /* array_t, NULL until the first item */
   _Atomic uint64_t len;
   mp__intent_t intent;
 };
+MP__OBJECT_LAYOUT(mp_list_t);
 
 /* ---- finishing and recovering -------------------------------------------- */
 
@@ -146,11 +147,12 @@ static void list_recover(void *obj) {
     mp__intent_drop(&l->intent);
 }
 
-/* Checks the handle and takes the lock. */
-static int list_lock(mp_list_t *l) {
-  if (!mp__store_is(l, LIST_MAGIC))
+/* Opens the handle *l (the list's address in *l from now on) and takes
+ * the lock. */
+static int list_lock(mp_list_t **l) {
+  if (!(*l = mp__object_open(*l, LIST_MAGIC)))
     return MP_EINVAL;
-  return mp__store_lock(&l->lock, &l->intent, list_recover, l);
+  return mp__store_lock(&(*l)->lock, &(*l)->intent, list_recover, *l);
 }
 
 static void list_unlock(mp_list_t *l) {
@@ -219,10 +221,10 @@ static uint64_t clamp(long index, uint64_t n) {
 
 /* Checks the handle, takes the lock and resolves index (the lock is not
  * held after an error). */
-static int lock_index(mp_list_t *l, long index, uint64_t *i) {
+static int lock_index(mp_list_t **l, long index, uint64_t *i) {
   int rc = list_lock(l);
-  if (rc == 0 && (rc = resolve(l, index, i)) < 0)
-    list_unlock(l);
+  if (rc == 0 && (rc = resolve(*l, index, i)) < 0)
+    list_unlock(*l);
   return rc;
 }
 
@@ -238,8 +240,7 @@ mp_list_t *mp_list_new(void) {
   if (!l)
     return NULL;
   mp__mutex_init(&l->lock, MP__LOCK_MAGIC);
-  MP__PUT(&l->magic, LIST_MAGIC);
-  return l;
+  return mp__object_publish(l, LIST_MAGIC);
 }
 
 int mp_list_append(mp_list_t *l, const void *buf, size_t len) {
@@ -252,7 +253,7 @@ int mp_list_insert(mp_list_t *l, long index, const void *buf, size_t len) {
   if (MP__LIST_REMOTE(l))
     return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_INSERT, index,
                                buf, len);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   rc = list_insert_locked(l, clamp(index, MP__GET(&l->len)), buf, len);
@@ -268,7 +269,7 @@ int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n) {
       return MP_EINVAL;
   if (MP__LIST_REMOTE(l))
     return mp__remote_list_extend(MP__LIST_REMOTE(l), items, n);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   for (size_t i = 0; rc == 0 && i < n; i++)
@@ -284,7 +285,7 @@ int mp_list_get(mp_list_t *l, long index, void **buf, size_t *len) {
     return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_GET, index, buf,
                                 len);
   uint64_t i;
-  int rc = lock_index(l, index, &i);
+  int rc = lock_index(&l, index, &i);
   if (rc < 0)
     return rc;
   rc = mp__entry_copy(item_at(l, i), buf, len);
@@ -299,7 +300,7 @@ int mp_list_set(mp_list_t *l, long index, const void *buf, size_t len) {
     return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_SET, index, buf,
                                len);
   uint64_t i;
-  int rc = lock_index(l, index, &i);
+  int rc = lock_index(&l, index, &i);
   if (rc < 0)
     return rc;
   rc = mp__store_entry(&l->intent, NULL, 0, buf, len);
@@ -319,7 +320,7 @@ int mp_list_pop(mp_list_t *l, long index, void **buf, size_t *len) {
     return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_POP, index, buf,
                                 len);
   uint64_t i;
-  int rc = lock_index(l, index, &i);
+  int rc = lock_index(&l, index, &i);
   if (rc < 0)
     return rc;
   if (buf)
@@ -341,7 +342,7 @@ int mp_list_len(mp_list_t *l, size_t *n) {
     return MP_EINVAL;
   if (MP__LIST_REMOTE(l))
     return mp__remote_len(MP__LIST_REMOTE(l), MP__OP_LIST_LEN, n);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   *n = MP__GET(&l->len);
@@ -355,7 +356,7 @@ int mp_list_slice(mp_list_t *l, long start, long stop, mp_list_item_t **items,
     return MP_EINVAL;
   if (MP__LIST_REMOTE(l))
     return mp__remote_list_slice(MP__LIST_REMOTE(l), start, stop, items, n);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   uint64_t len = MP__GET(&l->len);
@@ -384,7 +385,7 @@ int mp_list_slice(mp_list_t *l, long start, long stop, mp_list_item_t **items,
 int mp_list_clear(mp_list_t *l) {
   if (MP__LIST_REMOTE(l))
     return mp__remote_simple(MP__LIST_REMOTE(l), MP__OP_LIST_CLEAR);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   mp__intent_t *in = &l->intent;
@@ -402,8 +403,8 @@ void mp_list_free(mp_list_t *l) {
   }
   if (!l || mp_list_clear(l) < 0)
     return;
+  l = mp__object_retire(l, LIST_MAGIC, "list");
   mp__store_free_spares(&l->intent);
-  MP__PUT(&l->magic, 0);
   mp__shm_free(l);
 }
 
@@ -411,5 +412,6 @@ void mp_list_free(mp_list_t *l) {
  * arena lost for l. */
 uint64_t mp__list_arena_lost(const mp_list_t *l);
 uint64_t mp__list_arena_lost(const mp_list_t *l) {
+  l = mp__object_address(l);
   return mp__intent_arena_lost(&l->intent);
 }

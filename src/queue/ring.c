@@ -217,8 +217,9 @@ _Static_assert(sizeof(waitlist_t) == 64, "one cache line");
 
 struct mp__ring {
   uint32_t magic;
+  uint32_t generation;
+  uint64_t maxsize; /* 0: unbounded */
   uint32_t kind;
-  uint64_t maxsize;        /* 0: unbounded */
   _Atomic uint32_t closed; /* set once by close */
 
   /* Producer side, guarded by put_lock. */
@@ -264,6 +265,7 @@ struct mp__ring {
   uint64_t budget;          /* bytes of blocks in flight before waiting */
   _Atomic uint32_t returns; /* blocks given back: progress for waiters */
 };
+MP__OBJECT_LAYOUT(mp__ring_t);
 
 /* ---- Small helpers ------------------------------------------------------- */
 
@@ -453,12 +455,17 @@ static uint32_t arm(_Atomic uint32_t *progress, bool *armed) {
   return atomic_load(progress);
 }
 
+/* Not freed (mp__ring_free): what a waiter checks after every wake-up. */
+static bool ring_live(mp__ring_t *r) {
+  return atomic_load((_Atomic uint32_t *)&r->magic) == MP__RING_MAGIC;
+}
+
 /* One wait for progress: 0 when something may have changed (look again),
  * MP_ETIMEDOUT at the deadline, or a negative code. */
 static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
                          const mp__deadline_t *deadline) {
   /* Freed while we wait (see mp__ring_free): said, not slept on. */
-  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+  if (!ring_live(r))
     return MP_EINVAL;
   if (w->progress && spin_for_change(w->progress, w->seen))
     return 0;
@@ -468,7 +475,7 @@ static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
   int rc = 0;
   /* Checked after `seen` was read: a free that bumped seq before has
    * retired the ring before that, and one after wakes the futex below. */
-  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+  if (!ring_live(r))
     rc = MP_EINVAL;
   else if (wait_over(r, w))
     rc = 0;
@@ -1152,7 +1159,6 @@ mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind) {
     mp__shm_free(r);
     return NULL;
   }
-  r->magic = MP__RING_MAGIC;
   r->kind = kind;
   r->maxsize = maxsize;
   mp__mutex_init(&r->put_lock, MP__LOCK_MAGIC);
@@ -1163,18 +1169,16 @@ mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind) {
   atomic_init(&r->head_seg, s);
   atomic_init(&r->unfinished, UNFINISHED_MARK_MASK); /* no seq counted */
   r->budget = FIRST_BUDGET;
-  return r;
+  return mp__object_publish(r, MP__RING_MAGIC);
 }
 
 /* Only meaningful once every other user is gone (testing.h). A queue's
  * handle is its ring. */
 bool mp__ring_arena_interrupted(const void *q) {
-  return atomic_load(&((mp__ring_t *)q)->arena_ops) != 0;
+  return atomic_load(&((mp__ring_t *)mp__object_address(q))->arena_ops) != 0;
 }
 
 enum mp__ring_kind mp__ring_kind(const mp__ring_t *r) {
-  if (mp__object_check(r, MP__RING_MAGIC) < 0)
-    return 0;
   return (enum mp__ring_kind)r->kind;
 }
 
