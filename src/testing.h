@@ -71,6 +71,14 @@ pid_t mp__forkserver_pid(void);
  * party there. */
 extern void (*mp__barrier_counted_hook)(void);
 
+/* ---- sync/lock.c, sync/semaphore.c ------------------------------------------
+ */
+/* Whether a process announced that it sleeps on the Lock or RLock handle
+ * (the waiters bit of its word: set just before the futex wait), or on
+ * the Semaphore handle. False for a handle that is not one. */
+bool mp__lock_has_sleepers(const void *handle);
+bool mp__semaphore_has_sleepers(const void *handle);
+
 /* ---- queue/ring.c
  * ------------------------------------------------------------ */
 /* Whether a process died inside an arena call made for the queue q: the

@@ -487,6 +487,213 @@ static void test_freed_and_foreign_handles_are_einval(void **state) {
   mp_event_free(e2);
 }
 
+/* ---- 4. stale handles: the memory of a freed object holds a new one ------
+ * For each kind: the handle of a freed object, once the arena gave its
+ * memory to a new object of the same kind (the test learns it from the
+ * untagged address, no timing involved), is MP_EINVAL; the new object's
+ * own handle works. */
+
+typedef struct kind {
+  const char *name;
+  void *(*make)(void);
+  void (*destroy)(void *);
+  int (*use)(void *); /* 0 on a live object */
+} kind_t;
+
+static void *make_lock(void) {
+  return mp_lock_new();
+}
+static void destroy_lock(void *h) {
+  mp_lock_free(h);
+}
+static int use_lock(void *h) {
+  int rc = mp_lock_acquire(h, 0);
+  return rc < 0 ? rc : mp_lock_release(h);
+}
+static void *make_rlock(void) {
+  return mp_rlock_new();
+}
+static void destroy_rlock(void *h) {
+  mp_rlock_free(h);
+}
+static int use_rlock(void *h) {
+  int rc = mp_rlock_acquire(h, 0);
+  return rc < 0 ? rc : mp_rlock_release(h);
+}
+static void *make_semaphore(void) {
+  return mp_semaphore_new(1);
+}
+static void destroy_semaphore(void *h) {
+  mp_semaphore_free(h);
+}
+static int use_semaphore(void *h) {
+  int rc = mp_semaphore_acquire(h, 0);
+  return rc < 0 ? rc : mp_semaphore_release(h);
+}
+static void *make_event(void) {
+  return mp_event_new();
+}
+static void destroy_event(void *h) {
+  mp_event_free(h);
+}
+static int use_event(void *h) {
+  return mp_event_set(h);
+}
+static void *make_condition(void) {
+  return mp_condition_new(NULL);
+}
+static void destroy_condition(void *h) {
+  mp_condition_free(h);
+}
+static int use_condition(void *h) {
+  int rc = mp_condition_acquire(h, 0);
+  return rc < 0 ? rc : mp_condition_release(h);
+}
+static void *make_barrier(void) {
+  return mp_barrier_new(2, NULL, MP_FOREVER);
+}
+static void destroy_barrier(void *h) {
+  mp_barrier_free(h);
+}
+static int use_barrier(void *h) {
+  return mp_barrier_reset(h);
+}
+static void *make_queue(void) {
+  return mp_queue_new(0);
+}
+static void destroy_queue(void *h) {
+  mp_queue_free(h);
+}
+static int use_queue(void *h) {
+  return mp_queue_put(h, "x", 1, 0);
+}
+static void *make_simple_queue(void) {
+  return mp_simple_queue_new();
+}
+static void destroy_simple_queue(void *h) {
+  mp_simple_queue_free(h);
+}
+static int use_simple_queue(void *h) {
+  return mp_simple_queue_put(h, "x", 1);
+}
+static void *make_joinable_queue(void) {
+  return mp_joinable_queue_new(0);
+}
+static void destroy_joinable_queue(void *h) {
+  mp_joinable_queue_free(h);
+}
+static int use_joinable_queue(void *h) {
+  return mp_joinable_queue_put(h, "x", 1, 0);
+}
+static void *make_value(void) {
+  return mp_value_new(8, true);
+}
+static void destroy_value(void *h) {
+  mp_value_free(h);
+}
+static int use_value(void *h) {
+  int rc = mp_value_acquire(h, 0);
+  return rc < 0 ? rc : mp_value_release(h);
+}
+static void *make_conn(void) {
+  return mp_conn_from_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
+}
+static void destroy_conn(void *h) {
+  mp_conn_free(h);
+}
+static int use_conn(void *h) {
+  int fd = mp_conn_fileno(h);
+  return fd < 0 ? fd : 0;
+}
+static void *make_dict(void) {
+  return mp_dict_new();
+}
+static void destroy_dict(void *h) {
+  mp_dict_free(h);
+}
+static int use_dict(void *h) {
+  return mp_dict_set(h, "k", 1, "v", 1);
+}
+static void *make_list(void) {
+  return mp_list_new();
+}
+static void destroy_list(void *h) {
+  mp_list_free(h);
+}
+static int use_list(void *h) {
+  return mp_list_append(h, "x", 1);
+}
+
+#define KIND(name)                                                             \
+  { #name, make_##name, destroy_##name, use_##name }
+static const kind_t kinds[] = {
+    KIND(lock),           KIND(rlock),   KIND(semaphore), KIND(event),
+    KIND(condition),      KIND(barrier), KIND(queue),     KIND(simple_queue),
+    KIND(joinable_queue), KIND(value),   KIND(conn),      KIND(dict),
+    KIND(list),
+};
+
+/* Makes an object of kind k, frees it, and makes (and frees) more until
+ * the arena gives its memory to one: returns that one's handle and the
+ * stale one in *stale. */
+static void *reuse(const kind_t *k, void **stale) {
+  void *old = k->make();
+  assert_non_null(old);
+  k->destroy(old);
+  for (int i = 0; i < 100000; i++) {
+    void *fresh = k->make();
+    assert_non_null(fresh);
+    if (mp__object_address(fresh) == mp__object_address(old)) {
+      *stale = old;
+      return fresh;
+    }
+    k->destroy(fresh);
+  }
+  fail_msg("the arena never reused the memory of a freed %s", k->name);
+  return NULL;
+}
+
+static void test_stale_handle_of_reused_memory_is_einval(void **state) {
+  (void)state;
+  for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+    const kind_t *k = &kinds[i];
+    void *stale, *fresh = reuse(k, &stale);
+    assert_ptr_not_equal(stale, fresh);
+    assert_int_equal(k->use(stale), MP_EINVAL);
+    assert_mp_ok(k->use(fresh));
+    k->destroy(fresh);
+  }
+}
+
+/* A child (of the test's start method) given both handles. */
+typedef struct two_locks {
+  mp_lock_t *stale, *fresh;
+} two_locks_t;
+
+static void use_both(void *arg) {
+  two_locks_t *t = arg;
+  int stale = mp_lock_acquire(t->stale, 0);
+  int fresh = mp_lock_acquire(t->fresh, 0);
+  exit(stale == MP_EINVAL && fresh == 0 ? 0 : 1);
+}
+
+static void test_stale_handle_is_einval_in_a_child(void **state) {
+  (void)state;
+  void *stale, *fresh = reuse(&kinds[0], &stale);
+  two_locks_t arg = {stale, fresh};
+  mp_process_t *p = mp_process_new(use_both, &arg, sizeof arg, NULL);
+  assert_mp_ok(mp_process_start(p));
+  int rc = mp_process_join(p, 60);
+  if (rc != 0)
+    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
+  assert_mp_ok(rc);
+  int code = -1;
+  assert_mp_ok(mp_process_exitcode(p, &code));
+  assert_int_equal(code, 0);
+  mp_process_free(p);
+  mp_lock_free(fresh);
+}
+
 static void test_null_handles_never_crash(void **state) {
   (void)state;
   assert_null(mp_process_name(NULL));
@@ -554,6 +761,16 @@ static int free_queue_twice(void) {
   return 0;
 }
 
+/* A stale handle (its memory holds a new lock): a second free all the
+ * same. */
+static int free_stale_lock(void) {
+  dup2(stderr_fd, 2);
+  void *stale, *fresh = reuse(&kinds[0], &stale);
+  (void)fresh;
+  mp_lock_free(stale);
+  return 0;
+}
+
 static void expect_abort(int (*fn)(void), const char *message) {
   stderr_fd = memfd_create("stderr", 0);
   assert_true(stderr_fd >= 0);
@@ -568,6 +785,7 @@ static void test_double_free_aborts_naming_the_kind(void **state) {
   (void)state;
   expect_abort(free_lock_twice, "mp_lock_free: this lock was already freed");
   expect_abort(free_queue_twice, "mp_queue_free: this queue was already freed");
+  expect_abort(free_stale_lock, "mp_lock_free: this lock was already freed");
 }
 
 /* ---- the checking mode ------------------------------------------------------
@@ -724,6 +942,66 @@ static void test_waiter_on_freed_object_wakes(void **state) {
   mp_process_free(p);
 }
 
+/* The same for a Lock, an RLock (both held by the test) and a Semaphore
+ * at 0: the child is known to sleep once it announced it in the object's
+ * word and its state is 'S'; the free must wake it with MP_EINVAL. */
+enum { SLEEP_LOCK, SLEEP_RLOCK, SLEEP_SEMAPHORE };
+
+typedef struct sleeper {
+  int kind;
+  void *h;
+  mp_process_t *p;
+} sleeper_t;
+
+static void acquire_then_exit(void *arg) {
+  sleeper_t *s = arg;
+  int rc = s->kind == SLEEP_LOCK    ? mp_lock_acquire(s->h, MP_FOREVER)
+           : s->kind == SLEEP_RLOCK ? mp_rlock_acquire(s->h, MP_FOREVER)
+                                    : mp_semaphore_acquire(s->h, MP_FOREVER);
+  exit(rc == MP_EINVAL ? 0 : 1);
+}
+
+static bool announced_and_asleep(void *arg) {
+  sleeper_t *s = arg;
+  bool flagged = s->kind == SLEEP_SEMAPHORE ? mp__semaphore_has_sleepers(s->h)
+                                            : mp__lock_has_sleepers(s->h);
+  return flagged && sleeping(s->p);
+}
+
+static void test_sleeper_on_freed_lock_wakes(void **state) {
+  (void)state;
+  for (int kind = SLEEP_LOCK; kind <= SLEEP_SEMAPHORE; kind++) {
+    sleeper_t s = {kind, NULL, NULL};
+    if (kind == SLEEP_LOCK) {
+      s.h = mp_lock_new();
+      assert_mp_ok(mp_lock_acquire(s.h, 0));
+    } else if (kind == SLEEP_RLOCK) {
+      s.h = mp_rlock_new();
+      assert_mp_ok(mp_rlock_acquire(s.h, 0));
+    } else {
+      s.h = mp_semaphore_new(0);
+    }
+    s.p = mp_process_new(acquire_then_exit, &s, sizeof s, NULL);
+    assert_mp_ok(mp_process_start(s.p));
+    bool asleep = mpt_wait_until(announced_and_asleep, &s, 60);
+    if (kind == SLEEP_LOCK)
+      mp_lock_free(s.h);
+    else if (kind == SLEEP_RLOCK)
+      mp_rlock_free(s.h);
+    else
+      mp_semaphore_free(s.h);
+    int rc = mp_process_join(s.p, 60);
+    if (rc != 0)
+      mp_process_kill(s.p), mp_process_join(s.p, MP_FOREVER);
+    int code = -1;
+    assert_mp_ok(mp_process_exitcode(s.p, &code));
+    mp_process_free(s.p);
+    assert_true(asleep);
+    assert_mp_ok(rc);
+    assert_int_equal(code, 0);
+  }
+}
+
 int main(int argc, char **argv) {
   const struct CMUnitTest tests[] = {
       mpt_test(test_stdio_closed_in_parent),
@@ -731,9 +1009,12 @@ int main(int argc, char **argv) {
       mpt_test(test_connection_reaches_grandchild),
       mpt_test(test_pool_task_overrun_is_an_error),
       mpt_test(test_freed_and_foreign_handles_are_einval),
+      mpt_test(test_stale_handle_of_reused_memory_is_einval),
+      mpt_test(test_stale_handle_is_einval_in_a_child),
       mpt_test(test_null_handles_never_crash),
       mpt_test(test_double_free_aborts_naming_the_kind),
       mpt_test(test_waiter_on_freed_object_wakes),
+      mpt_test(test_sleeper_on_freed_lock_wakes),
       mpt_test(test_huge_sizes_fail_promptly),
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),

@@ -265,6 +265,10 @@ static inline void *mp__object_open(const void *handle, uint32_t magic) {
   uintptr_t h = (uintptr_t)handle, addr = h & mp__arena_span.address_mask;
   if (addr - mp__arena_span.base >= mp__arena_span.size)
     return NULL;
+  /* In the arena, so not NULL (no arena is mapped at page 0): the caller's
+   * own NULL test then costs nothing. */
+  if (addr == 0)
+    __builtin_unreachable();
   /* The generation, from the top 16 bits of the handle to bits 32..47 of
    * the identity word (little-endian: the magic is its low half). */
   uint64_t want = magic | (uint64_t)(h ^ addr) >> (MP__HANDLE_SHIFT - 32);

@@ -13,6 +13,7 @@
  * first takes it and the rest set WAITERS again and sleep; that costs extra
  * wake-ups only when several processes sleep on one lock at once. */
 #include "sync/lock.h"
+#include "testing.h"
 
 #include <assert.h>
 
@@ -307,4 +308,11 @@ void mp_rlock_free(mp_rlock_t *r) {
   r = mp__object_retire(r, MP__RLOCK_MAGIC, "rlock");
   mp__mutex_wake_freed(&r->mutex);
   mp__shm_free(r);
+}
+
+bool mp__lock_has_sleepers(const void *handle) {
+  mp__mutex_t *m = mp__object_open(handle, MP__LOCK_MAGIC);
+  if (!m)
+    m = mp__object_open(handle, MP__RLOCK_MAGIC);
+  return m && (atomic_load(&m->word) & MP__MUTEX_WAITERS);
 }

@@ -11,6 +11,7 @@
  * in Python. */
 #include <assert.h>
 
+#include "testing.h"
 #include "core/owner.h"
 
 #define SEMAPHORE_MAGIC 0x53454d41u /* "SEMA" */
@@ -120,4 +121,9 @@ void mp_semaphore_free(mp_semaphore_t *s) {
   atomic_store(&s->word, 1);
   mp__futex_wake(&s->word, INT_MAX);
   mp__shm_free(s);
+}
+
+bool mp__semaphore_has_sleepers(const void *handle) {
+  mp_semaphore_t *s = mp__object_open(handle, SEMAPHORE_MAGIC);
+  return s && (atomic_load(&s->word) & WAITERS);
 }
