@@ -158,8 +158,9 @@ int mp__arena_attach(int fd, uintptr_t address, uint64_t size);
  * (memfds, pipes, sockets, pidfds, eventfds): it comes back at a number
  * above 2, close-on-exec, so that a program whose fd 0, 1 or 2 is closed
  * never has an mproc fd there. fd < 0 is returned as is (errno kept); on
- * failure the fd is closed and -1 returned with errno set. */
-int mp__fd_high(int fd);
+ * failure the fd is closed and -1 returned with errno set. Exported (under
+ * MPROC_PRIVATE_<major>, cmake/mproc.map.in) for libmproc_mpi's own fds. */
+MP_API int mp__fd_high(int fd);
 /* The same for both fds of a pipe2() or socketpair() call that returned
  * rc: 0, or -1 with errno (and nothing left open). */
 int mp__fd_pair_high(int rc, int fds[2]);
