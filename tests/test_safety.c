@@ -46,6 +46,27 @@ static int in_helper(int (*fn)(void), double timeout) {
   return code >= 0 ? code : 128 - code;
 }
 
+/* Starts fn(arg) in a child of the test's start method. */
+static mp_process_t *start_child(void (*fn)(void *), void *arg, size_t size) {
+  mp_process_t *p = mp_process_new(fn, arg, size, NULL);
+  assert_non_null(p);
+  assert_mp_ok(mp_process_start(p));
+  return p;
+}
+
+/* Joins p (killed after timeout seconds), frees it and checks that it
+ * exited with 0. */
+static void expect_exit_zero(mp_process_t *p, double timeout) {
+  int rc = mp_process_join(p, timeout);
+  if (rc != 0)
+    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
+  int code = -1;
+  assert_mp_ok(mp_process_exitcode(p, &code));
+  mp_process_free(p);
+  assert_mp_ok(rc);
+  assert_int_equal(code, 0);
+}
+
 static bool fd_is_open(int fd) {
   return fcntl(fd, F_GETFD) >= 0;
 }
@@ -147,16 +168,7 @@ static void test_connection_reaches_grandchild(void **state) {
   mp_conn_t *a, *b;
   assert_mp_ok(mp_pipe(&a, &b, true));
   relay_arg_t arg = {b, 2}; /* a great-grandchild sends */
-  mp_process_t *p = mp_process_new(relay, &arg, sizeof arg, NULL);
-  assert_mp_ok(mp_process_start(p));
-  int rc = mp_process_join(p, 120);
-  if (rc != 0)
-    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
-  assert_mp_ok(rc);
-  int code = -1;
-  assert_mp_ok(mp_process_exitcode(p, &code));
-  assert_int_equal(code, 0);
-  mp_process_free(p);
+  expect_exit_zero(start_child(relay, &arg, sizeof arg), 120);
   void *buf;
   size_t len;
   assert_mp_ok(mp_conn_recv_bytes(a, &buf, &len));
@@ -500,129 +512,41 @@ typedef struct kind {
   int (*use)(void *); /* 0 on a live object */
 } kind_t;
 
-static void *make_lock(void) {
-  return mp_lock_new();
-}
-static void destroy_lock(void *h) {
-  mp_lock_free(h);
-}
-static int use_lock(void *h) {
-  int rc = mp_lock_acquire(h, 0);
-  return rc < 0 ? rc : mp_lock_release(h);
-}
-static void *make_rlock(void) {
-  return mp_rlock_new();
-}
-static void destroy_rlock(void *h) {
-  mp_rlock_free(h);
-}
-static int use_rlock(void *h) {
-  int rc = mp_rlock_acquire(h, 0);
-  return rc < 0 ? rc : mp_rlock_release(h);
-}
-static void *make_semaphore(void) {
-  return mp_semaphore_new(1);
-}
-static void destroy_semaphore(void *h) {
-  mp_semaphore_free(h);
-}
-static int use_semaphore(void *h) {
-  int rc = mp_semaphore_acquire(h, 0);
-  return rc < 0 ? rc : mp_semaphore_release(h);
-}
-static void *make_event(void) {
-  return mp_event_new();
-}
-static void destroy_event(void *h) {
-  mp_event_free(h);
-}
-static int use_event(void *h) {
-  return mp_event_set(h);
-}
-static void *make_condition(void) {
-  return mp_condition_new(NULL);
-}
-static void destroy_condition(void *h) {
-  mp_condition_free(h);
-}
-static int use_condition(void *h) {
-  int rc = mp_condition_acquire(h, 0);
-  return rc < 0 ? rc : mp_condition_release(h);
-}
-static void *make_barrier(void) {
-  return mp_barrier_new(2, NULL, MP_FOREVER);
-}
-static void destroy_barrier(void *h) {
-  mp_barrier_free(h);
-}
-static int use_barrier(void *h) {
-  return mp_barrier_reset(h);
-}
-static void *make_queue(void) {
-  return mp_queue_new(0);
-}
-static void destroy_queue(void *h) {
-  mp_queue_free(h);
-}
-static int use_queue(void *h) {
-  return mp_queue_put(h, "x", 1, 0);
-}
-static void *make_simple_queue(void) {
-  return mp_simple_queue_new();
-}
-static void destroy_simple_queue(void *h) {
-  mp_simple_queue_free(h);
-}
-static int use_simple_queue(void *h) {
-  return mp_simple_queue_put(h, "x", 1);
-}
-static void *make_joinable_queue(void) {
-  return mp_joinable_queue_new(0);
-}
-static void destroy_joinable_queue(void *h) {
-  mp_joinable_queue_free(h);
-}
-static int use_joinable_queue(void *h) {
-  return mp_joinable_queue_put(h, "x", 1, 0);
-}
-static void *make_value(void) {
-  return mp_value_new(8, true);
-}
-static void destroy_value(void *h) {
-  mp_value_free(h);
-}
-static int use_value(void *h) {
-  int rc = mp_value_acquire(h, 0);
-  return rc < 0 ? rc : mp_value_release(h);
-}
-static void *make_conn(void) {
-  return mp_conn_from_fd(open("/dev/null", O_RDWR | O_CLOEXEC));
-}
-static void destroy_conn(void *h) {
-  mp_conn_free(h);
-}
-static int use_conn(void *h) {
-  int fd = mp_conn_fileno(h);
-  return fd < 0 ? fd : 0;
-}
-static void *make_dict(void) {
-  return mp_dict_new();
-}
-static void destroy_dict(void *h) {
-  mp_dict_free(h);
-}
-static int use_dict(void *h) {
-  return mp_dict_set(h, "k", 1, "v", 1);
-}
-static void *make_list(void) {
-  return mp_list_new();
-}
-static void destroy_list(void *h) {
-  mp_list_free(h);
-}
-static int use_list(void *h) {
-  return mp_list_append(h, "x", 1);
-}
+/* make_<name>, destroy_<name> (mp_<name>_free) and use_<name>: `use`, and
+ * when it succeeds `undo` (0 when there is nothing to undo). */
+#define KIND_FUNCTIONS(name, make, use, undo)                                  \
+  static void *make_##name(void) {                                             \
+    return make;                                                               \
+  }                                                                            \
+  static void destroy_##name(void *h) {                                        \
+    mp_##name##_free(h);                                                       \
+  }                                                                            \
+  static int use_##name(void *h) {                                             \
+    int rc = use;                                                              \
+    return rc < 0 ? rc : undo;                                                 \
+  }
+
+KIND_FUNCTIONS(lock, mp_lock_new(), mp_lock_acquire(h, 0), mp_lock_release(h))
+KIND_FUNCTIONS(rlock, mp_rlock_new(), mp_rlock_acquire(h, 0),
+               mp_rlock_release(h))
+KIND_FUNCTIONS(semaphore, mp_semaphore_new(1), mp_semaphore_acquire(h, 0),
+               mp_semaphore_release(h))
+KIND_FUNCTIONS(event, mp_event_new(), mp_event_set(h), 0)
+KIND_FUNCTIONS(condition, mp_condition_new(NULL), mp_condition_acquire(h, 0),
+               mp_condition_release(h))
+KIND_FUNCTIONS(barrier, mp_barrier_new(2, NULL, MP_FOREVER),
+               mp_barrier_reset(h), 0)
+KIND_FUNCTIONS(queue, mp_queue_new(0), mp_queue_put(h, "x", 1, 0), 0)
+KIND_FUNCTIONS(simple_queue, mp_simple_queue_new(),
+               mp_simple_queue_put(h, "x", 1), 0)
+KIND_FUNCTIONS(joinable_queue, mp_joinable_queue_new(0),
+               mp_joinable_queue_put(h, "x", 1, 0), 0)
+KIND_FUNCTIONS(value, mp_value_new(8, true), mp_value_acquire(h, 0),
+               mp_value_release(h))
+KIND_FUNCTIONS(conn, mp_conn_from_fd(open("/dev/null", O_RDWR | O_CLOEXEC)),
+               mp_conn_fileno(h), 0)
+KIND_FUNCTIONS(dict, mp_dict_new(), mp_dict_set(h, "k", 1, "v", 1), 0)
+KIND_FUNCTIONS(list, mp_list_new(), mp_list_append(h, "x", 1), 0)
 
 #define KIND(name)                                                             \
   { #name, make_##name, destroy_##name, use_##name }
@@ -681,16 +605,7 @@ static void test_stale_handle_is_einval_in_a_child(void **state) {
   (void)state;
   void *stale, *fresh = reuse(&kinds[0], &stale);
   two_locks_t arg = {stale, fresh};
-  mp_process_t *p = mp_process_new(use_both, &arg, sizeof arg, NULL);
-  assert_mp_ok(mp_process_start(p));
-  int rc = mp_process_join(p, 60);
-  if (rc != 0)
-    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
-  assert_mp_ok(rc);
-  int code = -1;
-  assert_mp_ok(mp_process_exitcode(p, &code));
-  assert_int_equal(code, 0);
-  mp_process_free(p);
+  expect_exit_zero(start_child(use_both, &arg, sizeof arg), 60);
   mp_lock_free(fresh);
 }
 
@@ -926,20 +841,12 @@ static bool sleeping(void *arg) {
 static void test_waiter_on_freed_object_wakes(void **state) {
   (void)state;
   blocked_arg_t arg = {mp_queue_new(0), mp_event_new()};
-  mp_process_t *p = mp_process_new(get_from_freed, &arg, sizeof arg, NULL);
-  assert_mp_ok(mp_process_start(p));
+  mp_process_t *p = start_child(get_from_freed, &arg, sizeof arg);
   /* Most often it sleeps in the get by then; either way is right. */
   mpt_wait_until(sleeping, p, 5);
   mp_queue_free(arg.q);
   mp_event_free(arg.e);
-  int rc = mp_process_join(p, 60);
-  if (rc != 0)
-    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
-  assert_mp_ok(rc);
-  int code = -1;
-  assert_mp_ok(mp_process_exitcode(p, &code));
-  assert_int_equal(code, 0);
-  mp_process_free(p);
+  expect_exit_zero(p, 60);
 }
 
 /* The same for a Lock, an RLock (both held by the test) and a Semaphore
@@ -981,8 +888,7 @@ static void test_sleeper_on_freed_lock_wakes(void **state) {
     } else {
       s.h = mp_semaphore_new(0);
     }
-    s.p = mp_process_new(acquire_then_exit, &s, sizeof s, NULL);
-    assert_mp_ok(mp_process_start(s.p));
+    s.p = start_child(acquire_then_exit, &s, sizeof s);
     bool asleep = mpt_wait_until(announced_and_asleep, &s, 60);
     if (kind == SLEEP_LOCK)
       mp_lock_free(s.h);
@@ -990,15 +896,8 @@ static void test_sleeper_on_freed_lock_wakes(void **state) {
       mp_rlock_free(s.h);
     else
       mp_semaphore_free(s.h);
-    int rc = mp_process_join(s.p, 60);
-    if (rc != 0)
-      mp_process_kill(s.p), mp_process_join(s.p, MP_FOREVER);
-    int code = -1;
-    assert_mp_ok(mp_process_exitcode(s.p, &code));
-    mp_process_free(s.p);
+    expect_exit_zero(s.p, 60);
     assert_true(asleep);
-    assert_mp_ok(rc);
-    assert_int_equal(code, 0);
   }
 }
 
