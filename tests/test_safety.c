@@ -579,6 +579,17 @@ static void *reuse(const kind_t *k, void **stale) {
 
 static void test_stale_handle_of_reused_memory_is_einval(void **state) {
   (void)state;
+  /* Addresses in the arena that hold no object's start: misaligned, or in
+   * its last bytes (an 8-byte read there would cross its end). */
+  mp_lock_t *l = mp_lock_new();
+  int fd;
+  uintptr_t base;
+  uint64_t size;
+  assert_mp_ok(mp__arena_info(&fd, &base, &size));
+  assert_mp(MP_EINVAL,
+            mp_lock_acquire((void *)((char *)mp__object_address(l) + 4), 0));
+  assert_mp(MP_EINVAL, mp_lock_acquire((void *)(base + size - 4), 0));
+  mp_lock_free(l);
   for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
     const kind_t *k = &kinds[i];
     void *stale, *fresh = reuse(k, &stale);

@@ -175,6 +175,7 @@ static void set_span(void *base, uint64_t size) {
   uintptr_t b = (uintptr_t)base;
   mp__arena_span.base = b;
   mp__arena_span.size = size;
+  mp__arena_span.words = size / 8;
   mp__arena_span.address_mask =
       b + size <= MP__HANDLE_ADDRESS + 1 ? MP__HANDLE_ADDRESS : UINTPTR_MAX;
 }

@@ -240,7 +240,8 @@ typedef struct mp__object {
  * created or attached, before any handle exists in the process. */
 typedef struct mp__arena_span {
   uintptr_t base;
-  uintptr_t size;
+  uintptr_t size;  /* bytes */
+  uintptr_t words; /* size / 8 */
   uintptr_t address_mask;
 } mp__arena_span_t;
 extern mp__arena_span_t mp__arena_span;
@@ -260,11 +261,22 @@ static inline uint64_t mp__object_id(const void *obj) {
   return __atomic_load_n((const uint64_t *)obj, __ATOMIC_ACQUIRE);
 }
 
+/* Whether addr is the address of an aligned 8-byte word of the arena. The
+ * offset is rotated right by 3: one that is not a multiple of 8 becomes
+ * huge, so one comparison refuses a misaligned address (whose word could
+ * not be read atomically, or would cross the arena's end) along with every
+ * address outside the arena. */
+static inline bool mp__arena_word(uintptr_t addr) {
+  uintptr_t offset = addr - mp__arena_span.base;
+  return (offset >> 3 | offset << (sizeof offset * 8 - 3)) <
+         mp__arena_span.words;
+}
+
 /* The address of the live object of kind `magic` that handle names, or
  * NULL (see above). The one check of every public entry point. */
 static inline void *mp__object_open(const void *handle, uint32_t magic) {
   uintptr_t h = (uintptr_t)handle, addr = h & mp__arena_span.address_mask;
-  if (addr - mp__arena_span.base >= mp__arena_span.size)
+  if (!mp__arena_word(addr))
     return NULL;
   /* In the arena, so not NULL (no arena is mapped at page 0): the caller's
    * own NULL test then costs nothing. */

@@ -24,18 +24,17 @@ void *mp__object_retire(const void *handle, uint32_t magic, const char *kind) {
   uintptr_t h = (uintptr_t)handle, addr = h & mp__arena_span.address_mask;
   uint64_t generation = (uint64_t)(h ^ addr) >> (MP__HANDLE_SHIFT - 32);
   uint64_t seen = magic | generation;
+  bool word = mp__arena_word(addr);
   /* One thread retires it: a second free, even a concurrent one, sees the
    * freed mark. */
-  if (mp__arena_contains(handle) &&
-      __atomic_compare_exchange_n((uint64_t *)addr, &seen,
-                                  MP__FREED(magic) | generation, false,
-                                  __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+  if (word && __atomic_compare_exchange_n((uint64_t *)addr, &seen,
+                                          MP__FREED(magic) | generation, false,
+                                          __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
     return (void *)addr;
   /* Freed: its mark, or (a stale handle) the memory holds a newer object
    * of the kind, or one freed since. */
   uint32_t seen_magic = (uint32_t)seen;
-  if (mp__arena_contains(handle) &&
-      (seen_magic == MP__FREED(magic) || seen_magic == magic))
+  if (word && (seen_magic == MP__FREED(magic) || seen_magic == magic))
     fprintf(stderr, "mproc: mp_%s_free: this %s was already freed\n", kind,
             kind);
   else
