@@ -34,6 +34,13 @@ int mp__arena_check(void (*each_used)(void *ptr, void *arg), void *arg);
  * there. */
 extern void (*mp__arena_fault_hook)(unsigned step);
 
+/* ---- core/object.c ---------------------------------------------------------
+ */
+/* The arena address a handle of a shared object names (its generation
+ * taken off), without any check: lets a test see that the arena gave a
+ * freed object's memory to a new one. */
+void *mp__object_address(const void *handle);
+
 /* ---- core/sha256.c, core/crypto.c
  * ----------------------------------------------------------
  */
@@ -63,6 +70,14 @@ pid_t mp__forkserver_pid(void);
 /* Called (when set) right after a party was counted: a test kills the
  * party there. */
 extern void (*mp__barrier_counted_hook)(void);
+
+/* ---- sync/lock.c, sync/semaphore.c ------------------------------------------
+ */
+/* Whether a process announced that it sleeps on the Lock or RLock handle
+ * (the waiters bit of its word: set just before the futex wait), or on
+ * the Semaphore handle. False for a handle that is not one. */
+bool mp__lock_has_sleepers(const void *handle);
+bool mp__semaphore_has_sleepers(const void *handle);
 
 /* ---- queue/ring.c
  * ------------------------------------------------------------ */

@@ -46,6 +46,27 @@ static int in_helper(int (*fn)(void), double timeout) {
   return code >= 0 ? code : 128 - code;
 }
 
+/* Starts fn(arg) in a child of the test's start method. */
+static mp_process_t *start_child(void (*fn)(void *), void *arg, size_t size) {
+  mp_process_t *p = mp_process_new(fn, arg, size, NULL);
+  assert_non_null(p);
+  assert_mp_ok(mp_process_start(p));
+  return p;
+}
+
+/* Joins p (killed after timeout seconds), frees it and checks that it
+ * exited with 0. */
+static void expect_exit_zero(mp_process_t *p, double timeout) {
+  int rc = mp_process_join(p, timeout);
+  if (rc != 0)
+    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
+  int code = -1;
+  assert_mp_ok(mp_process_exitcode(p, &code));
+  mp_process_free(p);
+  assert_mp_ok(rc);
+  assert_int_equal(code, 0);
+}
+
 static bool fd_is_open(int fd) {
   return fcntl(fd, F_GETFD) >= 0;
 }
@@ -171,16 +192,7 @@ static void test_connection_reaches_grandchild(void **state) {
   mp_conn_t *a, *b;
   assert_mp_ok(mp_pipe(&a, &b, true));
   relay_arg_t arg = {b, 2}; /* a great-grandchild sends */
-  mp_process_t *p = mp_process_new(relay, &arg, sizeof arg, NULL);
-  assert_mp_ok(mp_process_start(p));
-  int rc = mp_process_join(p, 120);
-  if (rc != 0)
-    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
-  assert_mp_ok(rc);
-  int code = -1;
-  assert_mp_ok(mp_process_exitcode(p, &code));
-  assert_int_equal(code, 0);
-  mp_process_free(p);
+  expect_exit_zero(start_child(relay, &arg, sizeof arg), 120);
   void *buf;
   size_t len;
   assert_mp_ok(mp_conn_recv_bytes(a, &buf, &len));
@@ -511,6 +523,127 @@ static void test_freed_and_foreign_handles_are_einval(void **state) {
   mp_event_free(e2);
 }
 
+/* ---- 4. stale handles: the memory of a freed object holds a new one ------
+ * For each kind: the handle of a freed object, once the arena gave its
+ * memory to a new object of the same kind (the test learns it from the
+ * untagged address, no timing involved), is MP_EINVAL; the new object's
+ * own handle works. */
+
+typedef struct kind {
+  const char *name;
+  void *(*make)(void);
+  void (*destroy)(void *);
+  int (*use)(void *); /* 0 on a live object */
+} kind_t;
+
+/* make_<name>, destroy_<name> (mp_<name>_free) and use_<name>: `use`, and
+ * when it succeeds `undo` (0 when there is nothing to undo). */
+#define KIND_FUNCTIONS(name, make, use, undo)                                  \
+  static void *make_##name(void) {                                             \
+    return make;                                                               \
+  }                                                                            \
+  static void destroy_##name(void *h) {                                        \
+    mp_##name##_free(h);                                                       \
+  }                                                                            \
+  static int use_##name(void *h) {                                             \
+    int rc = use;                                                              \
+    return rc < 0 ? rc : undo;                                                 \
+  }
+
+KIND_FUNCTIONS(lock, mp_lock_new(), mp_lock_acquire(h, 0), mp_lock_release(h))
+KIND_FUNCTIONS(rlock, mp_rlock_new(), mp_rlock_acquire(h, 0),
+               mp_rlock_release(h))
+KIND_FUNCTIONS(semaphore, mp_semaphore_new(1), mp_semaphore_acquire(h, 0),
+               mp_semaphore_release(h))
+KIND_FUNCTIONS(event, mp_event_new(), mp_event_set(h), 0)
+KIND_FUNCTIONS(condition, mp_condition_new(NULL), mp_condition_acquire(h, 0),
+               mp_condition_release(h))
+KIND_FUNCTIONS(barrier, mp_barrier_new(2, NULL, MP_FOREVER),
+               mp_barrier_reset(h), 0)
+KIND_FUNCTIONS(queue, mp_queue_new(0), mp_queue_put(h, "x", 1, 0), 0)
+KIND_FUNCTIONS(simple_queue, mp_simple_queue_new(),
+               mp_simple_queue_put(h, "x", 1), 0)
+KIND_FUNCTIONS(joinable_queue, mp_joinable_queue_new(0),
+               mp_joinable_queue_put(h, "x", 1, 0), 0)
+KIND_FUNCTIONS(value, mp_value_new(8, true), mp_value_acquire(h, 0),
+               mp_value_release(h))
+KIND_FUNCTIONS(conn, mp_conn_from_fd(open("/dev/null", O_RDWR | O_CLOEXEC)),
+               mp_conn_fileno(h), 0)
+KIND_FUNCTIONS(dict, mp_dict_new(), mp_dict_set(h, "k", 1, "v", 1), 0)
+KIND_FUNCTIONS(list, mp_list_new(), mp_list_append(h, "x", 1), 0)
+
+#define KIND(name)                                                             \
+  { #name, make_##name, destroy_##name, use_##name }
+static const kind_t kinds[] = {
+    KIND(lock),           KIND(rlock),   KIND(semaphore), KIND(event),
+    KIND(condition),      KIND(barrier), KIND(queue),     KIND(simple_queue),
+    KIND(joinable_queue), KIND(value),   KIND(conn),      KIND(dict),
+    KIND(list),
+};
+
+/* Makes an object of kind k, frees it, and makes (and frees) more until
+ * the arena gives its memory to one: returns that one's handle and the
+ * stale one in *stale. */
+static void *reuse(const kind_t *k, void **stale) {
+  void *old = k->make();
+  assert_non_null(old);
+  k->destroy(old);
+  for (int i = 0; i < 100000; i++) {
+    void *fresh = k->make();
+    assert_non_null(fresh);
+    if (mp__object_address(fresh) == mp__object_address(old)) {
+      *stale = old;
+      return fresh;
+    }
+    k->destroy(fresh);
+  }
+  fail_msg("the arena never reused the memory of a freed %s", k->name);
+  return NULL;
+}
+
+static void test_stale_handle_of_reused_memory_is_einval(void **state) {
+  (void)state;
+  /* Addresses in the arena that hold no object's start: misaligned, or in
+   * its last bytes (an 8-byte read there would cross its end). */
+  mp_lock_t *l = mp_lock_new();
+  int fd;
+  uintptr_t base;
+  uint64_t size;
+  assert_mp_ok(mp__arena_info(&fd, &base, &size));
+  assert_mp(MP_EINVAL,
+            mp_lock_acquire((void *)((char *)mp__object_address(l) + 4), 0));
+  assert_mp(MP_EINVAL, mp_lock_acquire((void *)(base + size - 4), 0));
+  mp_lock_free(l);
+  for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+    const kind_t *k = &kinds[i];
+    void *stale, *fresh = reuse(k, &stale);
+    assert_ptr_not_equal(stale, fresh);
+    assert_int_equal(k->use(stale), MP_EINVAL);
+    assert_mp_ok(k->use(fresh));
+    k->destroy(fresh);
+  }
+}
+
+/* A child (of the test's start method) given both handles. */
+typedef struct two_locks {
+  mp_lock_t *stale, *fresh;
+} two_locks_t;
+
+static void use_both(void *arg) {
+  two_locks_t *t = arg;
+  int stale = mp_lock_acquire(t->stale, 0);
+  int fresh = mp_lock_acquire(t->fresh, 0);
+  exit(stale == MP_EINVAL && fresh == 0 ? 0 : 1);
+}
+
+static void test_stale_handle_is_einval_in_a_child(void **state) {
+  (void)state;
+  void *stale, *fresh = reuse(&kinds[0], &stale);
+  two_locks_t arg = {stale, fresh};
+  expect_exit_zero(start_child(use_both, &arg, sizeof arg), 60);
+  mp_lock_free(fresh);
+}
+
 static void test_null_handles_never_crash(void **state) {
   (void)state;
   assert_null(mp_process_name(NULL));
@@ -578,6 +711,16 @@ static int free_queue_twice(void) {
   return 0;
 }
 
+/* A stale handle (its memory holds a new lock): a second free all the
+ * same. */
+static int free_stale_lock(void) {
+  dup2(stderr_fd, 2);
+  void *stale, *fresh = reuse(&kinds[0], &stale);
+  (void)fresh;
+  mp_lock_free(stale);
+  return 0;
+}
+
 static void expect_abort(int (*fn)(void), const char *message) {
   stderr_fd = memfd_create("stderr", 0);
   assert_true(stderr_fd >= 0);
@@ -592,6 +735,7 @@ static void test_double_free_aborts_naming_the_kind(void **state) {
   (void)state;
   expect_abort(free_lock_twice, "mp_lock_free: this lock was already freed");
   expect_abort(free_queue_twice, "mp_queue_free: this queue was already freed");
+  expect_abort(free_stale_lock, "mp_lock_free: this lock was already freed");
 }
 
 /* ---- the checking mode ------------------------------------------------------
@@ -732,20 +876,64 @@ static bool sleeping(void *arg) {
 static void test_waiter_on_freed_object_wakes(void **state) {
   (void)state;
   blocked_arg_t arg = {mp_queue_new(0), mp_event_new()};
-  mp_process_t *p = mp_process_new(get_from_freed, &arg, sizeof arg, NULL);
-  assert_mp_ok(mp_process_start(p));
+  mp_process_t *p = start_child(get_from_freed, &arg, sizeof arg);
   /* Most often it sleeps in the get by then; either way is right. */
   mpt_wait_until(sleeping, p, 5);
   mp_queue_free(arg.q);
   mp_event_free(arg.e);
-  int rc = mp_process_join(p, 60);
-  if (rc != 0)
-    mp_process_kill(p), mp_process_join(p, MP_FOREVER);
-  assert_mp_ok(rc);
-  int code = -1;
-  assert_mp_ok(mp_process_exitcode(p, &code));
-  assert_int_equal(code, 0);
-  mp_process_free(p);
+  expect_exit_zero(p, 60);
+}
+
+/* The same for a Lock, an RLock (both held by the test) and a Semaphore
+ * at 0: the child is known to sleep once it announced it in the object's
+ * word and its state is 'S'; the free must wake it with MP_EINVAL. */
+enum { SLEEP_LOCK, SLEEP_RLOCK, SLEEP_SEMAPHORE };
+
+typedef struct sleeper {
+  int kind;
+  void *h;
+  mp_process_t *p;
+} sleeper_t;
+
+static void acquire_then_exit(void *arg) {
+  sleeper_t *s = arg;
+  int rc = s->kind == SLEEP_LOCK    ? mp_lock_acquire(s->h, MP_FOREVER)
+           : s->kind == SLEEP_RLOCK ? mp_rlock_acquire(s->h, MP_FOREVER)
+                                    : mp_semaphore_acquire(s->h, MP_FOREVER);
+  exit(rc == MP_EINVAL ? 0 : 1);
+}
+
+static bool announced_and_asleep(void *arg) {
+  sleeper_t *s = arg;
+  bool flagged = s->kind == SLEEP_SEMAPHORE ? mp__semaphore_has_sleepers(s->h)
+                                            : mp__lock_has_sleepers(s->h);
+  return flagged && sleeping(s->p);
+}
+
+static void test_sleeper_on_freed_lock_wakes(void **state) {
+  (void)state;
+  for (int kind = SLEEP_LOCK; kind <= SLEEP_SEMAPHORE; kind++) {
+    sleeper_t s = {kind, NULL, NULL};
+    if (kind == SLEEP_LOCK) {
+      s.h = mp_lock_new();
+      assert_mp_ok(mp_lock_acquire(s.h, 0));
+    } else if (kind == SLEEP_RLOCK) {
+      s.h = mp_rlock_new();
+      assert_mp_ok(mp_rlock_acquire(s.h, 0));
+    } else {
+      s.h = mp_semaphore_new(0);
+    }
+    s.p = start_child(acquire_then_exit, &s, sizeof s);
+    bool asleep = mpt_wait_until(announced_and_asleep, &s, 60);
+    if (kind == SLEEP_LOCK)
+      mp_lock_free(s.h);
+    else if (kind == SLEEP_RLOCK)
+      mp_rlock_free(s.h);
+    else
+      mp_semaphore_free(s.h);
+    expect_exit_zero(s.p, 60);
+    assert_true(asleep);
+  }
 }
 
 int main(int argc, char **argv) {
@@ -755,9 +943,12 @@ int main(int argc, char **argv) {
       mpt_test(test_connection_reaches_grandchild),
       mpt_test(test_pool_task_overrun_is_an_error),
       mpt_test(test_freed_and_foreign_handles_are_einval),
+      mpt_test(test_stale_handle_of_reused_memory_is_einval),
+      mpt_test(test_stale_handle_is_einval_in_a_child),
       mpt_test(test_null_handles_never_crash),
       mpt_test(test_double_free_aborts_naming_the_kind),
       mpt_test(test_waiter_on_freed_object_wakes),
+      mpt_test(test_sleeper_on_freed_lock_wakes),
       mpt_test(test_huge_sizes_fail_promptly),
       mpt_test(test_nan_timeouts_are_einval),
       mpt_test(test_unknown_start_method_is_an_error),

@@ -33,9 +33,10 @@
  * A manager (manager.h) gives the same types: in the server's family the
  * objects themselves, elsewhere proxies that take the same calls.
  *
- * Handles are checked on every call: NULL, a freed container or a pointer to
- * something else gives MP_EINVAL (-EINVAL), not a crash (a constructor sets
- * errno and returns NULL). *_free: every process must have stopped using the
+ * Handles are checked on every call: NULL, a freed container (also once
+ * its memory holds a new container: a handle carries a generation) or a
+ * pointer to something else gives MP_EINVAL (-EINVAL), not a crash (a
+ * constructor sets errno and returns NULL). *_free: every process must have stopped using the
  * container. All functions are thread-safe. */
 #ifndef MPROC_CONTAINERS_H
 #define MPROC_CONTAINERS_H

@@ -53,11 +53,13 @@
  * cancel_join_thread have nothing to do: there is no feeder thread.)
  *
  * *_free: every process must have stopped using the queue; freeing a queue
- * that another process still uses is undefined behaviour. A NULL, freed or
- * foreign queue is checked by every function, in every build: MP_EINVAL
- * (false or 0 where no code is returned); freeing a queue twice aborts
- * with a message (see the guide's conventions). All functions are
- * thread-safe. */
+ * that another process still uses is undefined behaviour (but a process
+ * blocked in a put, get or join of a freed queue returns MP_EINVAL). A
+ * NULL, freed or foreign queue is checked by every function, in every
+ * build, also once the freed queue's memory holds a new queue (a handle
+ * carries a generation): MP_EINVAL (false or 0 where no code is
+ * returned); freeing a queue twice aborts with a message (see the guide's
+ * conventions). All functions are thread-safe. */
 #ifndef MPROC_QUEUE_H
 #define MPROC_QUEUE_H
 

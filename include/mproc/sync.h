@@ -24,11 +24,13 @@
  * not detected when it dies (it can still detect others).
  *
  * *_free: every process must have stopped using the object; freeing one
- * that another process still uses (or waits on) is undefined behaviour.
- * A NULL, freed or foreign handle is checked by every function, in every
- * build: MP_EINVAL (false or 0 where no code is returned); freeing an
- * object twice aborts with a message naming its kind (see the guide's
- * conventions). */
+ * that another process still uses is undefined behaviour, but for this: a
+ * process asleep on a Lock, RLock, Semaphore or Event that is freed wakes
+ * up with MP_EINVAL. A NULL, freed or foreign handle is checked by every
+ * function, in every build, also once the freed object's memory holds a
+ * new object of the same kind (a handle carries a generation): MP_EINVAL
+ * (false or 0 where no code is returned); freeing an object twice aborts
+ * with a message naming its kind (see the guide's conventions). */
 #ifndef MPROC_SYNC_H
 #define MPROC_SYNC_H
 
@@ -137,7 +139,7 @@ typedef bool (*mp_condition_pred_cb)(void *arg);
 
 /* Condition(lock): lock NULL makes a Condition with an RLock of its own
  * (Python's default); else it uses the given RLock, which must outlive
- * it. */
+ * it (once it is freed, the condition's calls return MP_EINVAL). */
 MP_API mp_condition_t *mp_condition_new(mp_rlock_t *lock);
 
 /* Condition(Lock()): a Condition on a plain Lock, which must outlive it.

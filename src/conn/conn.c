@@ -71,6 +71,7 @@ enum {
  * never changes afterwards, so no lock guards them. */
 struct mp_conn {
   uint32_t magic;
+  uint32_t generation;
   uint32_t flags;  /* CONN_* */
   int32_t fd;      /* the same number in every process that has it */
   int32_t creator; /* pid of the process that made it: it frees it */
@@ -89,6 +90,7 @@ struct mp_conn {
 
 _Static_assert(offsetof(struct mp_conn, rbuf) <= RBUF_OFFSET,
                "the read-ahead buffer fits its block");
+MP__OBJECT_LAYOUT(mp_conn_t);
 
 /* The family-wide block behind MP__ROOT_CONNS. */
 typedef struct conn_family {
@@ -300,7 +302,7 @@ mp_conn_t *mp__conn_wrap(int fd, bool readable, bool writable) {
     local_forget(c);
     goto error;
   }
-  return c;
+  return mp__object_publish(c, CONN_MAGIC);
 error:
   c->magic = 0;
   mp__shm_free(c);
@@ -627,7 +629,7 @@ static uint64_t be_load(const uint8_t *p, int bytes) {
 
 int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
                   const mp__deadline_t *deadline) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   local_t *l;
   if (!buf && len > 0)
@@ -650,10 +652,10 @@ int mp__conn_send(mp_conn_t *c, const void *buf, size_t len,
 }
 
 int mp_conn_send_bytes(mp_conn_t *c, const void *buf, size_t len) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
-    return MP_EINVAL;
   return mp__conn_send(c, buf, len, NULL);
 }
+
+static int conn_close(mp_conn_t *c);
 
 /* Python's _bad_message_length: a duplex end stops reading, a read-only end
  * is closed. */
@@ -661,7 +663,7 @@ static void lose_readability(mp_conn_t *c, local_t *l) {
   if (atomic_load(&l->state) & LOCAL_WRITABLE)
     atomic_fetch_and(&l->state, ~(uint32_t)LOCAL_READABLE);
   else
-    mp_conn_close(c);
+    conn_close(c);
 }
 
 /* The next message's header, read into the buffer if it is not there
@@ -754,7 +756,7 @@ static int recv_begin(mp_conn_t *c, uint64_t limit, const mp__deadline_t *d,
 
 int mp_conn_recv_bytes_max(mp_conn_t *c, size_t maxlength, void **buf,
                            size_t *len) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   local_t *l;
   size_t hlen;
@@ -785,13 +787,11 @@ out:
 }
 
 int mp_conn_recv_bytes(mp_conn_t *c, void **buf, size_t *len) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
-    return MP_EINVAL;
   return mp_conn_recv_bytes_max(c, SIZE_MAX, buf, len);
 }
 
 int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   local_t *l;
   size_t hlen;
@@ -810,7 +810,7 @@ int mp_conn_recv_bytes_into(mp_conn_t *c, void *buf, size_t cap, size_t *len) {
 
 int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
                   const mp__deadline_t *deadline) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   local_t *l;
   size_t hlen;
@@ -830,7 +830,7 @@ int mp__conn_recv(mp_conn_t *c, void *buf, size_t cap, size_t *len,
 
 int mp_conn_send_handle(mp_conn_t *c, int fd) {
   local_t *l;
-  if (fd < 0 || mp__object_check(c, CONN_MAGIC) < 0)
+  if (fd < 0 || !(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   int rc = local_check(c, LOCAL_WRITABLE, &l);
   if (rc < 0)
@@ -868,7 +868,7 @@ static int take_handle(mp_conn_t *c, int *fd) {
 
 int mp_conn_recv_handle(mp_conn_t *c, int *fd) {
   local_t *l;
-  if (!fd || mp__object_check(c, CONN_MAGIC) < 0)
+  if (!fd || !(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   int rc = local_check(c, LOCAL_READABLE, &l);
   if (rc < 0)
@@ -896,7 +896,7 @@ static bool has_buffered(const mp_conn_t *c) {
 }
 
 int mp_conn_poll(mp_conn_t *c, double timeout) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   local_t *l;
   int rc = mp__timeout_check(timeout);
@@ -911,9 +911,7 @@ int mp_conn_poll(mp_conn_t *c, double timeout) {
 }
 
 int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
-    return MP_EINVAL;
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return MP_EINVAL;
   local_t *l = local_find(c, ~0u);
   if (!l)
@@ -925,8 +923,6 @@ int mp__conn_wait_fd(mp_conn_t *c, bool *ready_now) {
 }
 
 int mp_conn_fileno(mp_conn_t *c) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
-    return MP_EINVAL;
   bool ignored;
   return mp__conn_wait_fd(c, &ignored);
 }
@@ -937,25 +933,25 @@ static uint32_t local_state(mp_conn_t *c) {
 }
 
 bool mp_conn_closed(mp_conn_t *c) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return true; /* nothing can be done with it */
   return !(local_state(c) & LOCAL_OPEN);
 }
 
 bool mp_conn_readable(mp_conn_t *c) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return false;
   return local_state(c) & LOCAL_READABLE;
 }
 
 bool mp_conn_writable(mp_conn_t *c) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return false;
   return local_state(c) & LOCAL_WRITABLE;
 }
 
 void mp_conn_set_max_message(mp_conn_t *c, size_t max_len) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
     return;
   atomic_store(&c->max_message, (uint64_t)max_len);
 }
@@ -963,9 +959,8 @@ void mp_conn_set_max_message(mp_conn_t *c, size_t max_len) {
 /* ---- close, free ------------------------------------------------------------
  */
 
-int mp_conn_close(mp_conn_t *c) {
-  if (mp__object_check(c, CONN_MAGIC) < 0)
-    return MP_EINVAL;
+/* close of an opened c. */
+static int conn_close(mp_conn_t *c) {
   local_t *l = local_find(c, ~0u);
   if (!l)
     return -ENOMEM;
@@ -979,15 +974,20 @@ int mp_conn_close(mp_conn_t *c) {
   return 0;
 }
 
-void mp_conn_free(mp_conn_t *c) {
-  if (!c)
+int mp_conn_close(mp_conn_t *c) {
+  if (!(c = mp__object_open(c, CONN_MAGIC)))
+    return MP_EINVAL;
+  return conn_close(c);
+}
+
+void mp_conn_free(mp_conn_t *handle) {
+  if (!handle)
     return;
-  if (mp__object_check(c, CONN_MAGIC) < 0)
-    mp__object_retire(c, CONN_MAGIC, "conn"); /* aborts with a message */
-  mp_conn_close(c);
+  mp_conn_t *c = mp__object_open(handle, CONN_MAGIC);
+  if (!c)
+    mp__object_retire(handle, CONN_MAGIC, "conn"); /* aborts with a message */
+  conn_close(c);
   local_forget(c);
-  if (c->creator == (int32_t)getpid()) {
-    mp__object_retire(c, CONN_MAGIC, "conn");
-    mp__shm_free(c);
-  }
+  if (c->creator == (int32_t)getpid())
+    mp__shm_free(mp__object_retire(handle, CONN_MAGIC, "conn"));
 }

@@ -76,7 +76,7 @@ _Static_assert(offsetof(shard_t, intent.spares[1]) == 64, "stripe layout");
 
 struct mp_dict {
   _Atomic uint32_t magic;
-  uint32_t reserved;
+  uint32_t generation;
   uint64_t seed; /* of the hash; set at creation */
   /* The number of the last clear (written under every stripe's lock):
    * setting it is the commit point of a clear, and a stripe whose
@@ -89,6 +89,7 @@ struct mp_dict {
   char pad[32];
   shard_t shards[SHARDS];
 };
+MP__OBJECT_LAYOUT(mp_dict_t);
 
 /* ---- finishing and recovering -------------------------------------------- */
 
@@ -335,10 +336,11 @@ static keyed_t key_of(mp_dict_t *d, const void *key, size_t klen) {
   return (keyed_t){&d->shards[hash >> (64 - SHARD_BITS)], hash};
 }
 
-static int checked(mp_dict_t *d, const void *key, size_t klen, keyed_t *k) {
-  if (!mp__store_is(d, DICT_MAGIC) || (klen && !key))
+/* Opens the handle *d (the dict's address in *d from now on). */
+static int checked(mp_dict_t **d, const void *key, size_t klen, keyed_t *k) {
+  if (!(*d = mp__object_open(*d, DICT_MAGIC)) || (klen && !key))
     return MP_EINVAL;
-  *k = key_of(d, key, klen);
+  *k = key_of(*d, key, klen);
   return 0;
 }
 
@@ -408,11 +410,9 @@ static void dict_settle(mp_dict_t *d) {
 /* ---- locking ---------------------------------------------------------------
  */
 
-/* Every stripe, in index order (see Locks); then a batch whose maker died
- * is settled. */
-static int lock_all(mp_dict_t *d) {
-  if (!mp__store_is(d, DICT_MAGIC))
-    return MP_EINVAL;
+/* Takes every stripe of the open dict d, in index order (see Locks); then a
+ * batch whose maker died is settled. */
+static int lock_stripes(mp_dict_t *d) {
   for (unsigned i = 0; i < SHARDS; i++) {
     int rc = stripe_lock(&d->shards[i]);
     if (rc < 0) {
@@ -425,6 +425,13 @@ static int lock_all(mp_dict_t *d) {
   return 0;
 }
 
+/* Opens the handle *d (as checked) and takes every stripe. */
+static int lock_all(mp_dict_t **d) {
+  if (!(*d = mp__object_open(*d, DICT_MAGIC)))
+    return MP_EINVAL;
+  return lock_stripes(*d);
+}
+
 static void unlock_all(mp_dict_t *d) {
   for (unsigned i = SHARDS; i-- > 0;)
     stripe_unlock(&d->shards[i]);
@@ -433,14 +440,14 @@ static void unlock_all(mp_dict_t *d) {
 /* Takes the key's stripe and probes for it. A batch found there was left
  * by a dead process (a live one holds every lock while it has one): it is
  * settled under every lock first. */
-static int lock_key(mp_dict_t *d, const void *key, size_t klen, keyed_t *k,
+static int lock_key(mp_dict_t **d, const void *key, size_t klen, keyed_t *k,
                     probe_t *p) {
   int rc = checked(d, key, klen, k);
   while (rc == 0 && (rc = stripe_lock(k->shard)) == 0 &&
-         __builtin_expect(MP__GET(&d->staged) != NULL, 0)) {
+         __builtin_expect(MP__GET(&(*d)->staged) != NULL, 0)) {
     stripe_unlock(k->shard);
-    if ((rc = lock_all(d)) == 0)
-      unlock_all(d);
+    if ((rc = lock_stripes(*d)) == 0)
+      unlock_all(*d);
   }
   if (rc == 0)
     *p = probe(k->shard, k->hash, key, klen);
@@ -460,8 +467,7 @@ mp_dict_t *mp_dict_new(void) {
     mp__mutex_init(&d->shards[i].lock, MP__LOCK_MAGIC);
     d->shards[i].dict = d;
   }
-  MP__PUT(&d->magic, DICT_MAGIC);
-  return d;
+  return mp__object_publish(d, DICT_MAGIC);
 }
 
 int mp_dict_set(mp_dict_t *d, const void *key, size_t klen, const void *val,
@@ -470,7 +476,7 @@ int mp_dict_set(mp_dict_t *d, const void *key, size_t klen, const void *val,
     return mp__remote_dict_set(MP__DICT_REMOTE(d), key, klen, val, vlen);
   keyed_t k;
   probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
+  int rc = lock_key(&d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   rc = stripe_store(k.shard, k.hash, key, klen, val, vlen, p);
@@ -483,7 +489,7 @@ static int dict_read(mp_dict_t *d, const void *key, size_t klen, void **val,
                      void *buf, size_t cap, size_t *vlen) {
   keyed_t k;
   probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
+  int rc = lock_key(&d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   mp__entry_t *e = found_entry(&p);
@@ -520,7 +526,7 @@ int mp_dict_contains(mp_dict_t *d, const void *key, size_t klen) {
     return mp__remote_dict_contains(MP__DICT_REMOTE(d), key, klen);
   keyed_t k;
   probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
+  int rc = lock_key(&d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   stripe_unlock(k.shard);
@@ -534,7 +540,7 @@ int mp_dict_pop(mp_dict_t *d, const void *key, size_t klen, void **val,
     return mp__remote_dict_pop(MP__DICT_REMOTE(d), key, klen, val, vlen);
   keyed_t k;
   probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
+  int rc = lock_key(&d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   mp__entry_t *e = found_entry(&p);
@@ -562,7 +568,7 @@ int mp_dict_setdefault(mp_dict_t *d, const void *key, size_t klen,
                                       val, vlen);
   keyed_t k;
   probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
+  int rc = lock_key(&d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   bool absent = !p.found;
@@ -584,7 +590,7 @@ int mp_dict_modify(mp_dict_t *d, const void *key, size_t klen,
     return mp__remote_dict_modify(MP__DICT_REMOTE(d), key, klen, fn, arg);
   keyed_t k;
   probe_t p;
-  int rc = lock_key(d, key, klen, &k, &p);
+  int rc = lock_key(&d, key, klen, &k, &p);
   if (rc < 0)
     return rc;
   mp__entry_t *e = found_entry(&p);
@@ -609,7 +615,7 @@ int mp_dict_len(mp_dict_t *d, size_t *n) {
     return MP_EINVAL;
   if (MP__DICT_REMOTE(d))
     return mp__remote_len(MP__DICT_REMOTE(d), MP__OP_DICT_LEN, n);
-  int rc = lock_all(d);
+  int rc = lock_all(&d);
   if (rc < 0)
     return rc;
   size_t total = 0;
@@ -630,7 +636,7 @@ int mp_dict_update(mp_dict_t *d, const mp_dict_item_t *items, size_t n) {
       return MP_EINVAL;
   if (MP__DICT_REMOTE(d))
     return mp__remote_dict_update(MP__DICT_REMOTE(d), items, n);
-  int rc = lock_all(d);
+  int rc = lock_all(&d);
   if (rc < 0)
     return rc;
   rc = n ? batch_stage(d, items, n) : 0;
@@ -651,7 +657,7 @@ static int snapshot(mp_dict_t *d, bool values, mp_dict_item_t **out,
     return MP_EINVAL;
   if (MP__DICT_REMOTE(d))
     return mp__remote_dict_items(MP__DICT_REMOTE(d), values, out, n);
-  int rc = lock_all(d);
+  int rc = lock_all(&d);
   if (rc < 0)
     return rc;
   size_t count = 0, bytes = 0;
@@ -702,7 +708,7 @@ int mp_dict_keys(mp_dict_t *d, mp_dict_item_t **keys, size_t *n) {
 int mp_dict_clear(mp_dict_t *d) {
   if (MP__DICT_REMOTE(d))
     return mp__remote_simple(MP__DICT_REMOTE(d), MP__OP_DICT_CLEAR);
-  int rc = lock_all(d);
+  int rc = lock_all(&d);
   if (rc < 0)
     return rc;
   uint64_t epoch = MP__GET(&d->clear_epoch) + 1;
@@ -722,9 +728,9 @@ void mp_dict_free(mp_dict_t *d) {
   }
   if (!d || mp_dict_clear(d) < 0)
     return;
+  d = mp__object_retire(d, DICT_MAGIC, "dict");
   for (unsigned i = 0; i < SHARDS; i++)
     mp__store_free_spares(&d->shards[i].intent);
-  MP__PUT(&d->magic, 0);
   mp__shm_free(d);
 }
 
@@ -732,6 +738,7 @@ void mp_dict_free(mp_dict_t *d) {
  * arena lost for d. */
 uint64_t mp__dict_arena_lost(const mp_dict_t *d);
 uint64_t mp__dict_arena_lost(const mp_dict_t *d) {
+  d = mp__object_address(d);
   uint64_t lost = 0;
   for (unsigned i = 0; i < SHARDS; i++)
     lost += mp__intent_arena_lost(&d->shards[i].intent);

@@ -44,7 +44,7 @@ typedef struct array {
 
 struct mp_list {
   _Atomic uint32_t magic;
-  uint32_t reserved;
+  uint32_t generation;
   mp__mutex_t lock;
   /* Guarded by lock: */
   _Atomic(void *) array; /* array_t, NULL until the first item */
@@ -52,6 +52,7 @@ struct mp_list {
   _Atomic(void *) staged; /* an extend's mp__batch_t, else NULL */
   mp__intent_t intent;
 };
+MP__OBJECT_LAYOUT(mp_list_t);
 
 /* ---- finishing and recovering -------------------------------------------- */
 
@@ -171,11 +172,12 @@ static void list_recover(void *obj) {
   mp__batch_free(&l->intent, &l->staged);
 }
 
-/* Checks the handle and takes the lock. */
-static int list_lock(mp_list_t *l) {
-  if (!mp__store_is(l, LIST_MAGIC))
+/* Opens the handle *l (the list's address in *l from now on) and takes
+ * the lock. */
+static int list_lock(mp_list_t **l) {
+  if (!(*l = mp__object_open(*l, LIST_MAGIC)))
     return MP_EINVAL;
-  return mp__store_lock(&l->lock, &l->intent, list_recover, l);
+  return mp__store_lock(&(*l)->lock, &(*l)->intent, list_recover, *l);
 }
 
 static void list_unlock(mp_list_t *l) {
@@ -272,10 +274,10 @@ static uint64_t clamp(long index, uint64_t n) {
 
 /* Checks the handle, takes the lock and resolves index (the lock is not
  * held after an error). */
-static int lock_index(mp_list_t *l, long index, uint64_t *i) {
+static int lock_index(mp_list_t **l, long index, uint64_t *i) {
   int rc = list_lock(l);
-  if (rc == 0 && (rc = resolve(l, index, i)) < 0)
-    list_unlock(l);
+  if (rc == 0 && (rc = resolve(*l, index, i)) < 0)
+    list_unlock(*l);
   return rc;
 }
 
@@ -291,8 +293,7 @@ mp_list_t *mp_list_new(void) {
   if (!l)
     return NULL;
   mp__mutex_init(&l->lock, MP__LOCK_MAGIC);
-  MP__PUT(&l->magic, LIST_MAGIC);
-  return l;
+  return mp__object_publish(l, LIST_MAGIC);
 }
 
 int mp_list_append(mp_list_t *l, const void *buf, size_t len) {
@@ -305,7 +306,7 @@ int mp_list_insert(mp_list_t *l, long index, const void *buf, size_t len) {
   if (MP__LIST_REMOTE(l))
     return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_INSERT, index,
                                buf, len);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   rc = list_insert_locked(l, clamp(index, MP__GET(&l->len)), buf, len);
@@ -321,7 +322,7 @@ int mp_list_extend(mp_list_t *l, const mp_list_item_t *items, size_t n) {
       return MP_EINVAL;
   if (MP__LIST_REMOTE(l))
     return mp__remote_list_extend(MP__LIST_REMOTE(l), items, n);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   if (n > 0)
@@ -337,7 +338,7 @@ int mp_list_get(mp_list_t *l, long index, void **buf, size_t *len) {
     return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_GET, index, buf,
                                 len);
   uint64_t i;
-  int rc = lock_index(l, index, &i);
+  int rc = lock_index(&l, index, &i);
   if (rc < 0)
     return rc;
   rc = mp__entry_copy(item_at(l, i), buf, len);
@@ -352,7 +353,7 @@ int mp_list_set(mp_list_t *l, long index, const void *buf, size_t len) {
     return mp__remote_list_put(MP__LIST_REMOTE(l), MP__OP_LIST_SET, index, buf,
                                len);
   uint64_t i;
-  int rc = lock_index(l, index, &i);
+  int rc = lock_index(&l, index, &i);
   if (rc < 0)
     return rc;
   mp__intent_t *in = &l->intent;
@@ -372,7 +373,7 @@ int mp_list_pop(mp_list_t *l, long index, void **buf, size_t *len) {
     return mp__remote_list_take(MP__LIST_REMOTE(l), MP__OP_LIST_POP, index, buf,
                                 len);
   uint64_t i;
-  int rc = lock_index(l, index, &i);
+  int rc = lock_index(&l, index, &i);
   if (rc < 0)
     return rc;
   if (buf)
@@ -394,7 +395,7 @@ int mp_list_len(mp_list_t *l, size_t *n) {
     return MP_EINVAL;
   if (MP__LIST_REMOTE(l))
     return mp__remote_len(MP__LIST_REMOTE(l), MP__OP_LIST_LEN, n);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   *n = MP__GET(&l->len);
@@ -408,7 +409,7 @@ int mp_list_slice(mp_list_t *l, long start, long stop, mp_list_item_t **items,
     return MP_EINVAL;
   if (MP__LIST_REMOTE(l))
     return mp__remote_list_slice(MP__LIST_REMOTE(l), start, stop, items, n);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   uint64_t len = MP__GET(&l->len);
@@ -437,7 +438,7 @@ int mp_list_slice(mp_list_t *l, long start, long stop, mp_list_item_t **items,
 int mp_list_clear(mp_list_t *l) {
   if (MP__LIST_REMOTE(l))
     return mp__remote_simple(MP__LIST_REMOTE(l), MP__OP_LIST_CLEAR);
-  int rc = list_lock(l);
+  int rc = list_lock(&l);
   if (rc < 0)
     return rc;
   mp__intent_t *in = &l->intent;
@@ -455,8 +456,8 @@ void mp_list_free(mp_list_t *l) {
   }
   if (!l || mp_list_clear(l) < 0)
     return;
+  l = mp__object_retire(l, LIST_MAGIC, "list");
   mp__store_free_spares(&l->intent);
-  MP__PUT(&l->magic, 0);
   mp__shm_free(l);
 }
 
@@ -464,5 +465,6 @@ void mp_list_free(mp_list_t *l) {
  * arena lost for l. */
 uint64_t mp__list_arena_lost(const mp_list_t *l);
 uint64_t mp__list_arena_lost(const mp_list_t *l) {
+  l = mp__object_address(l);
   return mp__intent_arena_lost(&l->intent);
 }

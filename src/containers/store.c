@@ -234,12 +234,6 @@ uint64_t mp__store_hash(uint64_t seed, const void *key, size_t len) {
   return mp__mix64(h ^ tail);
 }
 
-bool mp__store_is(const void *p, uint32_t magic) {
-  if (!p || ((uintptr_t)p & 63) || !mp__arena_contains(p))
-    return false;
-  return atomic_load((_Atomic uint32_t *)p) == magic;
-}
-
 void *mp__store_new(size_t size) {
   mp__check_bootstrapped();
   return mp__sync_alloc(size);

@@ -166,10 +166,6 @@ int mp__entry_copy_into(const mp__entry_t *e, void *buf, size_t cap,
 /* A 64-bit hash of bytes, keyed by seed. */
 uint64_t mp__store_hash(uint64_t seed, const void *key, size_t len);
 
-/* A handle check: whether p is a live object of the arena starting with
- * magic (read without a fault: arena memory is always mapped). */
-bool mp__store_is(const void *p, uint32_t magic);
-
 /* Constructors: the arena object (zeroed), once the owner table exists and
  * the spawned-child check passed. NULL with errno. */
 void *mp__store_new(size_t size);

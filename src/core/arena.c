@@ -86,6 +86,8 @@ typedef struct arena_header {
   /* Entries of the journal that are valid; 0 outside a call. */
   _Atomic uint32_t journal_count;
   _Atomic(void *) roots[MP__ROOT_COUNT];
+  /* The last generation given to an object (mp__arena_generation). */
+  _Atomic uint32_t generation;
   /* Guarded by lock: */
   uint64_t top;       /* offset of the first byte never handed out */
   uint64_t committed; /* fallocated bytes from the start of the bump area */
@@ -93,8 +95,9 @@ typedef struct arena_header {
    * QUARANTINE of them (a page is carved instead): a freed block is handed
    * out again only after every block freed before it and QUARANTINE
    * blocks freed after it, so that a handle used after its object was
-   * freed meets the freed mark (see mp__object_check), not a new object
-   * of the same kind. */
+   * freed meets the freed mark for a while, and a process woken from a
+   * wait on a freed object finds that mark rather than a new object
+   * (handles carry a generation besides: see mp__object_open). */
   uint64_t free_small[SMALL_CLASSES];
   uint64_t free_small_tail[SMALL_CLASSES]; /* 0 when the list is empty */
   uint64_t free_small_count[SMALL_CLASSES];
@@ -164,6 +167,19 @@ static uint64_t arena_limit(void) {
   return DEFAULT_ARENA_SIZE;
 }
 
+mp__arena_span_t mp__arena_span;
+
+/* Publishes where the arena lies (internal.h): handles carry a generation
+ * only when every arena address is below 2^48. */
+static void set_span(void *base, uint64_t size) {
+  uintptr_t b = (uintptr_t)base;
+  mp__arena_span.base = b;
+  mp__arena_span.size = size;
+  mp__arena_span.words = size / 8;
+  mp__arena_span.address_mask =
+      b + size <= MP__HANDLE_ADDRESS + 1 ? MP__HANDLE_ADDRESS : UINTPTR_MAX;
+}
+
 static arena_header_t *header(void) {
   return (arena_header_t *)arena.base;
 }
@@ -215,6 +231,7 @@ static int create_locked(void) {
   h->size = size;
   h->top = (sizeof *h + PAGE - 1) & ~(uint64_t)(PAGE - 1);
   h->committed = COMMIT_STEP;
+  set_span(base, size);
   arena.base = base;
   arena.size = size;
   arena.fd = fd;
@@ -256,6 +273,7 @@ int mp__arena_attach(int fd, uintptr_t address, uint64_t size) {
     munmap(base, size);
     return MP_EINVAL;
   }
+  set_span(base, size);
   arena.base = base;
   arena.size = size;
   arena.fd = fd;
@@ -612,9 +630,14 @@ _Atomic uint32_t *mp__arena_lock_word(void) {
   return arena.base ? &header()->lock : NULL;
 }
 
-bool mp__arena_contains(const void *ptr) {
-  return arena.base && (const char *)ptr >= arena.base &&
-         (const char *)ptr < arena.base + arena.size;
+uint32_t mp__arena_generation(void) {
+  if (mp__arena_ensure() < 0)
+    return 0;
+  uint32_t g;
+  do
+    g = (atomic_fetch_add(&header()->generation, 1) + 1) & MP__GENERATION_MASK;
+  while (g == 0);
+  return g;
 }
 
 uint64_t mp__arena_in_use(void) {

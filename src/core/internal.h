@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -151,15 +152,14 @@ int mp__arena_ensure(void);
 int mp__arena_info(int *fd, uintptr_t *address, uint64_t *size);
 /* In a spawned child: maps the parent's arena at its address. */
 int mp__arena_attach(int fd, uintptr_t address, uint64_t size);
-bool mp__arena_contains(const void *ptr);
 
 /* ---- fds ------------------------------------------------------------------
  * Every fd the library opens is passed through mp__fd_high as it is made
  * (memfds, pipes, sockets, pidfds, eventfds): it comes back at a number
  * above 2, close-on-exec, so that a program whose fd 0, 1 or 2 is closed
  * never has an mproc fd there. fd < 0 is returned as is (errno kept); on
- * failure the fd is closed and -1 returned with errno set. Exported
- * (privately, cmake/mproc.map.in) for libmproc_mpi. */
+ * failure the fd is closed and -1 returned with errno set. Exported (under
+ * MPROC_PRIVATE_<major>, cmake/mproc.map.in) for libmproc_mpi's own fds. */
 MP_API int mp__fd_high(int fd);
 /* The same for both fds of a pipe2() or socketpair() call that returned
  * rc: 0, or -1 with errno (and nothing left open). */
@@ -188,26 +188,114 @@ int mp__track(enum mp__resource kind, const char *name);
 /* Forgets it: unlinked by its owner, or meant to outlive the family. */
 void mp__untrack(enum mp__resource kind, const char *name);
 /* ---- Handles of shared objects ----------------------------------------------
- * Every shared object (lock, semaphore, event, condition, barrier, queue,
- * value, connection) starts with a 32-bit magic of its kind. Every public
- * call checks the handle it is given with mp__object_check, in every
- * build: a NULL handle, a pointer outside the arena, an object of another
- * kind or a freed one gives MP_EINVAL (false, 0 or NULL where the function
- * returns no code). Freeing marks the object freed (MP__FREED of its
- * magic) before its memory goes back, so that a use after the free is
- * caught until the memory is used again, and a second free aborts with a
- * message naming the kind. NULL is freed as nothing. */
-#define MP__FREED(magic) (~(uint32_t)(magic))
-static inline int mp__object_check(const void *obj, uint32_t magic) {
-  return obj && mp__arena_contains(obj) &&
-                 atomic_load_explicit((_Atomic uint32_t *)obj,
-                                      memory_order_acquire) == magic
-             ? 0
-             : MP_EINVAL;
+ * Every shared object (lock, rlock, semaphore, event, condition, barrier,
+ * the queues' ring, value, connection, dict, list, family manager) starts
+ * with the layout of mp__object_t: the 32-bit magic of its kind, then a
+ * generation. The handle a constructor returns (mp__object_publish) is the
+ * object's address with the generation in its top 16 bits: user addresses
+ * are below 2^48 on x86-64 and aarch64, so those bits are free. The
+ * generation comes from one family-wide counter in the arena's header and
+ * is never 0.
+ *
+ * Every public call turns the handle it is given into the object's address
+ * with mp__object_open, in every build: a NULL handle, an address outside
+ * the arena, an object of another kind, a freed one, or memory that now
+ * holds another object of the same kind (its generation differs) gives
+ * NULL, which the call turns into MP_EINVAL (false, 0 or NULL where it
+ * returns no code). Handles kept inside other objects (a condition's lock,
+ * a value's lock, a manager's objects) stay handles, opened the same way.
+ *
+ * Generation 0 means unchecked: objects inside another object (the RLock
+ * of a value or condition) are reached by their plain address, and an arena
+ * that lies above 2^48 (where no address bits are free) gives every object
+ * generation 0, so that its handles are plain addresses and only the magic
+ * is checked.
+ *
+ * Freeing marks the object freed (MP__FREED of its magic, the generation
+ * kept) before its memory goes back, so that a second free, also through a
+ * stale handle, aborts with a message naming the kind. NULL is freed as
+ * nothing. */
+typedef struct mp__object {
+  uint32_t magic;
+  uint32_t generation;
+} mp__object_t;
+
+/* In a struct that starts with `uint32_t magic; uint32_t generation;`. */
+#define MP__OBJECT_LAYOUT(type)                                                \
+  _Static_assert(offsetof(type, generation) == 4 &&                            \
+                     sizeof(((type *)0)->generation) == 4,                     \
+                 #type " starts with the layout of mp__object_t")
+
+#define MP__FREED(magic)    (~(uint32_t)(magic))
+#define MP__HANDLE_SHIFT    48
+#define MP__HANDLE_ADDRESS  (((uintptr_t)1 << MP__HANDLE_SHIFT) - 1)
+#define MP__GENERATION_MASK 0xffffu
+
+/* Where the arena lies in this process (all 0 until it is mapped here), and
+ * which bits of a handle are its address: MP__HANDLE_ADDRESS, or all of
+ * them when the arena lies above 2^48. Written once, when the arena is
+ * created or attached, before any handle exists in the process. */
+typedef struct mp__arena_span {
+  uintptr_t base;
+  uintptr_t size;  /* bytes */
+  uintptr_t words; /* size / 8 */
+  uintptr_t address_mask;
+} mp__arena_span_t;
+extern mp__arena_span_t mp__arena_span;
+
+/* Whether the address ptr, or the address in the handle ptr, lies in the
+ * arena. */
+static inline bool mp__arena_contains(const void *ptr) {
+  return ((uintptr_t)ptr & mp__arena_span.address_mask) - mp__arena_span.base <
+         mp__arena_span.size;
 }
-/* At the top of mp_<kind>_free of a non-NULL handle: marks obj freed, or
- * aborts with a message when it is freed already or not a <kind>. */
-void mp__object_retire(void *obj, uint32_t magic, const char *kind);
+
+/* The identity of the object at obj (an address, not a handle): its magic
+ * and generation as one word. A sleeper takes it after opening its handle
+ * and compares it after every wake-up, to learn that the object was freed
+ * (or its memory given to another) while it slept. */
+static inline uint64_t mp__object_id(const void *obj) {
+  return __atomic_load_n((const uint64_t *)obj, __ATOMIC_ACQUIRE);
+}
+
+/* Whether addr is the address of an aligned 8-byte word of the arena. The
+ * offset is rotated right by 3: one that is not a multiple of 8 becomes
+ * huge, so one comparison refuses a misaligned address (whose word could
+ * not be read atomically, or would cross the arena's end) along with every
+ * address outside the arena. */
+static inline bool mp__arena_word(uintptr_t addr) {
+  uintptr_t offset = addr - mp__arena_span.base;
+  return (offset >> 3 | offset << (sizeof offset * 8 - 3)) <
+         mp__arena_span.words;
+}
+
+/* The address of the live object of kind `magic` that handle names, or
+ * NULL (see above). The one check of every public entry point. */
+static inline void *mp__object_open(const void *handle, uint32_t magic) {
+  uintptr_t h = (uintptr_t)handle, addr = h & mp__arena_span.address_mask;
+  if (!mp__arena_word(addr))
+    return NULL;
+  /* In the arena, so not NULL (no arena is mapped at page 0): the caller's
+   * own NULL test then costs nothing. */
+  if (addr == 0)
+    __builtin_unreachable();
+  /* The generation, from the top 16 bits of the handle to bits 32..47 of
+   * the identity word (little-endian: the magic is its low half). */
+  uint64_t want = magic | (uint64_t)(h ^ addr) >> (MP__HANDLE_SHIFT - 32);
+  return mp__object_id((const void *)addr) == want ? (void *)addr : NULL;
+}
+
+/* Stamps obj (a new object, not yet shared) with a new generation and its
+ * magic, and returns its handle. NULL gives NULL. */
+void *mp__object_publish(void *obj, uint32_t magic);
+
+/* At the top of mp_<kind>_free of a non-NULL handle: marks the object
+ * freed and returns its address, or aborts with a message when it is freed
+ * already (also through a stale handle) or not a <kind>. */
+void *mp__object_retire(const void *handle, uint32_t magic, const char *kind);
+
+/* A new generation (never 0) from the family-wide counter (arena.c). */
+uint32_t mp__arena_generation(void);
 
 /* ---- After fork -----------------------------------------------------------
  * One registry for what each area must do around fork(): every fork of the

@@ -66,11 +66,7 @@ static int link_call(void *link, const mp__remote_req_t *req,
  */
 
 static mp__family_manager_t *family(const mp_manager_t *m) {
-  const mp__family_manager_t *f = (const void *)m;
-  return m && mp__arena_contains(m) &&
-                 atomic_load(&f->magic) == MP__MANAGER_MAGIC
-             ? (mp__family_manager_t *)f
-             : NULL;
+  return mp__object_open(m, MP__MANAGER_MAGIC);
 }
 
 static remote_manager_t *connected(const mp_manager_t *m) {
@@ -143,10 +139,10 @@ mp_manager_t *mp_manager_new(const char *address, const void *authkey,
   rc = -ENOMEM;
   if (!f->registry || !f->changed)
     goto error;
-  atomic_store(&f->magic, MP__MANAGER_MAGIC);
+  mp_manager_t *handle = mp__object_publish(f, MP__MANAGER_MAGIC);
   if ((rc = start_server(f)) < 0)
     goto error;
-  return (mp_manager_t *)f;
+  return handle;
 error:
   if (f->server) {
     mp_process_kill(f->server);

@@ -26,6 +26,7 @@ enum mp__manager_state {
  * method). The registry maps "<kind>:<name>" to the object's pointer. */
 typedef struct mp__family_manager {
   _Atomic uint32_t magic;
+  uint32_t generation;    /* of its handle (mp__object_publish) */
   _Atomic uint32_t state; /* enum mp__manager_state */
   _Atomic int32_t error;  /* why the server failed to start */
   _Atomic uint32_t stop;  /* the server should stop */
@@ -39,6 +40,7 @@ typedef struct mp__family_manager {
   unsigned char key[MP__MANAGER_KEY_MAX];
   char address[MP__MANAGER_ADDRESS_MAX];
 } mp__family_manager_t;
+MP__OBJECT_LAYOUT(mp__family_manager_t);
 
 /* ---- registry.c: below server.c and manager.c ---------------------------- */
 

@@ -448,8 +448,10 @@ static void sync_op(client_t *c, const mp__remote_req_t *req, result_t *res) {
 static void release_held(client_t *c) {
   for (size_t i = 0; i < c->n_opened; i++) {
     void *obj = (void *)(uintptr_t)c->opened[i].id;
-    if (c->opened[i].kind == MP__REMOTE_LOCK &&
-        mp__mutex_is_mine(&((struct mp_lock *)obj)->mutex))
+    struct mp_lock *lock = c->opened[i].kind == MP__REMOTE_LOCK
+                               ? mp__object_open(obj, MP__LOCK_MAGIC)
+                               : NULL;
+    if (lock && mp__mutex_is_mine(&lock->mutex))
       mp_lock_release(obj);
     while (c->opened[i].kind == MP__REMOTE_RLOCK && mp_rlock_is_mine(obj))
       mp_rlock_release(obj);

@@ -19,15 +19,17 @@ enum value_lock {
 /* In the arena; never changes after mp_value_new* returns. */
 struct mp_value {
   uint32_t magic;
-  uint32_t lock_kind; /* enum value_lock */
-  uint64_t size;      /* bytes of data */
-  uint64_t count;     /* elements (1 for a value) */
-  mp_rlock_t *rlock;  /* own or given; arena pointers */
-  mp_lock_t *lock;    /* given */
+  uint32_t generation;
+  uint64_t size;     /* bytes of data */
+  uint64_t count;    /* elements (1 for a value) */
+  mp_rlock_t *rlock; /* the handle of own or the given one */
+  mp_lock_t *lock;   /* a given handle */
   struct mp_rlock own;
-  char pad[8];
+  uint32_t lock_kind; /* enum value_lock */
+  char pad[4];
   char data[]; /* 64-byte aligned, like the block */
 };
+MP__OBJECT_LAYOUT(mp_value_t);
 
 _Static_assert(offsetof(struct mp_value, data) == 64, "data is aligned");
 
@@ -49,7 +51,6 @@ static mp_value_t *value_new(size_t size, size_t count, enum value_lock kind,
       kind != VALUE_NO_LOCK ? mp__sync_alloc(total) : mp__shm_alloc(total);
   if (!v)
     return NULL;
-  v->magic = VALUE_MAGIC;
   v->lock_kind = kind;
   v->size = size;
   v->count = count;
@@ -57,11 +58,11 @@ static mp_value_t *value_new(size_t size, size_t count, enum value_lock kind,
   v->lock = lock;
   if (kind == VALUE_OWN_RLOCK) {
     mp__mutex_init(&v->own.mutex, MP__RLOCK_MAGIC);
-    v->rlock = &v->own;
+    v->rlock = mp__object_publish(&v->own, MP__RLOCK_MAGIC);
   }
   if (init && size > 0)
     memcpy(v->data, init, (size_t)size);
-  return v;
+  return mp__object_publish(v, VALUE_MAGIC);
 }
 
 /* Every constructor: checks the arguments, then value_new. A value has
@@ -75,10 +76,9 @@ static mp_value_t *make(size_t n, size_t elem_size, bool array,
   int err =
       elem_size == 0                               ? EINVAL
       : array && !mp__size(elem_size, n, 0, &size) ? ENOMEM
-      : kind == VALUE_GIVEN_RLOCK &&
-              mp__object_check(given, MP__RLOCK_MAGIC) < 0
+      : kind == VALUE_GIVEN_RLOCK && !mp__object_open(given, MP__RLOCK_MAGIC)
           ? EINVAL
-      : kind == VALUE_GIVEN_LOCK && mp__object_check(given, MP__LOCK_MAGIC) < 0
+      : kind == VALUE_GIVEN_LOCK && !mp__object_open(given, MP__LOCK_MAGIC)
           ? EINVAL
           : 0;
   if (err) {
@@ -130,37 +130,37 @@ mp_value_t *mp_array_new_with_lock(size_t n, size_t elem_size, const void *init,
 }
 
 void *mp_value_ptr(const mp_value_t *v) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return NULL;
   return (void *)v->data;
 }
 
 size_t mp_value_size(const mp_value_t *v) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return 0;
   return (size_t)v->size;
 }
 
 size_t mp_value_len(const mp_value_t *v) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return 0;
   return (size_t)v->count;
 }
 
 mp_rlock_t *mp_value_lock(const mp_value_t *v) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return NULL;
   return v->rlock;
 }
 
 mp_lock_t *mp_value_plain_lock(const mp_value_t *v) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return NULL;
   return v->lock;
 }
 
 int mp_value_acquire(mp_value_t *v, double timeout) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return MP_EINVAL;
   if (v->rlock)
     return mp_rlock_acquire(v->rlock, timeout);
@@ -170,7 +170,7 @@ int mp_value_acquire(mp_value_t *v, double timeout) {
 }
 
 int mp_value_release(mp_value_t *v) {
-  if (mp__object_check(v, VALUE_MAGIC) < 0)
+  if (!(v = mp__object_open(v, VALUE_MAGIC)))
     return MP_EINVAL;
   if (v->rlock)
     return mp_rlock_release(v->rlock);
@@ -182,6 +182,10 @@ int mp_value_release(mp_value_t *v) {
 void mp_value_free(mp_value_t *v) {
   if (!v)
     return;
-  mp__object_retire(v, VALUE_MAGIC, "value");
+  v = mp__object_retire(v, VALUE_MAGIC, "value");
+  if (v->lock_kind == VALUE_OWN_RLOCK) {
+    mp__object_retire(v->rlock, MP__RLOCK_MAGIC, "rlock");
+    mp__mutex_wake_freed(&v->own.mutex);
+  }
   mp__shm_free(v); /* the own RLock goes with it */
 }

@@ -10,8 +10,8 @@
 /* The ring behind a handle of the given kind, or NULL when the handle is
  * NULL, freed, or of another kind (checked in every build). */
 static mp__ring_t *ring_of(const void *q, enum mp__ring_kind kind) {
-  mp__ring_t *r = (mp__ring_t *)q;
-  return mp__ring_kind(r) == kind ? r : NULL;
+  mp__ring_t *r = mp__object_open(q, MP__RING_MAGIC);
+  return r && mp__ring_kind(r) == kind ? r : NULL;
 }
 
 #define QUEUE(q) ring_of((q), MP__RING_QUEUE)
@@ -97,8 +97,7 @@ void mp_queue_free(mp_queue_t *q) {
     mp__remote_free(REMOTE(q));
     return;
   }
-  mp__object_retire(q, MP__RING_MAGIC, "queue");
-  mp__ring_free((mp__ring_t *)q);
+  mp__ring_free(mp__object_retire(q, MP__RING_MAGIC, "queue"));
 }
 
 /* ---- SimpleQueue --------------------------------------------------------- */
@@ -146,8 +145,7 @@ int mp_simple_queue_close(mp_simple_queue_t *q) {
 void mp_simple_queue_free(mp_simple_queue_t *q) {
   if (!q)
     return;
-  mp__object_retire(q, MP__RING_MAGIC, "simple_queue");
-  mp__ring_free((mp__ring_t *)q);
+  mp__ring_free(mp__object_retire(q, MP__RING_MAGIC, "simple_queue"));
 }
 
 /* ---- JoinableQueue ------------------------------------------------------- */
@@ -211,8 +209,7 @@ int mp_joinable_queue_close(mp_joinable_queue_t *q) {
 void mp_joinable_queue_free(mp_joinable_queue_t *q) {
   if (!q)
     return;
-  mp__object_retire(q, MP__RING_MAGIC, "joinable_queue");
-  mp__ring_free((mp__ring_t *)q);
+  mp__ring_free(mp__object_retire(q, MP__RING_MAGIC, "joinable_queue"));
 }
 
 int mp_joinable_queue_task_done(mp_joinable_queue_t *q) {

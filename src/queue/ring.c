@@ -217,8 +217,9 @@ _Static_assert(sizeof(waitlist_t) == 64, "one cache line");
 
 struct mp__ring {
   uint32_t magic;
+  uint32_t generation;
+  uint64_t maxsize; /* 0: unbounded */
   uint32_t kind;
-  uint64_t maxsize;        /* 0: unbounded */
   _Atomic uint32_t closed; /* set once by close */
 
   /* Producer side, guarded by put_lock. */
@@ -264,6 +265,7 @@ struct mp__ring {
   uint64_t budget;          /* bytes of blocks in flight before waiting */
   _Atomic uint32_t returns; /* blocks given back: progress for waiters */
 };
+MP__OBJECT_LAYOUT(mp__ring_t);
 
 /* ---- Small helpers ------------------------------------------------------- */
 
@@ -290,6 +292,10 @@ static mp__deadline_t earlier(const mp__deadline_t *a, mp__deadline_t b) {
  * the fast path). */
 typedef struct op_time {
   double timeout;
+  /* The ring's identity (mp__object_id) when the call began: a waiter
+   * that finds it changed returns MP_EINVAL (the queue was freed, or its
+   * memory given to a new one, while it slept). */
+  uint64_t id;
   bool computed;
   mp__deadline_t deadline;
 } op_time_t;
@@ -455,10 +461,10 @@ static uint32_t arm(_Atomic uint32_t *progress, bool *armed) {
 
 /* One wait for progress: 0 when something may have changed (look again),
  * MP_ETIMEDOUT at the deadline, or a negative code. */
-static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
+static int wait_progress(mp__ring_t *r, const wait_spec_t *w, uint64_t id,
                          const mp__deadline_t *deadline) {
   /* Freed while we wait (see mp__ring_free): said, not slept on. */
-  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+  if (mp__object_id(r) != id)
     return MP_EINVAL;
   if (w->progress && spin_for_change(w->progress, w->seen))
     return 0;
@@ -468,7 +474,7 @@ static int wait_progress(mp__ring_t *r, const wait_spec_t *w,
   int rc = 0;
   /* Checked after `seen` was read: a free that bumped seq before has
    * retired the ring before that, and one after wakes the futex below. */
-  if (mp__object_check(r, MP__RING_MAGIC) < 0)
+  if (mp__object_id(r) != id)
     rc = MP_EINVAL;
   else if (wait_over(r, w))
     rc = 0;
@@ -622,7 +628,7 @@ static int block_wait(mp__ring_t *r, op_time_t *t) {
     wait_spec_t w = {&r->putters, &r->block_lock, &r->returns,
                      seen,        NULL,           NULL};
     mp__deadline_t grace = earlier(op_deadline(t), mp__deadline_in(GROW_GRACE));
-    rc = wait_progress(r, &w, &grace);
+    rc = wait_progress(r, &w, t->id, &grace);
     if (rc < 0 && rc != MP_ETIMEDOUT)
       return rc;
     int lrc = section_lock(r, &r->block_lock, MP__NO_DEADLINE);
@@ -788,7 +794,7 @@ static int wait_count(mp__ring_t *r, put_op_t *op, uint32_t seen) {
   if (op->time.timeout == 0)
     return MP_EFULL;
   wait_spec_t w = {&r->putters, &r->get_lock, &r->get_seq, seen, NULL, NULL};
-  int rc = wait_progress(r, &w, op_deadline(&op->time));
+  int rc = wait_progress(r, &w, op->time.id, op_deadline(&op->time));
   if (rc == MP_ETIMEDOUT)
     return MP_EFULL;
   return rc < 0 ? rc : put_enter(r);
@@ -818,7 +824,7 @@ static int wait_room(mp__ring_t *r, put_op_t *op, segment_t *s, uint32_t seen) {
   wait_spec_t w = {&r->putters, &r->get_lock, &r->get_seq, seen, grown, &g};
   mp__deadline_t grace =
       earlier(op_deadline(&op->time), mp__deadline_in(GROW_GRACE));
-  int rc = wait_progress(r, &w, &grace);
+  int rc = wait_progress(r, &w, op->time.id, &grace);
   if (rc == MP_ETIMEDOUT)
     op->grow = true;
   else if (rc < 0)
@@ -880,7 +886,9 @@ int mp__ring_put(mp__ring_t *r, const void *buf, size_t len, double timeout) {
     return -ENOMEM; /* no block could hold it: refused before any lock */
   if (is_closed(r))
     return MP_ECLOSED;
-  put_op_t op = {.buf = buf, .len = len, .time = {.timeout = timeout}};
+  put_op_t op = {.buf = buf,
+                 .len = len,
+                 .time = {.timeout = timeout, .id = mp__object_id(r)}};
   if (len <= INLINE_MAX)
     return put_record(r, &op);
   if (count_full(r) && timeout == 0)
@@ -1065,7 +1073,7 @@ static int wait_message(mp__ring_t *r, get_op_t *op, uint32_t seen) {
   if (op->time.timeout == 0)
     return MP_EEMPTY;
   wait_spec_t w = {&r->getters, &r->put_lock, &r->put_seq, seen, NULL, NULL};
-  int rc = wait_progress(r, &w, op_deadline(&op->time));
+  int rc = wait_progress(r, &w, op->time.id, op_deadline(&op->time));
   if (rc == MP_ETIMEDOUT)
     return MP_EEMPTY;
   return rc < 0 ? rc : get_enter(r);
@@ -1074,7 +1082,8 @@ static int wait_message(mp__ring_t *r, get_op_t *op, uint32_t seen) {
 /* The get loop: fills *out (its length also for MP_EOVERFLOW). */
 static int ring_get(mp__ring_t *r, get_out_t *out, double timeout) {
   assert(r->magic == MP__RING_MAGIC);
-  get_op_t op = {.out = *out, .time = {.timeout = timeout}};
+  get_op_t op = {.out = *out,
+                 .time = {.timeout = timeout, .id = mp__object_id(r)}};
   uint32_t seen = 0;
   bool armed = false;
   int rc = get_enter(r);
@@ -1152,7 +1161,6 @@ mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind) {
     mp__shm_free(r);
     return NULL;
   }
-  r->magic = MP__RING_MAGIC;
   r->kind = kind;
   r->maxsize = maxsize;
   mp__mutex_init(&r->put_lock, MP__LOCK_MAGIC);
@@ -1163,18 +1171,16 @@ mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind) {
   atomic_init(&r->head_seg, s);
   atomic_init(&r->unfinished, UNFINISHED_MARK_MASK); /* no seq counted */
   r->budget = FIRST_BUDGET;
-  return r;
+  return mp__object_publish(r, MP__RING_MAGIC);
 }
 
 /* Only meaningful once every other user is gone (testing.h). A queue's
  * handle is its ring. */
 bool mp__ring_arena_interrupted(const void *q) {
-  return atomic_load(&((mp__ring_t *)q)->arena_ops) != 0;
+  return atomic_load(&((mp__ring_t *)mp__object_address(q))->arena_ops) != 0;
 }
 
 enum mp__ring_kind mp__ring_kind(const mp__ring_t *r) {
-  if (mp__object_check(r, MP__RING_MAGIC) < 0)
-    return 0;
   return (enum mp__ring_kind)r->kind;
 }
 
@@ -1229,7 +1235,7 @@ int mp__ring_join(mp__ring_t *r, double timeout) {
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
-  op_time_t t = {.timeout = timeout};
+  op_time_t t = {.timeout = timeout, .id = mp__object_id(r)};
   for (;;) {
     if (unfinished_count(r) == 0)
       return 0;
@@ -1245,7 +1251,7 @@ int mp__ring_join(mp__ring_t *r, double timeout) {
       return MP_ETIMEDOUT;
     wait_spec_t w = {&r->joiners, &r->join_lock,      NULL,
                      0,           nothing_unfinished, r};
-    int rc = wait_progress(r, &w, op_deadline(&t));
+    int rc = wait_progress(r, &w, t.id, op_deadline(&t));
     if (rc < 0)
       return rc;
   }

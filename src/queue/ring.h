@@ -18,10 +18,11 @@ enum mp__ring_kind {
   MP__RING_JOINABLE, /* also counts unfinished tasks */
 };
 
-/* A new ring in the arena; maxsize counts messages (0: unbounded). NULL
- * with errno ENOMEM or EAGAIN. */
+/* A new ring in the arena; maxsize counts messages (0: unbounded). Returns
+ * its handle (mp__object_publish: open it with mp__object_open before
+ * use), or NULL with errno ENOMEM or EAGAIN. */
 mp__ring_t *mp__ring_new(uint64_t maxsize, enum mp__ring_kind kind);
-/* The kind of r; 0 when r is NULL, freed or no ring. */
+/* The kind of the ring at r (an opened handle). */
 enum mp__ring_kind mp__ring_kind(const mp__ring_t *r);
 
 /* The operations behind the public functions; same codes as queue.h. */

@@ -61,6 +61,7 @@
 
 struct mp_barrier {
   uint32_t magic;
+  uint32_t generation;
   uint32_t parties;
   double timeout; /* for mp_barrier_wait; < 0 forever */
   /* The action, named so that any process of the program finds it: under
@@ -73,6 +74,7 @@ struct mp_barrier {
    * its generation. */
   _Atomic uint64_t entries[];
 };
+MP__OBJECT_LAYOUT(mp_barrier_t);
 
 /* Tests only: called by a party once its arrival is counted (the last
  * party without an action: claimed; its release counts it), to stop it
@@ -102,7 +104,6 @@ mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
   mp_barrier_t *b = mp__sync_alloc(sizeof *b + parties * sizeof(uint64_t));
   if (!b)
     return NULL;
-  b->magic = BARRIER_MAGIC;
   b->parties = parties;
   b->timeout = timeout;
   if (mp__fn_encode((const void *)action, &b->action) < 0) {
@@ -110,7 +111,7 @@ mp_barrier_t *mp_barrier_new(unsigned parties, mp_barrier_action_cb action,
     errno = EINVAL;
     return NULL;
   }
-  return b;
+  return mp__object_publish(b, BARRIER_MAGIC);
 }
 
 /* The state after the current generation ends: seq + 1, nobody arrived,
@@ -381,7 +382,7 @@ static int finish(mp_barrier_t *b, unsigned index, uint32_t seq) {
 }
 
 int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return MP_EINVAL;
   mp__owner_t me;
   int rc = mp__timeout_check(timeout);
@@ -403,13 +404,14 @@ int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
 }
 
 int mp_barrier_wait(mp_barrier_t *b) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  const mp_barrier_t *o = mp__object_open(b, BARRIER_MAGIC);
+  if (!o)
     return MP_EINVAL;
-  return mp_barrier_wait_timeout(b, b->timeout);
+  return mp_barrier_wait_timeout(b, o->timeout);
 }
 
 int mp_barrier_abort(mp_barrier_t *b) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return MP_EINVAL;
   uint64_t st = atomic_load(&b->state);
   while (!atomic_compare_exchange_weak(&b->state, &st,
@@ -420,7 +422,7 @@ int mp_barrier_abort(mp_barrier_t *b) {
 }
 
 int mp_barrier_reset(mp_barrier_t *b) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return MP_EINVAL;
   uint64_t st = atomic_load(&b->state), next;
   do {
@@ -434,19 +436,19 @@ int mp_barrier_reset(mp_barrier_t *b) {
 }
 
 bool mp_barrier_broken(const mp_barrier_t *b) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return false;
   return atomic_load(&((mp_barrier_t *)b)->state) & BROKEN;
 }
 
 unsigned mp_barrier_parties(const mp_barrier_t *b) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return 0;
   return b->parties;
 }
 
 unsigned mp_barrier_n_waiting(const mp_barrier_t *b) {
-  if (mp__object_check(b, BARRIER_MAGIC) < 0)
+  if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return 0;
   uint64_t st = atomic_load(&((mp_barrier_t *)b)->state);
   return st & BROKEN ? 0 : count_of(st);
@@ -455,6 +457,6 @@ unsigned mp_barrier_n_waiting(const mp_barrier_t *b) {
 void mp_barrier_free(mp_barrier_t *b) {
   if (!b)
     return;
-  mp__object_retire(b, BARRIER_MAGIC, "barrier");
+  b = mp__object_retire(b, BARRIER_MAGIC, "barrier");
   mp__shm_free(b);
 }

@@ -22,56 +22,68 @@
 
 struct mp_condition {
   uint32_t magic;
+  uint32_t generation;
   /* Waiters between reading seq and taking the lock back; with none,
    * notify skips the system call. A waiter that dies stays counted, which
    * only costs notify that system call. Changed under the lock. */
   _Atomic uint32_t sleepers;
   _Atomic uint32_t seq;
+  /* The lock: `own` (an RLock, Python's default) when `lock` is NULL, else
+   * the handle of the caller's Lock or RLock (of kind lock_magic), opened
+   * at every use, so that a condition whose lock was freed says MP_EINVAL.
+   * All live in the arena, at the same address in every process. */
+  void *lock;
+  uint32_t lock_magic;
   uint32_t reserved;
-  /* The lock: `own` (an RLock, Python's default) or the caller's. Both
-   * live in the arena, at the same address in every process. */
-  mp__mutex_t *lock;
   mp__mutex_t own;
 };
+MP__OBJECT_LAYOUT(mp_condition_t);
 
-static mp_condition_t *condition_new(mp__mutex_t *lock) {
+static mp_condition_t *condition_new(void *lock, uint32_t lock_magic) {
   mp_condition_t *c = mp__sync_alloc(sizeof *c);
   if (!c)
     return NULL;
-  c->magic = CONDITION_MAGIC;
   atomic_init(&c->sleepers, 0);
   atomic_init(&c->seq, 0);
   mp__mutex_init(&c->own, MP__RLOCK_MAGIC);
-  c->lock = lock ? lock : &c->own;
-  return c;
+  c->lock = lock;
+  c->lock_magic = lock_magic;
+  return mp__object_publish(c, CONDITION_MAGIC);
 }
 
 mp_condition_t *mp_condition_new(mp_rlock_t *lock) {
-  if (lock && mp__object_check(lock, MP__RLOCK_MAGIC) < 0) {
+  if (lock && !mp__object_open(lock, MP__RLOCK_MAGIC)) {
     errno = EINVAL;
     return NULL;
   }
-  return condition_new(lock ? &lock->mutex : NULL);
+  return condition_new(lock, MP__RLOCK_MAGIC);
 }
 
 mp_condition_t *mp_condition_new_with_lock(mp_lock_t *lock) {
-  if (mp__object_check(lock, MP__LOCK_MAGIC) < 0) {
+  if (!mp__object_open(lock, MP__LOCK_MAGIC)) {
     errno = EINVAL;
     return NULL;
   }
-  return condition_new(&lock->mutex);
+  return condition_new(lock, MP__LOCK_MAGIC);
+}
+
+/* The lock of c, or NULL when the caller's lock was freed. */
+static mp__mutex_t *lock_of(mp_condition_t *c) {
+  return c->lock ? mp__object_open(c->lock, c->lock_magic) : &c->own;
 }
 
 int mp_condition_acquire(mp_condition_t *c, double timeout) {
-  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+  mp__mutex_t *lock;
+  if (!(c = mp__object_open(c, CONDITION_MAGIC)) || !(lock = lock_of(c)))
     return MP_EINVAL;
-  return mp__mutex_acquire(c->lock, timeout);
+  return mp__mutex_acquire(lock, timeout);
 }
 
 int mp_condition_release(mp_condition_t *c) {
-  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+  mp__mutex_t *lock;
+  if (!(c = mp__object_open(c, CONDITION_MAGIC)) || !(lock = lock_of(c)))
     return MP_EINVAL;
-  return mp__mutex_release(c->lock);
+  return mp__mutex_release(lock);
 }
 
 /* Sleeps until notified or the deadline: 1 notified, 0 signal (sleep
@@ -84,17 +96,18 @@ static int sleep_once(mp_condition_t *c, uint32_t seq,
   return rc;
 }
 
-static int wait_until(mp_condition_t *c, const mp__deadline_t *deadline) {
-  if (!mp__mutex_is_mine(c->lock))
+static int wait_until(mp_condition_t *c, mp__mutex_t *lock,
+                      const mp__deadline_t *deadline) {
+  if (!mp__mutex_is_mine(lock))
     return MP_ENOTOWNER;
   uint32_t seq = atomic_load(&c->seq);
   atomic_fetch_add(&c->sleepers, 1);
-  uint32_t depth = mp__mutex_release_all(c->lock);
+  uint32_t depth = mp__mutex_release_all(lock);
   int rc;
   do
     rc = sleep_once(c, seq, deadline);
   while (rc == 0);
-  int taken = mp__mutex_restore(c->lock, depth);
+  int taken = mp__mutex_restore(lock, depth);
   atomic_fetch_sub(&c->sleepers, 1);
   if (taken < 0)
     return taken; /* MP_EOWNERDEAD: held, but its holder died */
@@ -102,39 +115,43 @@ static int wait_until(mp_condition_t *c, const mp__deadline_t *deadline) {
 }
 
 int mp_condition_wait(mp_condition_t *c, double timeout) {
-  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+  mp__mutex_t *lock;
+  if (!(c = mp__object_open(c, CONDITION_MAGIC)) || !(lock = lock_of(c)))
     return MP_EINVAL;
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
   mp__deadline_t deadline = mp__deadline_in(timeout);
-  return wait_until(c, &deadline);
+  return wait_until(c, lock, &deadline);
 }
 
 int mp_condition_wait_for(mp_condition_t *c, mp_condition_pred_cb pred,
                           void *arg, double timeout) {
-  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+  mp__mutex_t *lock;
+  if (!(c = mp__object_open(c, CONDITION_MAGIC)) || !(lock = lock_of(c)))
     return MP_EINVAL;
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
-  if (!mp__mutex_is_mine(c->lock))
+  if (!mp__mutex_is_mine(lock))
     return MP_ENOTOWNER;
   mp__deadline_t deadline = mp__deadline_in(timeout);
   while (!pred(arg)) {
     if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
-    int rc = wait_until(c, &deadline);
+    int rc = wait_until(c, lock, &deadline);
     if (rc < 0 && rc != MP_ETIMEDOUT)
       return rc;
   }
   return 0;
 }
 
-int mp_condition_notify(mp_condition_t *c, int n) {
-  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+/* notify for an opened c. */
+static int notify(mp_condition_t *c, int n) {
+  mp__mutex_t *lock = lock_of(c);
+  if (!lock)
     return MP_EINVAL;
-  if (!mp__mutex_is_mine(c->lock))
+  if (!mp__mutex_is_mine(lock))
     return MP_ENOTOWNER;
   if (n <= 0 || atomic_load(&c->sleepers) == 0)
     return 0;
@@ -148,15 +165,21 @@ int mp_condition_notify(mp_condition_t *c, int n) {
   return 0;
 }
 
-int mp_condition_notify_all(mp_condition_t *c) {
-  if (mp__object_check(c, CONDITION_MAGIC) < 0)
+int mp_condition_notify(mp_condition_t *c, int n) {
+  if (!(c = mp__object_open(c, CONDITION_MAGIC)))
     return MP_EINVAL;
-  return mp_condition_notify(c, INT_MAX);
+  return notify(c, n);
+}
+
+int mp_condition_notify_all(mp_condition_t *c) {
+  if (!(c = mp__object_open(c, CONDITION_MAGIC)))
+    return MP_EINVAL;
+  return notify(c, INT_MAX);
 }
 
 void mp_condition_free(mp_condition_t *c) {
   if (!c)
     return;
-  mp__object_retire(c, CONDITION_MAGIC, "condition");
+  c = mp__object_retire(c, CONDITION_MAGIC, "condition");
   mp__shm_free(c);
 }

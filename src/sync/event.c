@@ -22,21 +22,23 @@
 
 struct mp_event {
   uint32_t magic;
+  uint32_t generation;
   _Atomic uint32_t word;
 };
+MP__OBJECT_LAYOUT(mp_event_t);
 
 mp_event_t *mp_event_new(void) {
   mp_event_t *e = mp__sync_alloc(sizeof *e);
   if (!e)
     return NULL;
-  e->magic = EVENT_MAGIC;
   atomic_init(&e->word, 0);
-  return e;
+  return mp__object_publish(e, EVENT_MAGIC);
 }
 
 int mp_event_set(mp_event_t *e) {
-  if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_SET, 0);
+  const void *handle = e;
+  if (!(e = mp__object_open(e, EVENT_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_EVENT, MP__SYNC_SET, 0);
   mp__tsan_release(e);
   uint32_t v = atomic_load(&e->word);
   do {
@@ -50,15 +52,17 @@ int mp_event_set(mp_event_t *e) {
 }
 
 int mp_event_clear(mp_event_t *e) {
-  if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_CLEAR, 0);
+  const void *handle = e;
+  if (!(e = mp__object_open(e, EVENT_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_EVENT, MP__SYNC_CLEAR, 0);
   atomic_fetch_and(&e->word, ~FLAG_SET);
   return 0;
 }
 
 bool mp_event_is_set(const mp_event_t *e) {
-  if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_IS_SET, 0) > 0;
+  const void *handle = e;
+  if (!(e = mp__object_open(e, EVENT_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_EVENT, MP__SYNC_IS_SET, 0) > 0;
   bool set = atomic_load(&((mp_event_t *)e)->word) & FLAG_SET;
   if (set)
     mp__tsan_acquire(e);
@@ -72,11 +76,13 @@ static bool was_set(uint32_t start, uint32_t now) {
 }
 
 int mp_event_wait(mp_event_t *e, double timeout) {
-  if (mp__object_check(e, EVENT_MAGIC) < 0)
-    return mp__sync_proxy_call(e, MP__SYNC_EVENT, MP__SYNC_WAIT, timeout);
+  const void *handle = e;
+  if (!(e = mp__object_open(e, EVENT_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_EVENT, MP__SYNC_WAIT, timeout);
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
+  uint64_t id = mp__object_id(e);
   uint32_t start = atomic_load(&e->word);
   if (start & FLAG_SET)
     goto set;
@@ -88,7 +94,7 @@ int mp_event_wait(mp_event_t *e, double timeout) {
     /* Freed while we waited: mp_event_free retires it, then moves the word
      * and wakes, so either this sees it retired or the wait below returns
      * at once. */
-    if (mp__object_check(e, EVENT_MAGIC) < 0)
+    if (mp__object_id(e) != id)
       return MP_EINVAL;
     if (was_set(start, v))
       goto set;
@@ -107,7 +113,7 @@ set:
 void mp_event_free(mp_event_t *e) {
   if (!e || mp__sync_proxy_free(e, MP__SYNC_EVENT))
     return;
-  mp__object_retire(e, EVENT_MAGIC, "event");
+  e = mp__object_retire(e, EVENT_MAGIC, "event");
   atomic_fetch_add(&e->word, COUNTER_ONE);
   mp__futex_wake(&e->word, INT_MAX); /* waiters find it freed */
   mp__shm_free(e);

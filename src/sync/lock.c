@@ -14,6 +14,7 @@
  * wake-ups only when several processes sleep on one lock at once. */
 #include "sync/lock.h"
 #include "sync/proxy.h"
+#include "testing.h"
 
 #include <assert.h>
 
@@ -21,6 +22,10 @@
 
 static bool is_recursive(const mp__mutex_t *m) {
   return m->magic == MP__RLOCK_MAGIC;
+}
+
+static bool is_mutex(uint64_t id) {
+  return (uint32_t)id == MP__LOCK_MAGIC || (uint32_t)id == MP__RLOCK_MAGIC;
 }
 
 void mp__mutex_init(mp__mutex_t *m, uint32_t magic) {
@@ -38,7 +43,14 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
   /* A few spins, each until the word changes: the lock may go to a third
    * thread between two of them. None when we may not wait. */
   int spins = mp__deadline_expired(deadline) ? 0 : LOCK_SPINS;
+  /* The lock we wait for: freed (or its memory given to another object)
+   * while we wait, we return MP_EINVAL (mp__mutex_wake_freed wakes us). */
+  uint64_t id = mp__object_id(m);
+  if (!is_mutex(id))
+    return MP_EINVAL;
   for (;;) {
+    if (mp__object_id(m) != id)
+      return MP_EINVAL;
     uint32_t v = atomic_load(&m->word);
     mp__owner_t owner = v & MP__MUTEX_OWNER;
     if (owner == MP__OWNER_NONE) {
@@ -65,8 +77,6 @@ static __attribute__((noinline)) int lock_slow(mp__mutex_t *m, mp__owner_t me,
       }
       continue;
     }
-    if (m->magic != MP__LOCK_MAGIC && m->magic != MP__RLOCK_MAGIC)
-      return MP_EINVAL; /* freed while we waited */
     if (mp__deadline_expired(deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&m->word, &v, MP__MUTEX_WAITERS))
@@ -187,6 +197,14 @@ int mp__mutex_restore(mp__mutex_t *m, uint32_t depth) {
   return rc;
 }
 
+void mp__mutex_wake_freed(mp__mutex_t *m) {
+  /* A sleeper waits while the word holds an owner; 0 differs from every
+   * value it sleeps on, so one not yet asleep does not fall asleep. Woken,
+   * it finds the mark of the free (lock_slow) before looking at the word. */
+  atomic_store(&m->word, 0);
+  mp__futex_wake(&m->word, INT_MAX);
+}
+
 /* ---- the public objects -------------------------------------------------- */
 
 static void *mutex_new(uint32_t magic) {
@@ -194,7 +212,7 @@ static void *mutex_new(uint32_t magic) {
   if (!m)
     return NULL;
   mp__mutex_init(m, magic);
-  return m;
+  return mp__object_publish(m, magic);
 }
 
 mp_lock_t *mp_lock_new(void) {
@@ -202,14 +220,17 @@ mp_lock_t *mp_lock_new(void) {
 }
 
 int mp_lock_acquire(mp_lock_t *l, double timeout) {
-  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
-    return mp__sync_proxy_call(l, MP__SYNC_LOCK, MP__SYNC_ACQUIRE, timeout);
+  const void *handle = l;
+  if (!(l = mp__object_open(l, MP__LOCK_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_LOCK, MP__SYNC_ACQUIRE,
+                               timeout);
   return mutex_acquire(&l->mutex, timeout, NULL, false);
 }
 
 int mp_lock_release(mp_lock_t *l) {
-  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
-    return mp__sync_proxy_call(l, MP__SYNC_LOCK, MP__SYNC_RELEASE, 0);
+  const void *handle = l;
+  if (!(l = mp__object_open(l, MP__LOCK_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_LOCK, MP__SYNC_RELEASE, 0);
   return unlock_word(&l->mutex);
 }
 
@@ -222,21 +243,24 @@ static bool mutex_locked(const mp__mutex_t *m) {
 }
 
 bool mp_lock_locked(const mp_lock_t *l) {
-  if (mp__object_check(l, MP__LOCK_MAGIC) < 0)
-    return mp__sync_proxy_call(l, MP__SYNC_LOCK, MP__SYNC_LOCKED, 0) > 0;
+  const void *handle = l;
+  if (!(l = mp__object_open(l, MP__LOCK_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_LOCK, MP__SYNC_LOCKED, 0) > 0;
   return mutex_locked(&l->mutex);
 }
 
 bool mp_rlock_locked(const mp_rlock_t *r) {
-  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
-    return mp__sync_proxy_call(r, MP__SYNC_RLOCK, MP__SYNC_LOCKED, 0) > 0;
+  const void *handle = r;
+  if (!(r = mp__object_open(r, MP__RLOCK_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_RLOCK, MP__SYNC_LOCKED, 0) > 0;
   return mutex_locked(&r->mutex);
 }
 
 void mp_lock_free(mp_lock_t *l) {
   if (!l || mp__sync_proxy_free(l, MP__SYNC_LOCK))
     return;
-  mp__object_retire(l, MP__LOCK_MAGIC, "lock");
+  l = mp__object_retire(l, MP__LOCK_MAGIC, "lock");
+  mp__mutex_wake_freed(&l->mutex);
   mp__shm_free(l);
 }
 
@@ -245,25 +269,28 @@ mp_rlock_t *mp_rlock_new(void) {
 }
 
 int mp_rlock_acquire(mp_rlock_t *r, double timeout) {
-  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
-    return mp__sync_proxy_call(r, MP__SYNC_RLOCK, MP__SYNC_ACQUIRE, timeout);
+  const void *handle = r;
+  if (!(r = mp__object_open(r, MP__RLOCK_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_RLOCK, MP__SYNC_ACQUIRE,
+                               timeout);
   return mutex_acquire(&r->mutex, timeout, NULL, true);
 }
 
 int mp_rlock_release(mp_rlock_t *r) {
-  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
-    return mp__sync_proxy_call(r, MP__SYNC_RLOCK, MP__SYNC_RELEASE, 0);
+  const void *handle = r;
+  if (!(r = mp__object_open(r, MP__RLOCK_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_RLOCK, MP__SYNC_RELEASE, 0);
   return rlock_release(&r->mutex);
 }
 
 bool mp_rlock_is_mine(const mp_rlock_t *r) {
-  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+  if (!(r = mp__object_open(r, MP__RLOCK_MAGIC)))
     return false;
   return mp__mutex_is_mine(&r->mutex);
 }
 
 unsigned mp_rlock_count(const mp_rlock_t *r) {
-  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+  if (!(r = mp__object_open(r, MP__RLOCK_MAGIC)))
     return 0;
   mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
   if (!(atomic_load(&m->word) & MP__MUTEX_OWNER))
@@ -272,7 +299,7 @@ unsigned mp_rlock_count(const mp_rlock_t *r) {
 }
 
 pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
-  if (mp__object_check(r, MP__RLOCK_MAGIC) < 0)
+  if (!(r = mp__object_open(r, MP__RLOCK_MAGIC)))
     return 0;
   mp__mutex_t *m = (mp__mutex_t *)&r->mutex;
   pid_t pid = 0, thread = 0;
@@ -287,6 +314,14 @@ pid_t mp_rlock_owner(const mp_rlock_t *r, pid_t *tid) {
 void mp_rlock_free(mp_rlock_t *r) {
   if (!r || mp__sync_proxy_free(r, MP__SYNC_RLOCK))
     return;
-  mp__object_retire(r, MP__RLOCK_MAGIC, "rlock");
+  r = mp__object_retire(r, MP__RLOCK_MAGIC, "rlock");
+  mp__mutex_wake_freed(&r->mutex);
   mp__shm_free(r);
+}
+
+bool mp__lock_has_sleepers(const void *handle) {
+  mp__mutex_t *m = mp__object_open(handle, MP__LOCK_MAGIC);
+  if (!m)
+    m = mp__object_open(handle, MP__RLOCK_MAGIC);
+  return m && (atomic_load(&m->word) & MP__MUTEX_WAITERS);
 }

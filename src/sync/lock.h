@@ -15,11 +15,12 @@
 /* In shared memory. `word` is changed by atomic operations only; `count`
  * belongs to the owner named in `word`. */
 typedef struct mp__mutex {
-  uint32_t magic; /* MP__LOCK_MAGIC or MP__RLOCK_MAGIC */
+  uint32_t magic;      /* MP__LOCK_MAGIC or MP__RLOCK_MAGIC */
+  uint32_t generation; /* of a Lock's or RLock's handle; 0 inside another */
   _Atomic uint32_t word;
   _Atomic uint32_t count; /* RLock: recursion depth; 0 when unlocked */
-  uint32_t reserved;
 } mp__mutex_t;
+MP__OBJECT_LAYOUT(mp__mutex_t);
 
 struct mp_lock {
   mp__mutex_t mutex;
@@ -43,5 +44,9 @@ bool mp__mutex_is_mine(const mp__mutex_t *m);
  * (blocking) with that depth, returning 0 or MP_EOWNERDEAD. */
 uint32_t mp__mutex_release_all(mp__mutex_t *m);
 int mp__mutex_restore(mp__mutex_t *m, uint32_t depth);
+
+/* Wakes whoever sleeps on a mutex that was just retired (freed): they
+ * return MP_EINVAL. */
+void mp__mutex_wake_freed(mp__mutex_t *m);
 
 #endif

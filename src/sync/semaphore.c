@@ -11,6 +11,7 @@
  * in Python. */
 #include <assert.h>
 
+#include "testing.h"
 #include "core/owner.h"
 #include "sync/proxy.h"
 
@@ -20,10 +21,11 @@
 
 struct mp_semaphore {
   uint32_t magic;
+  uint32_t generation;
   uint32_t bound; /* BoundedSemaphore: the initial value; else VALUE_MASK */
   _Atomic uint32_t word;
-  uint32_t reserved;
 };
+MP__OBJECT_LAYOUT(mp_semaphore_t);
 
 static mp_semaphore_t *semaphore_new(unsigned value, uint32_t bound) {
   if (value > VALUE_MASK) {
@@ -33,10 +35,9 @@ static mp_semaphore_t *semaphore_new(unsigned value, uint32_t bound) {
   mp_semaphore_t *s = mp__sync_alloc(sizeof *s);
   if (!s)
     return NULL;
-  s->magic = SEMAPHORE_MAGIC;
   s->bound = bound;
   atomic_init(&s->word, value);
-  return s;
+  return mp__object_publish(s, SEMAPHORE_MAGIC);
 }
 
 mp_semaphore_t *mp_semaphore_new(unsigned value) {
@@ -55,12 +56,14 @@ static bool try_take(mp_semaphore_t *s, uint32_t *v) {
 }
 
 int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
-  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-    return mp__sync_proxy_call(s, MP__SYNC_SEMAPHORE, MP__SYNC_ACQUIRE,
+  const void *handle = s;
+  if (!(s = mp__object_open(s, SEMAPHORE_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_SEMAPHORE, MP__SYNC_ACQUIRE,
                                timeout);
   int rc_timeout = mp__timeout_check(timeout);
   if (rc_timeout < 0)
     return rc_timeout;
+  uint64_t id = mp__object_id(s);
   uint32_t v = atomic_load(&s->word);
   if (try_take(s, &v))
     goto taken;
@@ -71,10 +74,13 @@ int mp_semaphore_acquire(mp_semaphore_t *s, double timeout) {
       goto taken;
   }
   for (;;) {
+    /* Freed while we waited: mp_semaphore_free marks it, then moves the
+     * word and wakes, so either this sees the mark or the wait below
+     * returns at once. */
+    if (mp__object_id(s) != id)
+      return MP_EINVAL;
     if (try_take(s, &v))
       goto taken;
-    if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-      return MP_EINVAL; /* freed while we waited */
     if (mp__deadline_expired(&deadline))
       return MP_ETIMEDOUT;
     if (!mp__futex_flag(&s->word, &v, WAITERS))
@@ -89,8 +95,9 @@ taken:
 }
 
 int mp_semaphore_release(mp_semaphore_t *s) {
-  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-    return mp__sync_proxy_call(s, MP__SYNC_SEMAPHORE, MP__SYNC_RELEASE, 0);
+  const void *handle = s;
+  if (!(s = mp__object_open(s, SEMAPHORE_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_SEMAPHORE, MP__SYNC_RELEASE, 0);
   mp__tsan_release(s);
   uint32_t v = atomic_load(&s->word);
   do {
@@ -103,14 +110,25 @@ int mp_semaphore_release(mp_semaphore_t *s) {
 }
 
 int mp_semaphore_value(const mp_semaphore_t *s) {
-  if (mp__object_check(s, SEMAPHORE_MAGIC) < 0)
-    return mp__sync_proxy_call(s, MP__SYNC_SEMAPHORE, MP__SYNC_VALUE, 0);
+  const void *handle = s;
+  if (!(s = mp__object_open(s, SEMAPHORE_MAGIC)))
+    return mp__sync_proxy_call(handle, MP__SYNC_SEMAPHORE, MP__SYNC_VALUE, 0);
   return (int)(atomic_load(&((mp_semaphore_t *)s)->word) & VALUE_MASK);
 }
 
 void mp_semaphore_free(mp_semaphore_t *s) {
   if (!s || mp__sync_proxy_free(s, MP__SYNC_SEMAPHORE))
     return;
-  mp__object_retire(s, SEMAPHORE_MAGIC, "semaphore");
+  s = mp__object_retire(s, SEMAPHORE_MAGIC, "semaphore");
+  /* Sleepers wait at 0 units (and one about to sleep sets WAITERS on 0
+   * units): one unit differs from both. Woken, they find the mark of the
+   * free before they try to take it. */
+  atomic_store(&s->word, 1);
+  mp__futex_wake(&s->word, INT_MAX);
   mp__shm_free(s);
+}
+
+bool mp__semaphore_has_sleepers(const void *handle) {
+  mp_semaphore_t *s = mp__object_open(handle, SEMAPHORE_MAGIC);
+  return s && (atomic_load(&s->word) & WAITERS);
 }
