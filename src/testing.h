@@ -71,13 +71,18 @@ pid_t mp__forkserver_pid(void);
  * party there. */
 extern void (*mp__barrier_counted_hook)(void);
 
-/* ---- sync/lock.c, sync/semaphore.c ------------------------------------------
+/* ---- sync/lock.c, semaphore.c, condition.c, barrier.c -------------------
  */
 /* Whether a process announced that it sleeps on the Lock or RLock handle
  * (the waiters bit of its word: set just before the futex wait), or on
  * the Semaphore handle. False for a handle that is not one. */
 bool mp__lock_has_sleepers(const void *handle);
 bool mp__semaphore_has_sleepers(const void *handle);
+/* Whether a process waits on the Condition handle (between its release of
+ * the lock and taking it back), or on the Barrier handle (a party counted
+ * in the current generation). */
+bool mp__condition_has_sleepers(const void *handle);
+bool mp__barrier_has_sleepers(const void *handle);
 
 /* ---- queue/ring.c
  * ------------------------------------------------------------ */

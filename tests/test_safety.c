@@ -884,10 +884,17 @@ static void test_waiter_on_freed_object_wakes(void **state) {
   expect_exit_zero(p, 60);
 }
 
-/* The same for a Lock, an RLock (both held by the test) and a Semaphore
- * at 0: the child is known to sleep once it announced it in the object's
- * word and its state is 'S'; the free must wake it with MP_EINVAL. */
-enum { SLEEP_LOCK, SLEEP_RLOCK, SLEEP_SEMAPHORE };
+/* The same for a Lock, an RLock (both held by the test), a Semaphore at
+ * 0, a Condition (waited on forever) and a Barrier of 2 parties: the child
+ * is known to sleep once it announced it in the object and its state is
+ * 'S'; the free must wake it with MP_EINVAL. */
+enum {
+  SLEEP_LOCK,
+  SLEEP_RLOCK,
+  SLEEP_SEMAPHORE,
+  SLEEP_CONDITION,
+  SLEEP_BARRIER
+};
 
 typedef struct sleeper {
   int kind;
@@ -895,24 +902,39 @@ typedef struct sleeper {
   mp_process_t *p;
 } sleeper_t;
 
+static int sleep_on(const sleeper_t *s) {
+  switch (s->kind) {
+  case SLEEP_LOCK:
+    return mp_lock_acquire(s->h, MP_FOREVER);
+  case SLEEP_RLOCK:
+    return mp_rlock_acquire(s->h, MP_FOREVER);
+  case SLEEP_SEMAPHORE:
+    return mp_semaphore_acquire(s->h, MP_FOREVER);
+  case SLEEP_CONDITION: {
+    int rc = mp_condition_acquire(s->h, MP_FOREVER);
+    return rc < 0 ? rc : mp_condition_wait(s->h, MP_FOREVER);
+  }
+  default:
+    return mp_barrier_wait_timeout(s->h, MP_FOREVER);
+  }
+}
+
 static void acquire_then_exit(void *arg) {
-  sleeper_t *s = arg;
-  int rc = s->kind == SLEEP_LOCK    ? mp_lock_acquire(s->h, MP_FOREVER)
-           : s->kind == SLEEP_RLOCK ? mp_rlock_acquire(s->h, MP_FOREVER)
-                                    : mp_semaphore_acquire(s->h, MP_FOREVER);
-  exit(rc == MP_EINVAL ? 0 : 1);
+  exit(sleep_on(arg) == MP_EINVAL ? 0 : 1);
 }
 
 static bool announced_and_asleep(void *arg) {
   sleeper_t *s = arg;
-  bool flagged = s->kind == SLEEP_SEMAPHORE ? mp__semaphore_has_sleepers(s->h)
-                                            : mp__lock_has_sleepers(s->h);
+  bool flagged = s->kind == SLEEP_SEMAPHORE   ? mp__semaphore_has_sleepers(s->h)
+                 : s->kind == SLEEP_CONDITION ? mp__condition_has_sleepers(s->h)
+                 : s->kind == SLEEP_BARRIER   ? mp__barrier_has_sleepers(s->h)
+                                              : mp__lock_has_sleepers(s->h);
   return flagged && sleeping(s->p);
 }
 
 static void test_sleeper_on_freed_lock_wakes(void **state) {
   (void)state;
-  for (int kind = SLEEP_LOCK; kind <= SLEEP_SEMAPHORE; kind++) {
+  for (int kind = SLEEP_LOCK; kind <= SLEEP_BARRIER; kind++) {
     sleeper_t s = {kind, NULL, NULL};
     if (kind == SLEEP_LOCK) {
       s.h = mp_lock_new();
@@ -920,17 +942,26 @@ static void test_sleeper_on_freed_lock_wakes(void **state) {
     } else if (kind == SLEEP_RLOCK) {
       s.h = mp_rlock_new();
       assert_mp_ok(mp_rlock_acquire(s.h, 0));
-    } else {
+    } else if (kind == SLEEP_SEMAPHORE) {
       s.h = mp_semaphore_new(0);
+    } else if (kind == SLEEP_CONDITION) {
+      s.h = mp_condition_new(NULL);
+    } else {
+      s.h = mp_barrier_new(2, NULL, MP_FOREVER);
     }
+    assert_non_null(s.h);
     s.p = start_child(acquire_then_exit, &s, sizeof s);
     bool asleep = mpt_wait_until(announced_and_asleep, &s, 60);
     if (kind == SLEEP_LOCK)
       mp_lock_free(s.h);
     else if (kind == SLEEP_RLOCK)
       mp_rlock_free(s.h);
-    else
+    else if (kind == SLEEP_SEMAPHORE)
       mp_semaphore_free(s.h);
+    else if (kind == SLEEP_CONDITION)
+      mp_condition_free(s.h);
+    else
+      mp_barrier_free(s.h);
     expect_exit_zero(s.p, 60);
     assert_true(asleep);
   }

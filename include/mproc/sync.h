@@ -25,8 +25,9 @@
  *
  * *_free: every process must have stopped using the object; freeing one
  * that another process still uses is undefined behaviour, but for this: a
- * process asleep on a Lock, RLock, Semaphore or Event that is freed wakes
- * up with MP_EINVAL. A NULL, freed or foreign handle is checked by every
+ * process asleep on a Lock, RLock, Semaphore, Event, Condition or Barrier
+ * that is freed wakes up with MP_EINVAL (a Condition's waiter without the
+ * lock). A NULL, freed or foreign handle is checked by every
  * function, in every build, also once the freed object's memory holds a
  * new object of the same kind (a handle carries a generation): MP_EINVAL
  * (false or 0 where no code is returned); freeing an object twice aborts

@@ -322,9 +322,14 @@ static int interrupted(mp_barrier_t *b, unsigned index, uint32_t seq) {
   return rc == MP_EBROKEN ? MP_EINTR : rc;
 }
 
-static int wait_released(mp_barrier_t *b, unsigned index, uint32_t seq,
-                         const mp__deadline_t *deadline) {
+/* Waits for the generation seq to end. A barrier freed meanwhile (its
+ * identity is no longer id; see mp_barrier_free) gives MP_EINVAL, and
+ * nothing of its memory is touched after. */
+static int wait_released(mp_barrier_t *b, uint64_t id, unsigned index,
+                         uint32_t seq, const mp__deadline_t *deadline) {
   for (;;) {
+    if (mp__object_id(b) != id)
+      return MP_EINVAL;
     uint64_t st = atomic_load(&b->state);
     if (seq_of(st) != seq) {
       if (index == 0)
@@ -391,6 +396,7 @@ int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
   if (rc < 0)
     return rc;
   mp__deadline_t deadline = mp__deadline_in(timeout);
+  uint64_t id = mp__object_id(b);
   uint32_t seq;
   int index = arrive(b, me, &deadline, &seq);
   if (index < 0)
@@ -400,7 +406,7 @@ int mp_barrier_wait_timeout(mp_barrier_t *b, double timeout) {
   if ((unsigned)index + 1 == b->parties)
     return finish(b, (unsigned)index, seq);
   mp__tsan_release(b);
-  return wait_released(b, (unsigned)index, seq, &deadline);
+  return wait_released(b, id, (unsigned)index, seq, &deadline);
 }
 
 int mp_barrier_wait(mp_barrier_t *b) {
@@ -447,6 +453,10 @@ unsigned mp_barrier_parties(const mp_barrier_t *b) {
   return b->parties;
 }
 
+bool mp__barrier_has_sleepers(const void *handle) {
+  return mp_barrier_n_waiting((mp_barrier_t *)handle) > 0;
+}
+
 unsigned mp_barrier_n_waiting(const mp_barrier_t *b) {
   if (!(b = mp__object_open(b, BARRIER_MAGIC)))
     return 0;
@@ -458,5 +468,9 @@ void mp_barrier_free(mp_barrier_t *b) {
   if (!b)
     return;
   b = mp__object_retire(b, BARRIER_MAGIC, "barrier");
+  /* Sleepers wake (the word they sleep on changes), find the mark of the
+   * free and say MP_EINVAL. */
+  atomic_fetch_add(&b->state, 1); /* the generation number (low half) */
+  mp__futex_wake(low_half(&b->state), INT_MAX);
   mp__shm_free(b);
 }

@@ -17,6 +17,7 @@
 #include <assert.h>
 
 #include "sync/lock.h"
+#include "testing.h"
 
 #define CONDITION_MAGIC 0x434f4e44u /* "COND" */
 
@@ -87,10 +88,13 @@ int mp_condition_release(mp_condition_t *c) {
 }
 
 /* Sleeps until notified or the deadline: 1 notified, 0 signal (sleep
- * again), MP_ETIMEDOUT. */
-static int sleep_once(mp_condition_t *c, uint32_t seq,
+ * again), MP_ETIMEDOUT, or MP_EINVAL when c (of identity id) was freed
+ * meanwhile. */
+static int sleep_once(mp_condition_t *c, uint64_t id, uint32_t seq,
                       const mp__deadline_t *deadline) {
   int rc = mp__futex_wait_woken(&c->seq, seq, deadline);
+  if (mp__object_id(c) != id)
+    return MP_EINVAL;
   if (rc == 1 || atomic_load(&c->seq) != seq)
     return 1;
   return rc;
@@ -100,13 +104,19 @@ static int wait_until(mp_condition_t *c, mp__mutex_t *lock,
                       const mp__deadline_t *deadline) {
   if (!mp__mutex_is_mine(lock))
     return MP_ENOTOWNER;
+  uint64_t id = mp__object_id(c);
   uint32_t seq = atomic_load(&c->seq);
   atomic_fetch_add(&c->sleepers, 1);
   uint32_t depth = mp__mutex_release_all(lock);
   int rc;
   do
-    rc = sleep_once(c, seq, deadline);
+    rc = sleep_once(c, id, seq, deadline);
   while (rc == 0);
+  /* Freed while asleep (see mp_condition_free): its memory is no longer
+   * the condition's, so nothing of it is touched, and its lock is not
+   * taken back (the condition's own RLock went with it). */
+  if (rc == MP_EINVAL)
+    return rc;
   int taken = mp__mutex_restore(lock, depth);
   atomic_fetch_sub(&c->sleepers, 1);
   if (taken < 0)
@@ -146,6 +156,11 @@ int mp_condition_wait_for(mp_condition_t *c, mp_condition_pred_cb pred,
   return 0;
 }
 
+bool mp__condition_has_sleepers(const void *handle) {
+  mp_condition_t *c = mp__object_open(handle, CONDITION_MAGIC);
+  return c && atomic_load(&c->sleepers) > 0;
+}
+
 /* notify for an opened c. */
 static int notify(mp_condition_t *c, int n) {
   mp__mutex_t *lock = lock_of(c);
@@ -181,5 +196,8 @@ void mp_condition_free(mp_condition_t *c) {
   if (!c)
     return;
   c = mp__object_retire(c, CONDITION_MAGIC, "condition");
+  /* Sleepers wake, find the mark of the free and say MP_EINVAL. */
+  atomic_fetch_add(&c->seq, 1);
+  mp__futex_wake(&c->seq, INT_MAX);
   mp__shm_free(c);
 }
