@@ -89,6 +89,13 @@ bool mp__barrier_has_sleepers(const void *handle);
 /* Whether a process died inside an arena call made for the queue q: the
  * block it was allocating may be lost, so leak checks are skipped. */
 bool mp__ring_arena_interrupted(const void *q);
+/* When set (before the processes start), a waiter never spins for the
+ * other side's progress: it goes to sleep at once, so that every wait
+ * takes the sleeper's path (and its races with the waker). */
+extern _Atomic bool mp__ring_spin_off;
+/* Called (when set) by a waiter between its look at the other side's lock
+ * and its look at that side's progress: a test widens the window there. */
+extern void (*mp__ring_wait_hook)(void);
 
 /* ---- mpi/rank.c (libmproc_mpi) ---------------------------------------------
  * When set, a rank other than 0 calls it as it sends each result: with

@@ -189,6 +189,61 @@ static void test_blocked_get_and_put_wake(void **state) {
   queue_child_free(&c);
 }
 
+/* A ping-pong over two queues where every wait sleeps (no spinning): each
+ * wait then races with the other side's put, and a lost wake-up would
+ * stop both sides (seen once in about 20 runs of the bench's round trip
+ * under load, before the waiter looked at the put side's lock before its
+ * progress counter; the seam widens the window between the two looks).
+ * A lost wake-up shows as MP_EEMPTY after 30 s. */
+#define PING_PONGS 4000
+
+struct ping_pong {
+  mp_queue_t *there, *back;
+};
+
+static void dawdle(void) {
+  usleep(20);
+}
+
+static void echo_child(void *arg) {
+  const struct ping_pong *pp = arg;
+  atomic_store(&mp__ring_spin_off, true);
+  mp__ring_wait_hook = dawdle;
+  char buf[64];
+  size_t len;
+  for (int i = 0; i < PING_PONGS; i++)
+    if (mp_queue_get_into(pp->there, buf, sizeof buf, &len, 30.0) != 0 ||
+        mp_queue_put(pp->back, buf, len, 30.0) != 0)
+      _exit(1);
+}
+
+static void test_ping_pong_without_spinning(void **state) {
+  (void)state;
+  struct ping_pong pp = {mp_queue_new(0), mp_queue_new(0)};
+  assert_non_null(pp.there);
+  assert_non_null(pp.back);
+  atomic_store(&mp__ring_spin_off, true);
+  mp__ring_wait_hook = dawdle;
+  mp_process_t *p = start_child(echo_child, &pp, sizeof pp);
+  char buf[64] = {0};
+  size_t len;
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < PING_PONGS; i++) {
+    memcpy(buf, &i, sizeof i);
+    rc = mp_queue_put(pp.there, buf, sizeof buf, 30.0);
+    if (rc == 0)
+      rc = mp_queue_get_into(pp.back, buf, sizeof buf, &len, 30.0);
+    if (rc == 0 && memcmp(buf, &i, sizeof i) != 0)
+      rc = -1;
+  }
+  atomic_store(&mp__ring_spin_off, false);
+  mp__ring_wait_hook = NULL;
+  assert_mp_ok(rc);
+  assert_int_equal(0, finish_child(p));
+  mp_queue_free(pp.there);
+  mp_queue_free(pp.back);
+}
+
 /* close() wakes a get blocked on an empty queue and a put blocked on a full
  * one, in other processes. */
 static void test_close_wakes_blocked(void **state) {
@@ -473,6 +528,7 @@ int main(int argc, char **argv) {
       mpt_test(test_timeouts),
       mpt_test(test_close),
       mpt_test(test_blocked_get_and_put_wake),
+      mpt_test(test_ping_pong_without_spinning),
       mpt_test(test_close_wakes_blocked),
       mpt_test(test_unbounded_single_process),
       mpt_test(test_too_large),

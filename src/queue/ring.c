@@ -441,7 +441,13 @@ static bool wait_over(mp__ring_t *r, const wait_spec_t *w) {
 /* Spins until *word leaves seen, for some tens of microseconds: the other
  * side of a queue usually answers within that (a sleep and a wake-up cost
  * more), and the yields give the CPU to it when it waits for ours. */
+_Atomic bool mp__ring_spin_off;
+void (*mp__ring_wait_hook)(void);
+
 static bool spin_for_change(_Atomic uint32_t *word, uint32_t seen) {
+  if (__builtin_expect(
+          atomic_load_explicit(&mp__ring_spin_off, memory_order_relaxed), 0))
+    return false;
   for (int i = 0; i < SPIN_BURSTS; i++) {
     if (mp__futex_spin(word, seen))
       return true;
@@ -471,6 +477,14 @@ static int wait_progress(mp__ring_t *r, const wait_spec_t *w, uint64_t id,
   mp__owner_t me = self_token();
   int slot = waitlist_join(w->list, me);
   uint32_t seen = atomic_load(&w->list->seq);
+  /* The section's lock is looked at before the condition: free now, any
+   * holder from here on saw us in the list and will bump seq; held by one
+   * that came before us (and may have missed us), we wait for it to leave.
+   * Looked at after the condition, it could be taken, the change made and
+   * the lock left between the two looks, and the change never seen. */
+  bool held = lock_is_held(w->section);
+  if (mp__ring_wait_hook)
+    mp__ring_wait_hook();
   int rc = 0;
   /* Checked after `seen` was read: a free that bumped seq before has
    * retired the ring before that, and one after wakes the futex below. */
@@ -478,7 +492,7 @@ static int wait_progress(mp__ring_t *r, const wait_spec_t *w, uint64_t id,
     rc = MP_EINVAL;
   else if (wait_over(r, w))
     rc = 0;
-  else if (lock_is_held(w->section))
+  else if (held)
     rc = section_pass(r, w->section, deadline);
   else
     rc = mp__futex_wait(&w->list->seq, seen, deadline);
