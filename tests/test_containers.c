@@ -958,7 +958,7 @@ static void step_update(mp_dict_t *d) {
 static void step_extend(mp_list_t *l) {
   mp_list_item_t items[STEP_BATCH];
   for (unsigned i = 0; i < STEP_BATCH; i++)
-    items[i] = (mp_list_item_t){"extended" + i, 8 - i};
+    items[i] = (mp_list_item_t){&"extended"[i], 8 - i};
   mp_list_extend(l, items, STEP_BATCH);
 }
 
