@@ -36,8 +36,8 @@
  * Handles are checked on every call: NULL, a freed container (also once
  * its memory holds a new container: a handle carries a generation) or a
  * pointer to something else gives MP_EINVAL (-EINVAL), not a crash (a
- * constructor sets errno and returns NULL). *_free: every process must have stopped using the
- * container. All functions are thread-safe. */
+ * constructor sets errno and returns NULL). *_free: every process must have
+ * stopped using the container. All functions are thread-safe. */
 #ifndef MPROC_CONTAINERS_H
 #define MPROC_CONTAINERS_H
 
