@@ -77,6 +77,16 @@ void mp__manager_registry_free(mp__family_manager_t *m);
  * (mp__now_ns; forever: no end): the smaller of slice and what is left. */
 double mp__manager_slice(bool forever, uint64_t end, double slice);
 
+/* A server's wait for a client's blocking call: runs attempt(arg, t) with
+ * t at most `slice` seconds until it ends otherwise than by its slice
+ * running out (MP_ETIMEDOUT of a wait, MP_EEMPTY of a get, MP_EFULL of a
+ * put), `timeout` passes (< 0 or NaN: never), or the client hangs up:
+ * MP__CLIENT_GONE (a client waiting for its reply sends nothing, so
+ * anything readable on conn is its end). Otherwise attempt's last code. */
+#define MP__CLIENT_GONE 1 /* not a code: no reply is owed */
+int mp__manager_wait_sliced(mp_conn_t *conn, double timeout, double slice,
+                            int (*attempt)(void *arg, double t), void *arg);
+
 /* The wire: a request is {u32 op, u64 id, u64 alen, a, u64 blen, b, i64 n,
  * i64 m, f64 timeout}; a reply {i32 rc, i64 n, out...}. Native byte order:
  * both ends are mproc on the same kind of machine. */

@@ -14,7 +14,8 @@
 
 #include "managers/python.h"
 
-#define SLICE_MS    50  /* a waiting get or put checks its client this often */
+/* Seconds: a waiting get or put checks its client this often. */
+#define SLICE       0.05
 #define LOAD_DEPTH  100 /* nesting a request, reply or item may have */
 #define ERROR_MAX   512
 #define FOREIGN_MAX ((size_t)1 << 20) /* the longest exception read */
@@ -236,31 +237,14 @@ typedef struct attempt {
   size_t out_len;
 } attempt_t;
 
-static int try_put(attempt_t *a, double timeout) {
+static int try_put(void *arg, double timeout) {
+  attempt_t *a = arg;
   return mp_queue_put(a->q, a->item, a->item_len, timeout);
 }
 
-static int try_get(attempt_t *a, double timeout) {
+static int try_get(void *arg, double timeout) {
+  attempt_t *a = arg;
   return mp_queue_get(a->q, &a->out, &a->out_len, timeout);
-}
-
-#define CLIENT_GONE 1 /* not a code: the client hung up while we waited */
-
-/* Runs fn in slices until it gets through (or fails otherwise), the
- * timeout passes, or the client hangs up: a Python client waiting for its
- * reply sends nothing, so anything readable is its end. `busy` is what fn
- * returns when its slice passed (MP_EEMPTY, MP_EFULL). */
-static int wait_sliced(mp_conn_t *conn, attempt_t *a, double timeout,
-                       int (*fn)(attempt_t *, double), int busy) {
-  mp__deadline_t deadline = mp__deadline_in(timeout);
-  for (;;) {
-    int ms = mp__deadline_poll_ms(&deadline);
-    int rc = fn(a, ms < 0 || ms > SLICE_MS ? SLICE_MS / 1000.0 : ms / 1000.0);
-    if (rc != busy || mp__deadline_expired(&deadline))
-      return rc;
-    if (mp_conn_poll(conn, 0) != 0)
-      return CLIENT_GONE;
-  }
 }
 
 static const char *const exposed[] = {
@@ -278,9 +262,9 @@ static int queue_put(mp_conn_t *conn, attempt_t *a, const request_t *r,
   if (rc < 0)
     return send_queue_error(conn, r->method, rc);
   a->item = buf;
-  rc = wait_sliced(conn, a, timeout, try_put, MP_EFULL);
+  rc = mp__manager_wait_sliced(conn, timeout, SLICE, try_put, a);
   mp_free(buf);
-  if (rc == CLIENT_GONE)
+  if (rc == MP__CLIENT_GONE)
     return MP_ECLOSED;
   return rc == 0 ? send_reply(conn, "#RETURN", mp_obj_none())
                  : send_queue_error(conn, r->method, rc);
@@ -292,8 +276,8 @@ static int queue_get(mp_conn_t *conn, attempt_t *a, const request_t *r,
   if (!nowait && !wait_timeout(r, 0, &timeout))
     return send_exception(conn, "builtins", "ValueError",
                           "get(block=True, timeout=None): bad arguments");
-  int rc = wait_sliced(conn, a, timeout, try_get, MP_EEMPTY);
-  if (rc == CLIENT_GONE)
+  int rc = mp__manager_wait_sliced(conn, timeout, SLICE, try_get, a);
+  if (rc == MP__CLIENT_GONE)
     return MP_ECLOSED;
   if (rc < 0)
     return send_queue_error(conn, r->method, rc);

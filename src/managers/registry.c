@@ -114,6 +114,20 @@ double mp__manager_slice(bool forever, uint64_t end, double slice) {
   return left < slice ? left : slice;
 }
 
+int mp__manager_wait_sliced(mp_conn_t *conn, double timeout, double slice,
+                            int (*attempt)(void *arg, double t), void *arg) {
+  bool forever = timeout < 0 || timeout != timeout;
+  uint64_t end = forever ? 0 : mp__now_ns() + (uint64_t)(timeout * 1e9);
+  for (;;) {
+    int rc = attempt(arg, mp__manager_slice(forever, end, slice));
+    bool slice_over = rc == MP_ETIMEDOUT || rc == MP_EEMPTY || rc == MP_EFULL;
+    if (!slice_over || (!forever && mp__now_ns() >= end))
+      return rc;
+    if (mp_conn_poll(conn, 0) != 0)
+      return MP__CLIENT_GONE;
+  }
+}
+
 /* The errno of a constructor that failed with rc (an MP_E* code or
  * -errno). */
 int mp__manager_errno(int rc) {

@@ -16,7 +16,6 @@
 
 #define SLICE        0.05 /* seconds of a waiting slice */
 #define ACCEPT_SLICE 0.1  /* how often the accept loop looks at `stop` */
-#define CLIENT_GONE  1    /* not a code: the client hung up, no reply */
 
 typedef struct opened {
   uint64_t id;
@@ -132,21 +131,24 @@ static int try_get(void *q, const mp__remote_req_t *req, result_t *res,
   return rc;
 }
 
-/* Runs fn in slices until it does not time out, the request's timeout
- * passes, or the client hangs up (CLIENT_GONE). A slice of a queue's get or
- * put ends in MP_EEMPTY or MP_EFULL, of a wait in MP_ETIMEDOUT. */
+typedef struct attempt {
+  void *q;
+  const mp__remote_req_t *req;
+  result_t *res;
+  try_fn fn;
+} attempt_t;
+
+static int attempt_once(void *arg, double timeout) {
+  attempt_t *a = arg;
+  return a->fn(a->q, a->req, a->res, timeout);
+}
+
+/* fn in slices (mp__manager_wait_sliced), for the request's timeout. */
 static int wait_in_slices(client_t *c, void *q, const mp__remote_req_t *req,
                           result_t *res, try_fn fn) {
-  bool forever = req->timeout < 0 || req->timeout != req->timeout;
-  uint64_t end = forever ? 0 : mp__now_ns() + (uint64_t)(req->timeout * 1e9);
-  for (;;) {
-    int rc = fn(q, req, res, mp__manager_slice(forever, end, SLICE));
-    bool slice_over = rc == MP_ETIMEDOUT || rc == MP_EEMPTY || rc == MP_EFULL;
-    if (!slice_over || (!forever && mp__now_ns() >= end))
-      return rc;
-    if (mp_conn_poll(c->conn, 0) != 0)
-      return CLIENT_GONE; /* a client waiting for a reply sends nothing */
-  }
+  attempt_t a = {q, req, res, fn};
+  return mp__manager_wait_sliced(c->conn, req->timeout, SLICE, attempt_once,
+                                 &a);
 }
 
 static void queue_op(client_t *c, const mp__remote_req_t *req, result_t *res) {
@@ -487,7 +489,7 @@ static bool answer(client_t *c, const void *buf, size_t len) {
     res.rc = MP_EINVAL;
   else
     perform(c, &req, &res);
-  if (res.rc == CLIENT_GONE)
+  if (res.rc == MP__CLIENT_GONE)
     return false;
   size_t reply_len;
   void *reply = mp__wire_reply(res.rc, res.n, res.out, res.out_len, &reply_len);
