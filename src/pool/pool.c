@@ -786,7 +786,7 @@ int mp_pool_close(mp_pool_t *pool) {
       mp__pool_unlock(pool->ps);
     }
     /* Sleeping workers find the queue empty and exit. */
-    mp__pool_wake_sleepers(pool->ps, INT_MAX);
+    mp__futex_wake(&pool->ps->work_seq, INT_MAX);
     mp__pool_notify(pool->ps);
   }
   pthread_mutex_unlock(&pool->lock);

@@ -372,15 +372,10 @@ void mp__pool_wake_workers(mp__pool_shared_t *ps, int n) {
     return;
   for (uint32_t i = 0; i < ps->nslots; i++) {
     if (atomic_load(&ps->slots[i].sleeping)) {
-      mp__pool_wake_sleepers(ps, n);
+      mp__futex_wake(&ps->work_seq, n);
       return;
     }
   }
-}
-
-void mp__pool_wake_sleepers(mp__pool_shared_t *ps, int n) {
-  atomic_fetch_add(&ps->sleep_seq, 1);
-  mp__futex_wake(&ps->sleep_seq, n);
 }
 
 void mp__pool_wake_job(mp__pool_job_t *job) {

@@ -190,16 +190,11 @@ typedef struct mp__pool_shared {
   mp__pool_unit_t *_Atomic head;
   mp__pool_unit_t *_Atomic tail; /* meaningful only while head != NULL */
   mp__pool_job_t *_Atomic completed;
-  _Atomic uint64_t spinners;  /* workers (slots below 64) spinning for work,
-                                 one bit each; a waker takes a bit off for
-                                 each wake-up it spares */
-  _Atomic uint32_t work_seq;  /* bumped whenever work is queued (spinning
-                                 workers watch it) */
-  _Atomic uint32_t sleep_seq; /* bumped to wake sleeping workers: only when
-                                 no spinner takes the work, or the pool
-                                 closes */
+  _Atomic uint64_t spinners; /* workers (slots below 64) spinning for work,
+                                one bit each; a waker takes a bit off for
+                                each wake-up it spares */
+  _Atomic uint32_t work_seq; /* bumped whenever work is queued */
   _Atomic uint32_t fn_count;
-  uint32_t pad2;
   mp__fnref_t initializer;
   void *initarg;
   uint64_t initarg_size;
@@ -287,12 +282,8 @@ bool mp__pool_requeue(mp__pool_shared_t *ps, mp__pool_job_t *job, uint64_t from,
                       uint64_t to, uint32_t losses);
 
 /* Has up to n idle workers look at the queue: spinning ones (each taken
- * off `spinners`), then sleeping ones (sleep_seq). */
+ * off `spinners`), then sleeping ones. */
 void mp__pool_wake_workers(mp__pool_shared_t *ps, int n);
-
-/* Wakes up to n sleeping workers (they look at the queue and the pool's
- * state). */
-void mp__pool_wake_sleepers(mp__pool_shared_t *ps, int n);
 
 /* Wakes the threads waiting on a job (after bumping its seq). */
 void mp__pool_wake_job(mp__pool_job_t *job);
