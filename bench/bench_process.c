@@ -57,9 +57,18 @@ static double raw_posix_spawn(void *arg, int n) {
 }
 
 /* The floor of spawn: posix_spawn of this very program, which returns from
- * main() at once (FLOOR_ARG). A spawned child is this program, dynamically
- * linked, run up to mp_main(): it cannot cost less than loading it. */
+ * main() at once (FLOOR_ARG). A spawned child is this program run up to
+ * mp_main(): it cannot cost less than loading it. Built twice: linked
+ * dynamically (bench_process, as most programs are: the dynamic loader's
+ * work is then most of the floor) and statically with libmproc.a
+ * (bench_process_static, MPROC_BENCH_STATIC: spawn rows only). */
 #define FLOOR_ARG "--exit-at-once"
+
+#ifdef MPROC_BENCH_STATIC
+#define LINKED ", program linked statically"
+#else
+#define LINKED ""
+#endif
 
 static double floor_posix_spawn(void *arg, int n) {
   (void)arg;
@@ -90,12 +99,12 @@ static void spawn_floor_rows(mp_context_t *ctx, int n, int reps) {
     qsort(results[f], (size_t)reps, sizeof results[f][0], bench_compare_double);
     median[f] = results[f][reps / 2];
   }
-  bench_row("process start+join (spawn)", median[0], median[2],
+  bench_row("process start+join (spawn" LINKED ")", median[0], median[2],
             "posix_spawn of a static true");
-  bench_row("spawn floor: exec of this program to main", median[1], median[2],
-            "posix_spawn of a static true");
-  bench_row("process start+join (spawn) over its floor", median[0], median[1],
-            "posix_spawn of this program to main");
+  bench_row("spawn floor: exec of this program to main" LINKED, median[1],
+            median[2], "posix_spawn of a static true");
+  bench_row("process start+join (spawn" LINKED ") over its floor", median[0],
+            median[1], "posix_spawn of this program to main");
 }
 
 static void *ballast(size_t bytes) {
@@ -138,6 +147,11 @@ int main(int argc, char **argv) {
   if (mp_main(argc, argv) != 0)
     return 1;
   const char *only = argc > 1 ? argv[1] : NULL;
+#ifdef MPROC_BENCH_STATIC
+  if (!only || strcmp(only, "spawn") == 0)
+    row("spawn", "", 50, false);
+  return 0;
+#endif
   const char *methods[] = {"fork", "spawn", "forkserver"};
   for (int m = 0; m < 3; m++)
     if (!only || strcmp(only, methods[m]) == 0)
