@@ -6,8 +6,11 @@
  *
  * Rows:
  *   remote queue put+get 64 B (tcp)       put then get of one message
- *   remote dict get 16 B -> 64 B (tcp)    one get of a 64-byte value */
+ *   remote dict get 16 B -> 64 B (tcp)    one get of a 64-byte value
+ *   raw TCP round trip 64 B, both ends busy-polling: the floor of any
+ *   remote call on this machine (no end waits for a wake-up) */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
@@ -27,10 +30,15 @@
 /* ---- raw TCP echo ----------------------------------------------------------
  */
 
-static int full_io(int fd, void *buf, size_t len, bool writing) {
+/* spin: reads that never sleep (MSG_DONTWAIT in a loop), so that neither
+ * end waits for a wake-up: the floor of a round trip on this machine. */
+static int full_io(int fd, void *buf, size_t len, bool writing, bool spin) {
   for (size_t done = 0; done < len;) {
     ssize_t n = writing ? write(fd, (char *)buf + done, len - done)
-                        : read(fd, (char *)buf + done, len - done);
+                        : recv(fd, (char *)buf + done, len - done,
+                               spin ? MSG_DONTWAIT : 0);
+    if (n < 0 && spin && !writing && errno == EAGAIN)
+      continue;
     if (n <= 0)
       return -1;
     done += (size_t)n;
@@ -41,9 +49,10 @@ static int full_io(int fd, void *buf, size_t len, bool writing) {
 struct raw {
   int fd;
   pid_t echo;
+  bool spin;
 };
 
-static struct raw raw_start(void) {
+static struct raw raw_start(bool spin) {
   int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
   struct sockaddr_in a = {.sin_family = AF_INET};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -56,7 +65,8 @@ static struct raw raw_start(void) {
     int c = accept(l, NULL, NULL);
     char buf[MSG];
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    while (full_io(c, buf, MSG, false) == 0 && full_io(c, buf, MSG, true) == 0)
+    while (full_io(c, buf, MSG, false, spin) == 0 &&
+           full_io(c, buf, MSG, true, spin) == 0)
       ;
     _exit(0);
   }
@@ -65,7 +75,7 @@ static struct raw raw_start(void) {
   if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
     exit(1);
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  return (struct raw){fd, pid};
+  return (struct raw){fd, pid, spin};
 }
 
 static double raw_rtt(void *arg, int n) {
@@ -73,7 +83,8 @@ static double raw_rtt(void *arg, int n) {
   char buf[MSG] = {0};
   uint64_t t0 = bench_now_ns();
   for (int i = 0; i < n; i++)
-    if (full_io(r->fd, buf, MSG, true) < 0 || full_io(r->fd, buf, MSG, false))
+    if (full_io(r->fd, buf, MSG, true, r->spin) < 0 ||
+        full_io(r->fd, buf, MSG, false, r->spin) < 0)
       exit(1);
   return (double)(bench_now_ns() - t0) / n;
 }
@@ -124,7 +135,7 @@ int main(int argc, char **argv) {
   unsigned char val[MSG] = {1};
   if (mp_dict_set(p.d, "0123456789abcdef", 16, val, sizeof val) != 0)
     return 1;
-  struct raw r = raw_start();
+  struct raw r = raw_start(false);
   const char *only = argc > 1 ? argv[1] : NULL;
   double mine, base;
   if (!only || strcmp(only, "queue") == 0) {
@@ -137,6 +148,16 @@ int main(int argc, char **argv) {
     bench_pair(dict_get, &p, raw_rtt, &r, N, REPS, &mine, &base);
     bench_row("remote dict get 16 B -> 64 B (tcp)", mine, base,
               "raw TCP round trip of 64 B");
+  }
+  if (!only || strcmp(only, "floor") == 0) {
+    /* What no remote call can beat here: the round trip with both ends
+     * busy-polling (two CPUs spinning, which a server should not do). */
+    struct raw spin = raw_start(true);
+    bench_pair(raw_rtt, &spin, raw_rtt, &r, N, REPS, &mine, &base);
+    bench_row("raw TCP round trip 64 B, both ends busy-polling", mine, base,
+              "raw TCP round trip of 64 B");
+    close(spin.fd);
+    waitpid(spin.echo, NULL, 0);
   }
   close(r.fd);
   waitpid(r.echo, NULL, 0);
