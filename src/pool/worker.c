@@ -230,22 +230,47 @@ static uint64_t spinner_bit(const worker_t *w) {
   return w->index < 64 ? (uint64_t)1 << w->index : 0;
 }
 
-/* Sleeps until work is queued (work_seq moves) or the pool changes state.
- * After a single task it spins a while first (its spinner bit set before
- * its turn at the queue): a caller submitting task after task (apply_async
- * and get in a loop) then finds the worker awake, and wakes no other. Not
- * after a larger chunk: the parent then has outputs to copy, and the spin
- * would only take its CPU. The flag only spares the parent a wake-up call
- * when nobody sleeps. */
-static void wait_for_work(worker_t *w, uint32_t seq, bool spin) {
-  if (spin) {
-    mp__futex_spin_for(&w->ps->work_seq, seq, IDLE_SPIN_NS);
-    atomic_fetch_and(&w->ps->spinners, ~spinner_bit(w));
-  }
+/* Waits until there may be work for us. Returns true when it saw work
+ * while it spun: it then goes to the queue with its spinner bit still
+ * set.
+ *
+ * After a single task (`spin`) it spins a while on work_seq, its spinner
+ * bit set since before its turn at the queue: a caller submitting task
+ * after task (apply_async and get in a loop) then finds the worker awake,
+ * takes the bit off and wakes no other. Not after a larger chunk: the
+ * parent then has outputs to copy, and the spin would only take its CPU.
+ * The bit stays set when the spin sees work: taken off by the worker
+ * instead, it could be gone before the submitter looks for it (work_seq
+ * moves under the queue lock, the bit is taken after), which then wakes
+ * another worker for the same task.
+ *
+ * Then it sleeps until a submitter that finds no spinner wakes it (or
+ * the pool closes). It sleeps on the current value of work_seq, not on
+ * the value of its turn (`seq`): work that came since its turn and that
+ * another worker took already (the queue is empty again) is no reason to
+ * wake. On the value of its turn, the other worker of a caller submitting
+ * task after task would find work_seq moved at every task, its
+ * futex_wait failing at once, and race for the queue lock for nothing:
+ * two workers awake on top of the caller, three spinners on two cores.
+ * It announces itself sleeping before it looks: a submitter either sees
+ * it sleeping and wakes it, or moved work_seq before the worker read it,
+ * and then linked its unit before that too, which the worker sees at the
+ * head. */
+static bool wait_for_work(worker_t *w, uint32_t seq, bool spin) {
+  mp__pool_shared_t *ps = w->ps;
+  if (spin && mp__futex_spin_for(&ps->work_seq, seq, IDLE_SPIN_NS))
+    return true;
+  atomic_fetch_and(&ps->spinners, ~spinner_bit(w));
   atomic_store(&w->slot->sleeping, 1);
-  if (atomic_load(&w->ps->work_seq) == seq)
-    mp__futex_wait(&w->ps->work_seq, seq, MP__NO_DEADLINE);
+  for (;;) {
+    uint32_t now = atomic_load(&ps->work_seq);
+    if ((now != seq && atomic_load(&ps->head)) ||
+        atomic_load(&ps->state) != MP__POOL_RUNNING)
+      break;
+    mp__futex_wait(&ps->work_seq, now, MP__NO_DEADLINE);
+  }
   atomic_store(&w->slot->sleeping, 0);
+  return false;
 }
 
 /* Whether the worker may claim its next chunk of a unit of job without
@@ -270,11 +295,14 @@ static bool unlocked_now(const worker_t *w, uint64_t tasks) {
 static void work(worker_t *w) {
   mp__pool_shared_t *ps = w->ps;
   mp__pool_slot_t *slot = w->slot;
-  uint64_t tasks = 0, last_n = 0;
+  uint64_t tasks = 0;
+  /* spin: after a single task, or a spin that saw work; seen by a
+   * submitter from now on as a worker that will look at the queue (this
+   * turn, or its spin after it). After a spin that saw work (`looked`),
+   * an empty queue means another worker took it: this one sleeps, so that
+   * two workers do not race for every task. */
+  bool spin = false, looked = false;
   for (;;) {
-    /* After a single task: seen by a submitter from now on as a worker
-     * that will look at the queue (this turn, or its spin after it). */
-    bool spin = last_n == 1;
     if (spin)
       atomic_fetch_or(&ps->spinners, spinner_bit(w));
     if (mp__pool_lock(ps, w->index) < 0)
@@ -300,20 +328,22 @@ static void work(worker_t *w) {
     if (stop)
       return;
     if (!claimed) {
-      wait_for_work(w, seq, spin);
-      last_n = 0;
+      spin = looked = wait_for_work(w, seq, spin && !looked);
       continue;
     }
     if (spin)
       atomic_fetch_and(&ps->spinners, ~spinner_bit(w));
     mp__pool_unit_t *unit = atomic_load(&slot->unit);
     bool unlocked = unlocked_job(unit->job);
+    uint64_t n;
     do {
-      last_n = atomic_load_explicit(&slot->n, memory_order_relaxed);
+      n = atomic_load_explicit(&slot->n, memory_order_relaxed);
       run_claim(w);
       tasks++;
     } while (unlocked && unlocked_now(w, tasks) &&
              mp__pool_claim_from(ps, slot, unit));
+    spin = n == 1;
+    looked = false;
   }
 }
 
