@@ -4,7 +4,8 @@
 #   - it exports only public mp_* names (no mp__ internals, nothing else),
 #     every one under the version node MPROC_<major> (cmake/mproc.map.in),
 #     but for what libmproc_mpi calls (the pool's backend hook
-#     mp__pool_new_backend, mp__pool_backend_*, and mp__fd_high), under
+#     mp__pool_new_backend, mp__pool_backend_*, mp__fd_high and
+#     mp__dl_iterate), under
 #     MPROC_PRIVATE_<major>;
 #   - every function the public headers declare with MP_API is exported
 #     (include/mproc/mpi.h declares libmproc_mpi's, checked there).
@@ -29,7 +30,7 @@ exported=$(objdump -T "$lib" |
          print $(NF-1), $NF }')
 bad=$(echo "$exported" | awk -v node="MPROC_$major" -v private="MPROC_PRIVATE_$major" \
   '!(($2 ~ /^mp_[a-z0-9]/ && $2 !~ /^mp__/ && $1 == node) ||
-     ($2 ~ /^mp__(pool_new_backend|pool_backend_[a-z_]+|fd_high)$/ &&
+     ($2 ~ /^mp__(pool_new_backend|pool_backend_[a-z_]+|fd_high|dl_iterate)$/ &&
       $1 == private))')
 if [ -n "$bad" ]; then
   echo "symbols: exported names that are not public mp_* under MPROC_$major:" >&2
@@ -52,4 +53,4 @@ if [ -n "$missing" ]; then
   fail=1
 fi
 [ "$fail" -eq 0 ] || exit 1
-echo "symbols: $(echo "$exported" | wc -l) exported, all mp_* under MPROC_$major (the backend hook and mp__fd_high under MPROC_PRIVATE_$major); SONAME $soname; every MP_API function present"
+echo "symbols: $(echo "$exported" | wc -l) exported, all mp_* under MPROC_$major (the backend hook, mp__fd_high and mp__dl_iterate under MPROC_PRIVATE_$major); SONAME $soname; every MP_API function present"

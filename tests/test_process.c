@@ -2,6 +2,7 @@
  * method named by MPROC_START_METHOD. Children report back through memory
  * from mp_raw_alloc, passed by pointer in their arg. */
 #include <dirent.h>
+#include <link.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -15,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fnref.h"
 #include "support.h"
 #include "testing.h"
 
@@ -637,6 +639,90 @@ static void test_threads_start_and_join_concurrently(void **state) {
   }
 }
 
+/* ---- fork while another thread walks the loaded modules ----------------
+ * dl_iterate_phdr holds the C library's loader lock while it runs; a fork
+ * at that moment left it held in the child, whose first walk (a pool
+ * worker naming its task) then hung for good. The library's walks
+ * (mp__dl_iterate) and its forks now exclude each other. */
+static _Atomic int walk_inside, walk_release;
+
+static int walk_slowly(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)info, (void)size, (void)arg;
+  atomic_store(&walk_inside, 1);
+  /* Bounded: without a release the test fails instead of hanging. */
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  do {
+    sched_yield();
+    clock_gettime(CLOCK_MONOTONIC, &t);
+  } while (!atomic_load(&walk_release) && t.tv_sec - t0.tv_sec < 20);
+  return 1;
+}
+
+static void *walker(void *arg) {
+  (void)arg;
+  mp__dl_iterate(walk_slowly, NULL);
+  return NULL;
+}
+
+static bool walk_started(void *arg) {
+  (void)arg;
+  return atomic_load(&walk_inside) != 0;
+}
+
+static int count_module(struct dl_phdr_info *info, size_t size, void *arg) {
+  (void)info, (void)size;
+  (*(int *)arg)++;
+  return 0;
+}
+
+static void walk_in_child(void *arg) {
+  (void)arg;
+  int modules = 0;
+  dl_iterate_phdr(count_module, &modules);
+  exit(modules > 0 ? 0 : 1);
+}
+
+typedef struct starter {
+  mp_process_t *p;
+  int rc;
+} starter_t;
+
+static void *start_in_thread(void *arg) {
+  starter_t *s = arg;
+  s->rc = mp_process_start(s->p);
+  return NULL;
+}
+
+static void test_fork_during_a_module_walk(void **state) {
+  (void)state;
+  atomic_store(&walk_inside, 0);
+  atomic_store(&walk_release, 0);
+  pthread_t walk, starter;
+  assert_int_equal(pthread_create(&walk, NULL, walker, NULL), 0);
+  assert_true(mpt_wait_until(walk_started, NULL, 10.0));
+  starter_t s = {mp_process_new(walk_in_child, NULL, 0, NULL), 1};
+  assert_non_null(s.p);
+  assert_int_equal(pthread_create(&starter, NULL, start_in_thread, &s), 0);
+  /* Only provokes the case: the start reaches fork() while the walk is
+   * still on (under fork it then waits for the walk's end). */
+  usleep(50000);
+  atomic_store(&walk_release, 1);
+  pthread_join(walk, NULL);
+  pthread_join(starter, NULL);
+  assert_mp_ok(s.rc);
+  int rc = mp_process_join(s.p, 20.0);
+  if (rc != 0) { /* a hung child: end it before failing */
+    mp_process_kill(s.p);
+    mp_process_join(s.p, MP_FOREVER);
+  }
+  assert_mp_ok(rc);
+  int code = -1;
+  assert_mp_ok(mp_process_exitcode(s.p, &code));
+  assert_int_equal(code, 0);
+  mp_process_free(s.p);
+}
+
 static void test_cpu_count(void **state) {
   (void)state;
   cpu_set_t set;
@@ -668,6 +754,7 @@ int main(int argc, char **argv) {
       mpt_test(test_free_while_running_keeps_tracking),
       mpt_test(test_siblings_fds_do_not_leak_into_child),
       mpt_test(test_threads_start_and_join_concurrently),
+      mpt_test(test_fork_during_a_module_walk),
       mpt_test(test_cpu_count),
   };
   return MPT_RUN(argc, argv, tests);

@@ -4,10 +4,50 @@
  * function pointer travels as (module path, offset from its load base). */
 #include <dlfcn.h>
 #include <link.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "core/fnref.h"
+
+/* dl_iterate_phdr holds the C library's loader lock while it runs. A
+ * fork() at that moment (a pool thread starting a worker while another
+ * thread names or finds a function) leaves the lock held for good in the
+ * child, whose first lookup then hangs: seen as a pool worker stuck in
+ * dl_iterate_phdr under ThreadSanitizer. So every walk of the library's
+ * goes through mp__dl_iterate, under a mutex that every fork() of the
+ * process takes first (an after-fork handler, registered when the library
+ * loads); fork then waits for the walk to end. Walks by code outside the
+ * library are not covered. */
+static pthread_mutex_t walk_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void walk_prepare(void) {
+  pthread_mutex_lock(&walk_lock);
+}
+
+/* In the child the lock is the forking thread's own, its only thread. */
+static void walk_release(void) {
+  pthread_mutex_unlock(&walk_lock);
+}
+
+static mp__atfork_t walk_atfork = {
+    .prepare = walk_prepare, .parent = walk_release, .child = walk_release};
+
+/* Registered before any thread of the library can walk (a handler
+ * registered later would let a fork pass a walk already begun). Its
+ * prepare runs last, after the other areas' (reverse order): a walk takes
+ * no other lock, so none can wait on it while holding one of theirs. */
+__attribute__((constructor)) static void walk_register(void) {
+  mp__atfork_register(&walk_atfork);
+}
+
+int mp__dl_iterate(int (*visit)(struct dl_phdr_info *, size_t, void *),
+                   void *arg) {
+  pthread_mutex_lock(&walk_lock);
+  int rc = dl_iterate_phdr(visit, arg);
+  pthread_mutex_unlock(&walk_lock);
+  return rc;
+}
 
 /* The module whose loaded segments hold an address. dl_iterate_phdr, not
  * dladdr: it works the same in a fully static program (whose only module
@@ -39,7 +79,7 @@ static int find_address(struct dl_phdr_info *info, size_t size, void *arg) {
 static bool module_base_of(const void *address, char *path, size_t cap,
                            uintptr_t *base) {
   address_search_t s = {.address = (uintptr_t)address};
-  if (!dl_iterate_phdr(find_address, &s) || !s.name)
+  if (!mp__dl_iterate(find_address, &s) || !s.name)
     return false;
   if (strlen(s.name) >= cap)
     return false; /* a path the reference cannot hold */
@@ -81,12 +121,12 @@ void *mp__fn_decode(const mp__fnref_t *ref) {
   if (!ref->valid)
     return NULL;
   module_search_t s = {.path = ref->module};
-  dl_iterate_phdr(find_module, &s);
+  mp__dl_iterate(find_module, &s);
   if (!s.found && ref->module[0]) {
     /* A library the parent loaded with dlopen: load it here too. It stays
      * loaded for the life of the process. */
     if (dlopen(ref->module, RTLD_NOW | RTLD_GLOBAL))
-      dl_iterate_phdr(find_module, &s);
+      mp__dl_iterate(find_module, &s);
   }
   return s.found ? (void *)(s.base + ref->offset) : NULL;
 }

@@ -3,6 +3,8 @@
 #ifndef MPROC_FNREF_H
 #define MPROC_FNREF_H
 
+#include <link.h>
+
 #include "core/internal.h"
 
 /* A function (or static object) named so that another process of the same
@@ -23,5 +25,11 @@ int mp__fn_encode(const void *fn, mp__fnref_t *ref);
 /* The address in this process, loading the module if needed; NULL if it
  * cannot be found. */
 void *mp__fn_decode(const mp__fnref_t *ref);
+
+/* dl_iterate_phdr(visit, arg), never at the same time as a fork() of the
+ * process (fnref.c says why). Every walk of the loaded modules by the
+ * library (and libmproc_mpi) goes through it. visit must take no lock. */
+MP_API int mp__dl_iterate(int (*visit)(struct dl_phdr_info *, size_t, void *),
+                          void *arg);
 
 #endif

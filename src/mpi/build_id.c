@@ -53,7 +53,7 @@ static int visit(struct dl_phdr_info *info, size_t size, void *arg) {
 int mp__build_id(const char *module, mp__build_id_t *id) {
   memset(id, 0, sizeof *id);
   search_t s = {.module = module, .id = id};
-  dl_iterate_phdr(visit, &s);
+  mp__dl_iterate(visit, &s);
   return s.found ? 0 : -ENOENT;
 }
 
