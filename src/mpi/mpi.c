@@ -55,6 +55,21 @@ int mp_mpi_finalize(void) {
   return 0;
 }
 
+bool mp__mpi_probe(int source, int *tag) {
+  for (int i = 0; i < 2; i++) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(source, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
+        MPI_SUCCESS)
+      return false;
+    if (flag) {
+      *tag = st.MPI_TAG;
+      return true;
+    }
+  }
+  return false;
+}
+
 /* ---- Waiting ----------------------------------------------------------------
  */
 

@@ -96,6 +96,12 @@ typedef struct mp__mpi_setup {
  * their rc. */
 int mp__mpi_agree(int rc);
 
+/* Whether a message from source waits (its tag in *tag). Open MPI's
+ * MPI_Iprobe looks for a match before it runs the progress engine: a
+ * message that its progress brings in is seen by the next call only, so
+ * one that finds nothing looks again. */
+bool mp__mpi_probe(int source, int *tag);
+
 /* ---- Build ids (build_id.c) -------------------------------------------- */
 
 /* The build id of the loaded module named as mp__fnref_t names it ("" for

@@ -384,16 +384,10 @@ static void collect_one(hub_t *h, int rank, int tag) {
 static bool collect(hub_t *h) {
   bool any = false;
   for (int rank = 1; rank < h->size; rank++) {
-    for (;;) {
-      int flag = 0;
-      MPI_Status st;
-      if (mp__liveness_lost(h->live, rank) ||
-          MPI_Iprobe(rank, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
-              MPI_SUCCESS ||
-          !flag)
-        break;
+    int tag;
+    while (!mp__liveness_lost(h->live, rank) && mp__mpi_probe(rank, &tag)) {
       any = true;
-      collect_one(h, rank, st.MPI_TAG);
+      collect_one(h, rank, tag);
     }
   }
   return any;
