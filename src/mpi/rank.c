@@ -390,11 +390,11 @@ int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
         mp_async_wait(s.runs[0]->async, (double)ns / 1e9);
       else
         sleep_ns(ns);
-    } else {
-      /* Idle: the next map's first chunk may wait a little; an idle rank
-       * should cost nothing. */
-      sleep_ns(mp__backoff_next(&b, b.round > 2000 ? MP__BACKOFF_LONG
-                                                   : MP__BACKOFF_SHORT));
+    } else if (mp__liveness_wait_root(l,
+                                      mp__backoff_next(&b, MP__BACKOFF_LONG))) {
+      /* Idle until the root pokes as it sends a chunk: then MPI is
+       * polled often again (over TCP the chunk may come after the poke). */
+      mp__backoff_reset(&b);
     }
   }
   mp__liveness_stop_watch(l);
