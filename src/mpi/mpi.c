@@ -55,21 +55,6 @@ int mp_mpi_finalize(void) {
   return 0;
 }
 
-bool mp__mpi_probe(int source, int *tag) {
-  for (int i = 0; i < 2; i++) {
-    int flag = 0;
-    MPI_Status st;
-    if (MPI_Iprobe(source, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
-        MPI_SUCCESS)
-      return false;
-    if (flag) {
-      *tag = st.MPI_TAG;
-      return true;
-    }
-  }
-  return false;
-}
-
 /* ---- Waiting ----------------------------------------------------------------
  */
 
@@ -83,6 +68,21 @@ int64_t mp__backoff_next(mp__backoff_t *b, int64_t cap) {
   r -= SPIN_ROUNDS;
   int64_t ns = r >= 20 ? cap : SLEEP_MIN << r;
   return ns > cap ? cap : ns;
+}
+
+bool mp__mpi_probe(int source, int *tag) {
+  for (int i = 0; i < 2; i++) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(source, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
+        MPI_SUCCESS)
+      return false;
+    if (flag) {
+      *tag = st.MPI_TAG;
+      return true;
+    }
+  }
+  return false;
 }
 
 /* ---- Set-up

@@ -96,15 +96,6 @@ typedef struct mp__mpi_setup {
  * their rc. */
 int mp__mpi_agree(int rc);
 
-/* Whether a message from source waits (its tag in *tag). MPI_Iprobe
- * looks for a match before it runs the progress engine: a message that
- * its progress brings in is seen by the next call only (Open MPI 4.1 and
- * MPICH 4.0 alike: of 20 small messages already delivered to the process,
- * a first probe saw none, a second one 19 and 20), so one that finds
- * nothing looks again. Else a rank's poke woke the hub for nothing, and
- * the result waited for the hub's next poll. */
-bool mp__mpi_probe(int source, int *tag);
-
 /* ---- Build ids (build_id.c) -------------------------------------------- */
 
 /* The build id of the loaded module named as mp__fnref_t names it ("" for
@@ -132,6 +123,15 @@ int64_t mp__backoff_next(mp__backoff_t *b, int64_t cap);
  * CPU that polling takes from the workers). */
 #define MP__BACKOFF_SHORT 200000LL  /* 0.2 ms */
 #define MP__BACKOFF_LONG  5000000LL /* 5 ms */
+
+/* Whether a message from source waits (its tag in *tag). MPI_Iprobe
+ * looks for a match before it runs the progress engine: a message that
+ * its progress brings in is seen by the next call only (Open MPI 4.1 and
+ * MPICH 4.0 alike: of 20 small messages already delivered to the process,
+ * a first probe saw none, a second one 19 and 20), so one that finds
+ * nothing looks again. Else a rank's poke woke the hub for nothing, and
+ * the result waited for the hub's next poll. */
+bool mp__mpi_probe(int source, int *tag);
 
 /* ---- Liveness (liveness.c) ----------------------------------------------
  * Each rank connects to a listener of the root (tcp:, authenticated with a
