@@ -35,6 +35,7 @@ struct mp__liveness {
   pthread_t thread;          /* others: the watch */
   pthread_mutex_t send_lock; /* others: the watch's heartbeats, the pokes */
   int stop_fd;
+  int wake_fd; /* others: readable when the root sent something */
   bool watching;
 };
 
@@ -162,7 +163,7 @@ int mp__liveness_new(double timeout, mp__liveness_t **out) {
   if (l) {
     l->rank = mp__mpi.rank;
     l->size = mp__mpi.size;
-    l->stop_fd = -1;
+    l->stop_fd = l->wake_fd = -1;
     pthread_mutex_init(&l->send_lock, NULL);
     l->timeout_ns = (int64_t)(timeout * 1e9);
     l->period_ns =
@@ -251,6 +252,12 @@ int mp__liveness_check(mp__liveness_t *l, const bool *readable) {
   return -1;
 }
 
+void mp__liveness_poke_rank(mp__liveness_t *l, int rank) {
+  /* A failure here is mp__liveness_check's to find. */
+  if (l->conns[rank])
+    mp_conn_send_bytes(l->conns[rank], BEAT, 1);
+}
+
 bool mp__liveness_lost(const mp__liveness_t *l, int rank) {
   return l->lost[rank];
 }
@@ -285,6 +292,9 @@ static void *watch(void *arg) {
       if (!drain(c))
         root_lost(l, "its connection ended");
       l->last_seen[0] = now;
+      uint64_t one = 1;
+      ssize_t n = write(l->wake_fd, &one, sizeof one);
+      (void)n;
     }
     if (now - l->last_seen[0] > l->timeout_ns)
       root_lost(l, "silent for the liveness timeout");
@@ -303,6 +313,9 @@ int mp__liveness_watch_root(mp__liveness_t *l) {
   l->stop_fd = mp__fd_high(eventfd(0, EFD_CLOEXEC));
   if (l->stop_fd < 0)
     return -errno;
+  l->wake_fd = mp__fd_high(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (l->wake_fd < 0)
+    return -errno;
   int rc = pthread_create(&l->thread, NULL, watch, l);
   if (rc != 0)
     return -rc;
@@ -318,6 +331,21 @@ void mp__liveness_stop_watch(mp__liveness_t *l) {
   (void)n;
   pthread_join(l->thread, NULL);
   l->watching = false;
+}
+
+bool mp__liveness_wait_root(mp__liveness_t *l, int64_t ns) {
+  struct timespec ts = {ns / 1000000000LL, ns % 1000000000LL};
+  if (!l->watching) {
+    nanosleep(&ts, NULL);
+    return false;
+  }
+  struct pollfd fd = {.fd = l->wake_fd, .events = POLLIN};
+  if (ppoll(&fd, 1, &ts, NULL) != 1)
+    return false;
+  uint64_t value;
+  ssize_t n = read(l->wake_fd, &value, sizeof value);
+  (void)n;
+  return true;
 }
 
 void mp__liveness_poke(mp__liveness_t *l) {
@@ -352,6 +380,8 @@ void mp__liveness_free(mp__liveness_t *l) {
   mp__liveness_stop_watch(l);
   if (l->stop_fd >= 0)
     close(l->stop_fd);
+  if (l->wake_fd >= 0)
+    close(l->wake_fd);
   for (int r = 0; l->conns && r < l->size; r++)
     mp_conn_free(l->conns[r]);
   mp_listener_free(l->listener);

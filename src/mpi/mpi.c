@@ -70,6 +70,21 @@ int64_t mp__backoff_next(mp__backoff_t *b, int64_t cap) {
   return ns > cap ? cap : ns;
 }
 
+bool mp__mpi_probe(int source, int *tag) {
+  for (int i = 0; i < 2; i++) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(source, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
+        MPI_SUCCESS)
+      return false;
+    if (flag) {
+      *tag = st.MPI_TAG;
+      return true;
+    }
+  }
+  return false;
+}
+
 /* ---- Set-up
  * -------------------------------------------------------------------- */
 

@@ -124,6 +124,15 @@ int64_t mp__backoff_next(mp__backoff_t *b, int64_t cap);
 #define MP__BACKOFF_SHORT 200000LL  /* 0.2 ms */
 #define MP__BACKOFF_LONG  5000000LL /* 5 ms */
 
+/* Whether a message from source waits (its tag in *tag). MPI_Iprobe
+ * looks for a match before it runs the progress engine: a message that
+ * its progress brings in is seen by the next call only (Open MPI 4.1 and
+ * MPICH 4.0 alike: of 20 small messages already delivered to the process,
+ * a first probe saw none, a second one 19 and 20), so one that finds
+ * nothing looks again. Else a rank's poke woke the hub for nothing, and
+ * the result waited for the hub's next poll. */
+bool mp__mpi_probe(int source, int *tag);
+
 /* ---- Liveness (liveness.c) ----------------------------------------------
  * Each rank connects to a listener of the root (tcp:, authenticated with a
  * key the root sends over MPI) and both sides send a heartbeat every
@@ -142,6 +151,9 @@ void mp__liveness_fds(mp__liveness_t *l, int *fds);
  * rank from the wait. */
 int mp__liveness_check(mp__liveness_t *l, const bool *readable);
 bool mp__liveness_lost(const mp__liveness_t *l, int rank);
+/* Root: a byte to a rank that wakes it at once (sent with each chunk, so
+ * that an idle rank need not poll MPI often). */
+void mp__liveness_poke_rank(mp__liveness_t *l, int rank);
 /* Root: the heartbeat period (ns), the longest a wait may last. */
 int64_t mp__liveness_period_ns(const mp__liveness_t *l);
 
@@ -152,6 +164,9 @@ void mp__liveness_stop_watch(mp__liveness_t *l);
 /* Other ranks: a byte to the root that wakes its hub at once (sent when a
  * result goes out, so that the hub need not poll MPI often). */
 void mp__liveness_poke(mp__liveness_t *l);
+/* Other ranks: sleeps up to ns or until the root sends something (a
+ * chunk's poke, a heartbeat); true if it did. Without the watch, a sleep. */
+bool mp__liveness_wait_root(mp__liveness_t *l, int64_t ns);
 /* Other ranks, after their goodbye: waits until the root closes the
  * connection (so that the root never takes the close for a loss), at most
  * the timeout. */

@@ -27,6 +27,13 @@ typedef struct run {
   buffer_t in, out;
   mp_async_t *async; /* NULL when it failed before it ran */
   int error;
+  /* Once its result goes out: the sends still read the header, the
+   * outcomes and the output buffer until they complete. */
+  bool sending;
+  result_msg_t res;
+  mp__pool_outcome_t one, *outcomes;
+  MPI_Request *req;
+  int nreq;
 } run_t;
 
 typedef struct server {
@@ -71,10 +78,16 @@ static void recv_root(void *buf, uint64_t len, int tag) {
   }
 }
 
-static void send_root(const void *buf, uint64_t len, int tag) {
+static int pieces(uint64_t len) {
+  return (int)((len + PIECE - 1) / PIECE);
+}
+
+/* Posts the sends of len bytes to the root, in pieces, into req[*nreq...]. */
+static void post_root(const void *buf, uint64_t len, int tag, MPI_Request *req,
+                      int *nreq) {
   for (const char *p = buf; len > 0;) {
     int piece = (int)(len > PIECE ? PIECE : len);
-    MPI_Send(p, piece, MPI_BYTE, 0, tag, mp__mpi.comm);
+    MPI_Isend(p, piece, MPI_BYTE, 0, tag, mp__mpi.comm, &req[(*nreq)++]);
     p += piece;
     len -= (uint64_t)piece;
   }
@@ -133,6 +146,9 @@ static void buffer_put(server_t *s, buffer_t b) {
 }
 
 static void run_free(server_t *s, run_t *r) {
+  if (r->outcomes != &r->one)
+    free(r->outcomes);
+  free(r->req);
   mp_async_free(r->async);
   buffer_put(s, r->in);
   buffer_put(s, r->out);
@@ -199,64 +215,93 @@ static uint64_t pack_outputs(run_t *r, const mp__pool_outcome_t *o) {
   return at * size;
 }
 
-/* Sends a finished run's result. The root's hub is poked between the
- * header (which MPI delivers at once) and the bytes (which wait for the
- * hub to take them). */
-static void send_result(server_t *s, run_t *r) {
+/* The header of a finished run's result, its outcomes when some item
+ * failed (r->outcomes), and where its output is. */
+static const void *result_of(run_t *r) {
   const task_msg_t *m = &r->msg;
-  result_msg_t res = {
+  r->res = (result_msg_t){
       .id = m->id, .slot = m->slot, .error = r->error, .n = m->n};
-  mp__pool_outcome_t one, *outcomes = &one;
+  r->outcomes = &r->one;
   const void *output = r->out.ptr;
   if (!r->error && m->apply) {
     size_t len = 0;
     int rc = mp_async_get(r->async, 0, &output, &len);
-    res.out_len = len;
+    r->res.out_len = len;
     if (rc == 0 && len > m->out_size)
       rc = MP_EOVERFLOW;
     if (rc == 0)
-      res.out_bytes = len;
-    one = (mp__pool_outcome_t){rc ? rc : MP__ITEM_OK,
-                               mp_async_task_code(r->async)};
-    res.failed = rc != 0;
+      r->res.out_bytes = len;
+    r->one = (mp__pool_outcome_t){rc ? rc : MP__ITEM_OK,
+                                  mp_async_task_code(r->async)};
+    r->res.failed = rc != 0;
   } else if (!r->error) {
-    outcomes = malloc(m->n * sizeof *outcomes);
-    if (!outcomes)
-      abort();
-    mp_async_get(r->async, 0, NULL, NULL);
-    res.failed = map_outcomes(r, outcomes);
-    res.out_bytes = res.failed ? pack_outputs(r, outcomes) : out_bytes(m);
+    /* Every item succeeded: no outcomes to gather (a look at each item
+     * costs more than the item of a trivial map). */
+    if (mp_async_get(r->async, 0, NULL, NULL) != 0) {
+      if (!(r->outcomes = malloc(m->n * sizeof *r->outcomes)))
+        abort();
+      r->res.failed = map_outcomes(r, r->outcomes);
+    }
+    r->res.out_bytes =
+        r->res.failed ? pack_outputs(r, r->outcomes) : out_bytes(m);
   }
+  return output;
+}
+
+/* Sends a finished run's result without waiting: the header, which MPI
+ * delivers at once, then the root's hub is poked, then the outcomes and the
+ * output (which wait for the hub to take them; meanwhile this rank takes
+ * its next chunk). */
+static void send_result(server_t *s, run_t *r) {
+  const void *output = result_of(r);
+  const result_msg_t *res = &r->res;
+  uint64_t outcome_bytes = res->failed ? r->msg.n * sizeof *r->outcomes : 0;
+  r->req = malloc((size_t)(1 + pieces(outcome_bytes) + pieces(res->out_bytes)) *
+                  sizeof *r->req);
+  if (!r->req)
+    abort(); /* the protocol cannot skip a message */
+  r->sending = true;
   void (*hook)(int) = mp__mpi_result_hook;
   if (hook) {
     /* The hook runs once rank 0 has taken the header (a synchronous
      * send): rank 0 then waits for the rest. */
     mp__liveness_poke(s->live);
-    MPI_Ssend(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
+    MPI_Ssend(res, sizeof *res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
     hook(0);
   } else {
-    MPI_Send(&res, sizeof res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm);
+    MPI_Isend(res, sizeof *res, MPI_BYTE, 0, TAG_RESULT, mp__mpi.comm,
+              &r->req[r->nreq++]);
     mp__liveness_poke(s->live);
   }
-  if (res.failed)
-    send_root(outcomes, m->n * sizeof *outcomes, TAG_OUTCOMES);
-  send_root(output, res.out_bytes, TAG_OUTPUT);
-  if (hook)
+  post_root(r->outcomes, outcome_bytes, TAG_OUTCOMES, r->req, &r->nreq);
+  post_root(output, res->out_bytes, TAG_OUTPUT, r->req, &r->nreq);
+  if (hook) {
+    for (int i = 0; i < r->nreq; i++)
+      MPI_Wait(&r->req[i], MPI_STATUS_IGNORE);
     hook(1);
-  if (outcomes != &one)
-    free(outcomes);
+  }
 }
 
-/* Handles what the root sent. true if anything came. */
-static bool receive(server_t *s) {
-  int flag = 0;
-  MPI_Status st;
-  MPI_Iprobe(0, MPI_ANY_TAG, mp__mpi.comm, &flag, &st);
-  if (!flag)
+/* Whether the sends of a run's result are complete. */
+static bool sent(run_t *r) {
+  for (int i = 0; i < r->nreq; i++) {
+    int done = 0;
+    if (r->req[i] != MPI_REQUEST_NULL &&
+        (MPI_Test(&r->req[i], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS ||
+         !done))
+      return false;
+  }
+  return true;
+}
+
+/* Handles one message of the root, if one came. */
+static bool receive_one(server_t *s) {
+  int tag;
+  if (!mp__mpi_probe(0, &tag))
     return false;
-  if (st.MPI_TAG == TAG_TASK) {
+  if (tag == TAG_TASK) {
     start_task(s);
-  } else if (st.MPI_TAG == TAG_STOP) {
+  } else if (tag == TAG_STOP) {
     stop_msg_t msg;
     MPI_Recv(&msg, sizeof msg, MPI_BYTE, 0, TAG_STOP, mp__mpi.comm,
              MPI_STATUS_IGNORE);
@@ -271,18 +316,32 @@ static bool receive(server_t *s) {
   return true;
 }
 
-/* Sends the results of the runs that finished. true if any did. */
+/* Handles everything the root sent (a chunk that waits costs a worker its
+ * time). true if anything came. */
+static bool receive(server_t *s) {
+  bool any = false;
+  while (receive_one(s))
+    any = true;
+  return any;
+}
+
+/* Sends the results of the runs that finished, and frees the runs whose
+ * results are sent. true if any did either. */
 static bool finish(server_t *s) {
   bool any = false;
   for (size_t i = 0; i < s->count;) {
     run_t *r = s->runs[i];
-    if (r->async && !mp_async_ready(r->async)) {
+    if (!r->sending && (!r->async || mp_async_ready(r->async))) {
+      send_result(s, r);
+      any = true;
+    }
+    if (!r->sending || !sent(r)) {
       i++;
       continue;
     }
-    send_result(s, r);
     run_free(s, r);
-    s->runs[i] = s->runs[--s->count];
+    /* Keeps the order: the oldest run first. */
+    memmove(&s->runs[i], &s->runs[i + 1], (--s->count - i) * sizeof *s->runs);
     any = true;
   }
   return any;
@@ -313,18 +372,29 @@ int mp__mpi_serve(const mp__mpi_setup_t *setup, mp__liveness_t *l) {
     progress |= finish(&s);
     if (progress) {
       mp__backoff_reset(&b);
-    } else if (s.count >= MP__MPI_SLOTS_PER_RANK && s.runs[0]->async) {
+      continue;
+    }
+    size_t running = 0;
+    while (running < s.count && s.runs[running]->async &&
+           !s.runs[running]->sending)
+      running++;
+    if (running >= MP__MPI_SLOTS_PER_RANK) {
       /* Nothing comes before this rank answers (but the stop): wait on
        * the oldest run, woken at once when it finishes (a futex). */
       mp_async_wait(s.runs[0]->async, (double)MP__BACKOFF_LONG / 1e9);
-    } else if (s.count > 0 && s.runs[0]->async) {
-      mp_async_wait(s.runs[0]->async,
-                    (double)mp__backoff_next(&b, MP__BACKOFF_SHORT) / 1e9);
-    } else {
-      /* Idle: the next map's first chunk may wait a little; an idle rank
-       * should cost nothing. */
-      sleep_ns(mp__backoff_next(&b, b.round > 2000 ? MP__BACKOFF_LONG
-                                                   : MP__BACKOFF_SHORT));
+    } else if (s.count > 0) {
+      /* A run is out, or its result on its way: the next chunk comes as
+       * soon as the root takes a result. */
+      int64_t ns = mp__backoff_next(&b, MP__BACKOFF_SHORT);
+      if (running > 0)
+        mp_async_wait(s.runs[0]->async, (double)ns / 1e9);
+      else
+        sleep_ns(ns);
+    } else if (mp__liveness_wait_root(l,
+                                      mp__backoff_next(&b, MP__BACKOFF_LONG))) {
+      /* Idle until the root pokes as it sends a chunk: then MPI is
+       * polled often again (over TCP the chunk may come after the poke). */
+      mp__backoff_reset(&b);
     }
   }
   mp__liveness_stop_watch(l);

@@ -8,7 +8,8 @@
  * committed. Between messages the hub waits in ppoll() on the liveness
  * connections and its wake-up eventfd: a rank pokes its connection as it
  * sends a result, so the hub need not poll MPI (whose blocking calls
- * would spin on a CPU the workers need).
+ * would spin on a CPU the workers need); the hub pokes a rank likewise as
+ * it sends it a chunk.
  *
  * A rank found lost (liveness.c) gives back its chunks: the pool queues
  * them again (up to the retries) or fails them with MP_ELOST. A result is
@@ -243,6 +244,7 @@ static void send_chunk(hub_t *h, uint32_t slot) {
     p += piece;
     left -= (uint64_t)piece;
   }
+  mp__liveness_poke_rank(h->live, rank);
 }
 
 /* Claims work for the idle slots of live ranks, one slot of each rank in
@@ -384,16 +386,10 @@ static void collect_one(hub_t *h, int rank, int tag) {
 static bool collect(hub_t *h) {
   bool any = false;
   for (int rank = 1; rank < h->size; rank++) {
-    for (;;) {
-      int flag = 0;
-      MPI_Status st;
-      if (mp__liveness_lost(h->live, rank) ||
-          MPI_Iprobe(rank, MPI_ANY_TAG, mp__mpi.comm, &flag, &st) !=
-              MPI_SUCCESS ||
-          !flag)
-        break;
+    int tag;
+    while (!mp__liveness_lost(h->live, rank) && mp__mpi_probe(rank, &tag)) {
       any = true;
-      collect_one(h, rank, st.MPI_TAG);
+      collect_one(h, rank, tag);
     }
   }
   return any;
