@@ -28,13 +28,20 @@ typedef struct remote_manager {
 /* ---- the client: one exchange ---------------------------------------------
  */
 
+/* How long a call spins for its reply before it sleeps: a call the server
+ * answers at once (a get, a set, a put that fits) gets its reply within
+ * it; one that blocks there (a get of an empty queue) then sleeps. */
+#define CALL_SPIN_NS 20000
+
 static int exchange(remote_manager_t *m, const void *req, size_t req_len,
                     void **reply, size_t *reply_len) {
   if (m->broken)
     return MP_ECLOSED;
   int rc = mp_conn_send_bytes(m->conn, req, req_len);
-  if (rc == 0)
+  if (rc == 0) {
+    mp__manager_spin_for_input(m->conn, CALL_SPIN_NS);
     rc = mp_conn_recv_bytes(m->conn, reply, reply_len);
+  }
   if (rc < 0) {
     m->broken = true;
     return MP_ECLOSED; /* whatever broke, the server is out of reach */

@@ -77,6 +77,17 @@ void mp__manager_registry_free(mp__family_manager_t *m);
  * (mp__now_ns; forever: no end): the smaller of slice and what is left. */
 double mp__manager_slice(bool forever, uint64_t end, double slice);
 
+/* Spins up to ns for input on conn (a request or a reply) before a
+ * blocking receive. On an idle machine a blocking wait for the peer's
+ * answer costs the wake-up of a sleeping CPU on each side, several times
+ * the round trip itself (bench_manager: a loopback round trip 14 us with
+ * the CPUs awake, 60 us from idle); a call answered within the spin pays
+ * none. Bounded, as the pool's waits spin (request.c, worker.c): the
+ * CPU a slow answer costs is at most ns. It yields at each look: on a
+ * busy machine the peer may be waiting for this very CPU (without the
+ * yield, a call there took 4x a plain round trip). */
+void mp__manager_spin_for_input(mp_conn_t *conn, uint64_t ns);
+
 /* A server's wait for a client's blocking call: runs attempt(arg, t) with
  * t at most `slice` seconds until it ends otherwise than by its slice
  * running out (MP_ETIMEDOUT of a wait, MP_EEMPTY of a get, MP_EFULL of a

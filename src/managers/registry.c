@@ -2,6 +2,7 @@
  * request and its reply, and the registry of named objects (a shared dict
  * from "<kind>:<name>" to the object's pointer, in the family's arena). */
 #include <errno.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -112,6 +113,15 @@ double mp__manager_slice(bool forever, uint64_t end, double slice) {
   uint64_t now = mp__now_ns();
   double left = now >= end ? 0 : (double)(end - now) / 1e9;
   return left < slice ? left : slice;
+}
+
+void mp__manager_spin_for_input(mp_conn_t *conn, uint64_t ns) {
+  uint64_t end = mp__now_ns() + ns;
+  do {
+    if (mp_conn_poll(conn, 0) != 0) /* input, or an error to receive */
+      return;
+    sched_yield(); /* the peer may be waiting for this CPU */
+  } while (mp__now_ns() < end);
 }
 
 int mp__manager_wait_sliced(mp_conn_t *conn, double timeout, double slice,
