@@ -13,12 +13,18 @@
 #define START_TIMEOUT 20.0 /* for the server to listen */
 #define STOP_TIMEOUT  5.0  /* for it to exit once told */
 
-/* A connected handle (process-local). `lock` serialises the calls of the
- * threads on the connection; after a failed exchange the stream may hold
- * half a message, so the connection is `broken` for good. */
+/* A connected handle (process-local). The threads on the connection take
+ * turns at it in the order they came (tickets under `lock`): a thread
+ * waiting in slices (sync_call) takes a new turn for each slice, so a
+ * thread that came meanwhile (to release what it waits for) goes first;
+ * with a plain mutex the slicer could take it back at once, every time.
+ * After a failed exchange the stream may hold half a message, so the
+ * connection is `broken` for good. */
 typedef struct remote_manager {
   uint32_t magic;
   pthread_mutex_t lock;
+  pthread_cond_t turn_changed;
+  uint64_t next_ticket, serving;
   mp_conn_t *conn;
   bool broken;
   mp__pyclient_t *python; /* a Python manager's server: no conn */
@@ -32,6 +38,21 @@ typedef struct remote_manager {
  * answers at once (a get, a set, a put that fits) gets its reply within
  * it; one that blocks there (a get of an empty queue) then sleeps. */
 #define CALL_SPIN_NS 20000
+
+static void take_turn(remote_manager_t *m) {
+  pthread_mutex_lock(&m->lock);
+  uint64_t ticket = m->next_ticket++;
+  while (m->serving != ticket)
+    pthread_cond_wait(&m->turn_changed, &m->lock);
+  pthread_mutex_unlock(&m->lock);
+}
+
+static void end_turn(remote_manager_t *m) {
+  pthread_mutex_lock(&m->lock);
+  m->serving++;
+  pthread_cond_broadcast(&m->turn_changed);
+  pthread_mutex_unlock(&m->lock);
+}
 
 static int exchange(remote_manager_t *m, const void *req, size_t req_len,
                     void **reply, size_t *reply_len) {
@@ -58,9 +79,9 @@ static int link_call(void *link, const mp__remote_req_t *req,
   void *buf = mp__wire_request(req, &len), *reply = NULL;
   if (!buf)
     return -ENOMEM;
-  pthread_mutex_lock(&m->lock);
+  take_turn(m);
   int rc = exchange(m, buf, len, &reply, &reply_len);
-  pthread_mutex_unlock(&m->lock);
+  end_turn(m);
   free(buf);
   if (rc < 0)
     return rc;
@@ -186,6 +207,7 @@ static mp_manager_t *connect_any(const char *address, const void *authkey,
   strcpy(m->address, address);
   mp__manager_nodelay(m->conn);
   pthread_mutex_init(&m->lock, NULL);
+  pthread_cond_init(&m->turn_changed, NULL);
   m->magic = MP__MANAGER_REMOTE_MAGIC;
   __atomic_store_n(&mp__remote_call, link_call, __ATOMIC_RELEASE);
   return (mp_manager_t *)m;
@@ -463,6 +485,7 @@ void mp_manager_free(mp_manager_t *m) {
     mp_conn_free(r->conn);
     mp__pyclient_free(r->python);
     pthread_mutex_destroy(&r->lock);
+    pthread_cond_destroy(&r->turn_changed);
     r->magic = 0;
     free(r);
   }
