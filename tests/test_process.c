@@ -680,7 +680,9 @@ static void walk_in_child(void *arg) {
   (void)arg;
   int modules = 0;
   dl_iterate_phdr(count_module, &modules);
-  exit(modules > 0 ? 0 : 1);
+  /* _exit: forked from a thread other than main, the child has no copy of
+   * main's stack, so a leak check at exit would see false leaks. */
+  _exit(modules > 0 ? 0 : 1);
 }
 
 typedef struct starter {
