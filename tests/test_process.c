@@ -702,16 +702,23 @@ static void test_fork_during_a_module_walk(void **state) {
   atomic_store(&walk_release, 0);
   pthread_t walk, starter;
   assert_int_equal(pthread_create(&walk, NULL, walker, NULL), 0);
-  assert_true(mpt_wait_until(walk_started, NULL, 10.0));
+  /* Asserts only once the walk is released and joined: a failure must not
+   * leave the walker holding the walk (and every later fork) for 20 s. */
+  bool started = mpt_wait_until(walk_started, NULL, 10.0);
   starter_t s = {mp_process_new(walk_in_child, NULL, 0, NULL), 1};
-  assert_non_null(s.p);
-  assert_int_equal(pthread_create(&starter, NULL, start_in_thread, &s), 0);
+  bool starting = started && s.p &&
+                  pthread_create(&starter, NULL, start_in_thread, &s) == 0;
   /* Only provokes the case: the start reaches fork() while the walk is
    * still on (under fork it then waits for the walk's end). */
-  usleep(50000);
+  if (starting)
+    usleep(50000);
   atomic_store(&walk_release, 1);
   pthread_join(walk, NULL);
-  pthread_join(starter, NULL);
+  if (starting)
+    pthread_join(starter, NULL);
+  assert_true(started);
+  assert_non_null(s.p);
+  assert_true(starting);
   assert_mp_ok(s.rc);
   int rc = mp_process_join(s.p, 20.0);
   if (rc != 0) { /* a hung child: end it before failing */

@@ -124,7 +124,10 @@ void *mp__fn_decode(const mp__fnref_t *ref) {
   mp__dl_iterate(find_module, &s);
   if (!s.found && ref->module[0]) {
     /* A library the parent loaded with dlopen: load it here too. It stays
-     * loaded for the life of the process. */
+     * loaded for the life of the process. Not under walk_lock: the
+     * library's constructors may call into mproc (and walk). It runs where
+     * the parent's library is not loaded yet: a spawned or forkserver
+     * child, before it has threads of its own that could fork. */
     if (dlopen(ref->module, RTLD_NOW | RTLD_GLOBAL))
       mp__dl_iterate(find_module, &s);
   }
